@@ -1,0 +1,232 @@
+"""Export a training run to TFLite for the edge, with its metadata JSON.
+
+    python -m export.tflite --run runs/wbc --name wbc [--quant int8|float16|float32] [--out models]
+
+int8 is full-integer post-training quantization: weights and activations are
+int8 with an affine map real = scale * (q - zero_point) per tensor (per channel
+for conv weights), ranges calibrated on a representative set of training
+images; inputs and outputs are int8 too. The model has two outputs, the logits
+and the last feature map, so the device computes CAM in numpy.
+
+After writing the files, the model is loaded back through the public
+``hematovision`` API: the temperature and the uncertain threshold are fitted on
+`val` with the exported model itself, then `val` and `test` are scored, and the
+parity with the float Keras model is reported. An int8 model that loses more
+than 0.5 accuracy points against float is not shipped (exit 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hematovision.registry import sha256_file
+from hematovision.spec import FORMAT_VERSION, InputSpec
+from training import metrics
+from training.data import DESCRIPTIONS, load_split, make_dataset
+
+MAX_INT8_ACCURACY_DROP = 0.005
+
+
+def convert(model, train_images: np.ndarray, spec: InputSpec, quant: str, *, n_calibration: int = 400, seed: int = 0) -> bytes:
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if quant in ("int8", "float16"):
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quant == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    if quant == "int8":
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(train_images), size=min(n_calibration, len(train_images)), replace=False)
+
+        def representative():
+            for i in pick:
+                x = train_images[i].astype(np.float32) * spec.scale + spec.offset
+                yield [x[None]]
+
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
+    return converter.convert()
+
+
+def write_model(model, *, name: str, labels, spec: InputSpec, calibration_images: np.ndarray, quant: str = "int8",
+                out_dir: str | Path = "models", extra: dict | None = None) -> Path:
+    """Convert a one-output Keras classifier (GAP -> dense head named 'logits', feature map
+    layer named 'features') and write <name>.tflite, <name>.head.npz and <name>.json."""
+    from hematovision.runtime import TFLiteModel
+    from training.model import LOGITS_NAME, with_feature_output
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    tflite_path = out / f"{name}.tflite"
+    tflite_path.write_bytes(convert(with_feature_output(model), calibration_images, spec, quant))
+    kernel, bias = (w.astype(np.float32) for w in model.get_layer(LOGITS_NAME).get_weights())
+    head_path = out / f"{name}.head.npz"
+    np.savez(head_path, weights=kernel, bias=bias)
+    # Which TFLite output is which: logits are (1, C), the feature map (1, h, w, K).
+    rt = TFLiteModel(tflite_path)
+    shapes = rt.output_shapes
+    logits_index = next(i for i, s in enumerate(shapes) if s == (1, len(labels)))
+    features_index = next(i for i, s in enumerate(shapes) if len(s) == 4)
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "file": tflite_path.name,
+        "sha256": sha256_file(tflite_path),
+        "size_bytes": tflite_path.stat().st_size,
+        **(extra or {}),
+        "labels": list(labels),
+        "descriptions": {label: DESCRIPTIONS.get(label, "") for label in labels},
+        "input": spec.to_json() | {"dtype": str(np.dtype(rt.input_detail["dtype"]))},
+        "outputs": {
+            "logits": {"index": logits_index, "shape": list(shapes[logits_index]), "meaning": "pre-softmax logits; probabilities = softmax(logits / temperature)"},
+            "features": {"index": features_index, "shape": list(shapes[features_index]), "meaning": "last convolutional feature map, for CAM"},
+        },
+        "cam": {"method": "CAM = ReLU(sum_k w_kc A_k), equal to Grad-CAM up to scale for the GAP -> dense head",
+                "head_file": head_path.name, "head_sha256": sha256_file(head_path)},
+        "quantization": quant,
+    }
+    json_path = out / f"{name}.json"
+    json_path.write_text(json.dumps(metadata, indent=2))
+    return json_path
+
+
+def _git_commit() -> str | None:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip() or None
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    denom = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / denom) if denom > 0 else float("nan")
+
+
+def _tflite_outputs(clf, images: np.ndarray):
+    """Logits and feature maps of the exported model for pre-decoded images (same resize path)."""
+    from hematovision.preprocessing import prepare
+
+    logits, feats = [], []
+    for img in images:
+        out = clf.model.run(prepare(img, clf.spec.input))
+        logits.append(out[clf.spec.outputs.logits_index][0])
+        feats.append(out[clf.spec.outputs.features_index][0])
+    return np.stack(logits), np.stack(feats)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.tflite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="training run folder")
+    p.add_argument("--name", required=True, help="model name (wbc, all, or your own)")
+    p.add_argument("--quant", choices=("int8", "float16", "float32"), default="int8")
+    p.add_argument("--out", default="models", help="folder for <name>.tflite/.json/.head.npz")
+    p.add_argument("--force", action="store_true", help="write even if int8 loses more than 0.5 accuracy points")
+    args = p.parse_args(argv)
+
+    import keras
+
+    import hematovision
+    from hematovision import cam as cam_maps
+    from training.model import with_feature_output
+
+    run, out = Path(args.run), Path(args.out)
+    config = json.loads((run / "config.json").read_text())
+    labels = tuple(config["labels"])
+    spec = InputSpec.from_json(config["input"])
+    a = config["args"]
+    t0 = time.time()
+    splits = {s: load_split(a["data"], s, spec.height, labels, limit=a.get("limit_per_class")) for s in ("train", "val", "test")}
+    model = keras.models.load_model(run / "best.keras")
+    two_out = with_feature_output(model)
+    json_path = write_model(
+        model, name=args.name, labels=labels, spec=spec, calibration_images=splits["train"].images, quant=args.quant, out_dir=out,
+        extra={"task": "white-cell type (PBC, 8 classes)" if config["dataset"] == "pbc" else "B-lymphoblast ALL stage (4 classes)",
+               "architecture": f"MobileNetV2 alpha {a['alpha']} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}"},
+    )
+    metadata = json.loads(json_path.read_text())
+    tflite_path = json_path.with_suffix(".tflite")
+    head_path = out / metadata["cam"]["head_file"]
+    kernel = np.load(head_path)["weights"]
+
+    # Calibrate the exported model itself on val, then score val and test.
+    clf = hematovision.load_model(json_path)
+    logits, feats, y = {}, {}, {}
+    for split in ("val", "test"):
+        logits[split], feats[split] = _tflite_outputs(clf, splits[split].images)
+        y[split] = splits[split].labels
+    from training.evaluate import calibrate_and_report
+
+    report = calibrate_and_report(logits, y, labels)
+
+    # Parity on test: float Keras vs exported model.
+    ds = make_dataset(splits["test"], spec, batch_size=128, training=False)
+    f_logits, f_feats = two_out.predict(ds, verbose=0)
+    f_acc = float((f_logits.argmax(1) == y["test"]).mean())
+    q_acc = report["test"]["accuracy"]
+    T = report["calibration"]["temperature"]
+    cams_r = []
+    for i in range(0, len(y["test"]), max(1, len(y["test"]) // 200)):
+        c = int(f_logits[i].argmax())
+        cams_r.append(_pearson(
+            cam_maps.upsample(cam_maps.class_activation_map(f_feats[i], kernel, c), spec.height, spec.width),
+            cam_maps.upsample(cam_maps.class_activation_map(feats["test"][i], kernel, c), spec.height, spec.width)))
+    parity = {
+        "split": "test",
+        "float_accuracy": f_acc,
+        "exported_accuracy": q_acc,
+        "accuracy_drop_points": round(100 * (f_acc - q_acc), 3),
+        "argmax_agreement": float((f_logits.argmax(1) == logits["test"].argmax(1)).mean()),
+        "max_probability_difference": float(np.abs(metrics.softmax(f_logits, T) - metrics.softmax(logits["test"], T)).max()),
+        "cam_pearson_mean": float(np.nanmean(cams_r)),
+        "cam_pearson_min": float(np.nanmin(cams_r)),
+    }
+    summary_path = run / "train_summary.json"
+    train_summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    metadata.update({
+        "calibration": report["calibration"],
+        "metrics": {"val": report["val"], "test": report["test"], "parity_with_float": parity},
+        "provenance": {
+            "data": {"dataset": config["dataset"], "path_used": a["data"], "counts_train": config["train_counts"],
+                     "n_val": int(len(y["val"])), "n_test": int(len(y["test"]))},
+            "train_command": config["command"],
+            "export_command": "python -m export.tflite " + " ".join(argv if argv is not None else sys.argv[1:]),
+            "init": a.get("init_from") or a.get("weights"),
+            "train_seconds": train_summary.get("train_seconds"),
+            "bn_check": train_summary.get("bn_check"),
+            "machine": config.get("machine"),
+            "versions": config.get("versions"),
+            "git_commit": _git_commit(),
+            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        },
+        "intended_use": "Research and education only. Not a diagnostic device; every result needs review by a qualified specialist.",
+    })
+    json_path.write_text(json.dumps(metadata, indent=2))
+    from training.evaluate import _write_confusion
+
+    _write_confusion(report["test"], labels, out / f"{args.name}_confusion_test", f"{args.name} ({args.quant} TFLite) - test")
+    print(json.dumps(parity, indent=2))
+    print(f"{args.name}: {args.quant} {tflite_path.stat().st_size / 1024:.0f} KB; val acc {report['val']['accuracy']:.4f}, "
+          f"test acc {q_acc:.4f} macro-F1 {report['test']['macro_f1']:.4f}; T={T:.3f} threshold={report['calibration']['uncertain_threshold']:.3f} "
+          f"({time.time() - t0:.0f}s)")
+    if args.quant == "int8" and f_acc - q_acc > MAX_INT8_ACCURACY_DROP and not args.force:
+        for path in (tflite_path, json_path, head_path):
+            path.unlink(missing_ok=True)
+        print(f"NOT SHIPPED: int8 loses {100 * (f_acc - q_acc):.2f} points (> {100 * MAX_INT8_ACCURACY_DROP:.1f}); files removed", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""Classifier: image in, calibrated :class:`Prediction` with an on-device CAM out."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import cam as cam_maps
+from .errors import ModelFormatError
+from .images import ImageInput, load_image
+from .preprocessing import prepare
+from .registry import resolve
+from .runtime import TFLiteModel
+from .spec import ModelSpec
+
+
+@dataclass(frozen=True, eq=False)
+class Prediction:
+    """One classified image.
+
+    ``probabilities`` are temperature-calibrated and sum to 1; ``uncertain`` is
+    True when the top confidence is below the threshold chosen on validation
+    data (stored in the model JSON): such a cell needs review by a specialist.
+    ``cam`` is the class activation map of the top class, float in [0, 1] at the
+    image's size (None when not asked for).
+    """
+
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+    uncertain: bool
+    cam: np.ndarray | None = field(default=None, repr=False)
+    model: str = ""
+
+    def top(self, k: int = 3) -> list[tuple[str, float]]:
+        return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
+
+    def to_json(self) -> dict:
+        return {"label": self.label, "confidence": self.confidence, "probabilities": self.probabilities, "uncertain": self.uncertain}
+
+
+class Classifier:
+    """A verified model ready to classify; load it once with :func:`load_model`."""
+
+    def __init__(self, spec: ModelSpec, *, num_threads: int | None = None):
+        self.spec = spec
+        self.model = TFLiteModel(spec.tflite_path, num_threads=num_threads)
+        expected = (1, spec.input.height, spec.input.width, 3)
+        if self.model.input_shape != expected:
+            raise ModelFormatError(f"{spec.tflite_path}: input shape {self.model.input_shape} does not match {expected} in its JSON.")
+        shapes = self.model.output_shapes
+        n_out = len(shapes)
+        if spec.outputs.logits_index >= n_out or shapes[spec.outputs.logits_index] != (1, len(spec.labels)):
+            raise ModelFormatError(f"{spec.tflite_path}: output {spec.outputs.logits_index} is not (1, {len(spec.labels)}) logits; outputs are {shapes}.")
+        self.head_weights = None
+        if spec.outputs.features_index is not None and spec.head_path is not None:
+            with np.load(spec.head_path) as head:
+                self.head_weights = head["weights"].astype(np.float32)
+            fshape = shapes[spec.outputs.features_index]
+            if len(fshape) != 4 or self.head_weights.shape != (fshape[3], len(spec.labels)):
+                raise ModelFormatError(f"{spec.head_path}: head weights {self.head_weights.shape} do not fit feature map {fshape}.")
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return self.spec.labels
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    def predict(self, image: ImageInput, *, cam: bool = True) -> Prediction:
+        """Classify one image (path, bytes, PIL image or array; see :func:`load_image`)."""
+        rgb = load_image(image)
+        outputs = self.model.run(prepare(rgb, self.spec.input))
+        logits = outputs[self.spec.outputs.logits_index][0].astype(np.float64)
+        # Temperature scaling (fitted on val): p = softmax(z / T).
+        z = logits / self.spec.temperature
+        p = np.exp(z - z.max())
+        p /= p.sum()
+        top = int(p.argmax())
+        heat = None
+        if cam and self.head_weights is not None:
+            features = outputs[self.spec.outputs.features_index][0]
+            heat = cam_maps.upsample(cam_maps.class_activation_map(features, self.head_weights, top), *rgb.shape[:2])
+        confidence = float(p[top])
+        return Prediction(
+            label=self.labels[top],
+            confidence=confidence,
+            probabilities={label: float(v) for label, v in zip(self.labels, p)},
+            uncertain=confidence < self.spec.uncertain_threshold,
+            cam=heat,
+            model=self.spec.name,
+        )
+
+
+def load_model(name_or_path: str | os.PathLike, *, revision: str | None = None, offline: bool | None = None,
+               models_dir: str | os.PathLike | None = None, num_threads: int | None = None) -> Classifier:
+    """Load a model by name (``"wbc"``, ``"all"``) or path, verified against its sha256.
+
+    ``revision`` overrides the pinned Hub revision; ``offline`` (default: the
+    ``HF_HUB_OFFLINE`` variable) forbids network access.
+    """
+    return Classifier(resolve(name_or_path, revision=revision, offline=offline, models_dir=models_dir), num_threads=num_threads)

@@ -1,0 +1,39 @@
+"""Error classes of the HematoVision core.
+
+Each subclasses the builtin a caller would naturally catch (``ValueError`` for
+bad input, ``FileNotFoundError`` for missing things) and says how to fix it.
+"""
+
+from __future__ import annotations
+
+
+class HematoVisionError(Exception):
+    """Base class of every error raised on purpose by hematovision."""
+
+
+class InvalidImageError(HematoVisionError, ValueError):
+    """The input is not an image the classifier can use (corrupt, wrong kind, NaN...)."""
+
+
+class ImageTooLargeError(InvalidImageError):
+    """The image has more pixels than the budget; refused before it is decoded."""
+
+
+class ImageNotFoundError(HematoVisionError, FileNotFoundError):
+    """An image path that does not exist."""
+
+
+class ModelNotFoundError(HematoVisionError, FileNotFoundError):
+    """No model under that name or path, locally or in the Hub cache."""
+
+
+class ModelFormatError(HematoVisionError, ValueError):
+    """A model file or its JSON metadata is malformed or does not match."""
+
+
+class ModelIntegrityError(HematoVisionError, ValueError):
+    """The .tflite file's sha256 differs from the one recorded in its JSON."""
+
+
+class RuntimeNotAvailableError(HematoVisionError, ImportError):
+    """No TFLite runtime (ai-edge-litert, tflite-runtime or tensorflow) is installed."""

@@ -1,0 +1,39 @@
+"""The one path from an RGB uint8 image to the network's input tensor.
+
+Training (``training/data.py``) decodes its images through :func:`resize`, and
+the classifier, app and station go through :func:`prepare`, so a cell is seen
+the same way everywhere. Every constant comes from the model's ``InputSpec``.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+from .spec import InputSpec
+
+
+def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Antialiased resize of the whole frame to ``(height, width)`` (no crop).
+
+    INTER_AREA averages the source pixels under each target pixel, which is
+    the correct low-pass filter when shrinking; INTER_CUBIC when enlarging.
+    """
+    h, w = image.shape[:2]
+    if (h, w) == (height, width):
+        return image
+    shrinking = h * w > height * width
+    return cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_CUBIC)
+
+
+def normalize(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """uint8 RGB -> float32 network input: ``x * scale + offset`` per the model JSON."""
+    x = image.astype(np.float32)
+    if spec.color_order == "BGR":
+        x = x[..., ::-1]
+    return x * np.float32(spec.scale) + np.float32(spec.offset)
+
+
+def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """RGB uint8 ``(H, W, 3)`` -> float32 batch ``(1, h, w, 3)`` for the model."""
+    return normalize(resize(image, spec.height, spec.width), spec)[None]

@@ -1,0 +1,99 @@
+"""TFLite runtime: LiteRT first, then tflite-runtime, then TensorFlow Lite.
+
+Quantized tensors follow TFLite's affine scheme, real = scale * (q - zero_point):
+inputs are quantized with the input tensor's own (scale, zero_point) and
+outputs dequantized with theirs, so float, int8 and uint8 models are used alike.
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from .errors import ModelFormatError, RuntimeNotAvailableError
+
+
+def interpreter_class():
+    """Return ``(Interpreter class, runtime name)`` of the first runtime installed."""
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+
+        return Interpreter, "ai-edge-litert"
+    except ImportError:
+        pass
+    try:  # the old name, for 32-bit Raspberry Pi OS where LiteRT has no wheel
+        from tflite_runtime.interpreter import Interpreter
+
+        return Interpreter, "tflite-runtime"
+    except ImportError:
+        pass
+    try:
+        import tensorflow as tf
+
+        return tf.lite.Interpreter, "tensorflow"
+    except ImportError:
+        pass
+    raise RuntimeNotAvailableError(
+        "no TFLite runtime found; install one with `pip install ai-edge-litert` "
+        "(or tflite-runtime on 32-bit Raspberry Pi OS)."
+    )
+
+
+def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
+    """float -> the tensor's dtype: q = round(x / scale) + zero_point, clipped to the dtype's range."""
+    dtype = detail["dtype"]
+    scale, zero_point = detail["quantization"]
+    if not scale or not np.issubdtype(dtype, np.integer):
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.rint(x / scale) + zero_point, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
+    """the tensor's dtype -> float32: real = scale * (q - zero_point)."""
+    scale, zero_point = detail["quantization"]
+    if not scale or not np.issubdtype(q.dtype, np.integer):
+        return q.astype(np.float32)
+    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+class TFLiteModel:
+    """One loaded .tflite model; :meth:`run` takes and returns float32 arrays.
+
+    A TFLite interpreter is not thread-safe, so calls are serialised by a lock.
+    """
+
+    def __init__(self, path: str | Path, *, num_threads: int | None = None):
+        path = Path(path)
+        with open(path, "rb") as fh:
+            header = fh.read(8)
+        if len(header) < 8 or header[4:8] != b"TFL3":
+            raise ModelFormatError(f"{path}: not a TFLite model (no TFL3 identifier); re-download or re-export it.")
+        cls, self.runtime_name = interpreter_class()
+        try:
+            self._interpreter = cls(model_path=str(path), num_threads=num_threads)
+            self._interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFormatError(f"{path}: the TFLite runtime could not load it ({exc}).") from exc
+        self.input_detail = self._interpreter.get_input_details()[0]
+        self.output_details = self._interpreter.get_output_details()
+        self._lock = threading.Lock()
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return tuple(int(v) for v in self.input_detail["shape"])
+
+    @property
+    def output_shapes(self) -> list[tuple[int, ...]]:
+        return [tuple(int(v) for v in d["shape"]) for d in self.output_details]
+
+    def run(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run one batch (shape = the model's input shape); every output dequantized to float32."""
+        if tuple(x.shape) != self.input_shape:
+            raise ValueError(f"input shape {x.shape} does not match the model's {self.input_shape}")
+        with self._lock:
+            self._interpreter.set_tensor(self.input_detail["index"], quantize(x, self.input_detail))
+            self._interpreter.invoke()
+            return [dequantize(self._interpreter.get_tensor(d["index"]), d) for d in self.output_details]

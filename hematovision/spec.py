@@ -1,0 +1,127 @@
+"""ModelSpec: everything known about a model, read from its JSON metadata.
+
+The JSON beside each ``.tflite`` is the one place where labels, input size,
+colour order, normalisation, output roles, calibration and provenance live.
+Training writes it, export completes it, and the app, CLI and station read it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import ModelFormatError
+
+FORMAT_VERSION = 1
+
+#: MobileNetV2's input scaling, x / 127.5 - 1, written as x * scale + offset.
+MOBILENET_NORMALIZATION = {"scale": 1.0 / 127.5, "offset": -1.0}
+
+
+@dataclass(frozen=True)
+class InputSpec:
+    """How an RGB uint8 image becomes the network's input tensor."""
+
+    height: int
+    width: int
+    color_order: str = "RGB"
+    scale: float = MOBILENET_NORMALIZATION["scale"]
+    offset: float = MOBILENET_NORMALIZATION["offset"]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "size": [self.height, self.width],
+            "color_order": self.color_order,
+            "resize": "cv2.INTER_AREA when shrinking, cv2.INTER_CUBIC when enlarging; whole frame, no crop",
+            "normalization": {"scale": self.scale, "offset": self.offset, "formula": "x * scale + offset"},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> "InputSpec":
+        h, w = (int(v) for v in data["size"])
+        norm = data.get("normalization", MOBILENET_NORMALIZATION)
+        order = str(data.get("color_order", "RGB")).upper()
+        if order not in ("RGB", "BGR"):
+            raise ModelFormatError(f"color_order must be RGB or BGR, not {order!r}.")
+        return cls(height=h, width=w, color_order=order, scale=float(norm["scale"]), offset=float(norm["offset"]))
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Which TFLite output holds the logits and which the last feature map."""
+
+    logits_index: int
+    features_index: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model's metadata, parsed and checked; ``raw`` keeps the full JSON."""
+
+    name: str
+    labels: tuple[str, ...]
+    input: InputSpec
+    outputs: OutputSpec
+    sha256: str
+    tflite_path: Path
+    json_path: Path
+    temperature: float = 1.0
+    uncertain_threshold: float = 0.0
+    head_path: Path | None = None
+    descriptions: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def from_file(cls, json_path: str | Path, tflite_path: str | Path | None = None) -> "ModelSpec":
+        json_path = Path(json_path)
+        try:
+            data = json.loads(json_path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ModelFormatError(f"{json_path}: cannot read the model metadata ({exc}).") from exc
+        if not isinstance(data, dict):
+            raise ModelFormatError(f"{json_path}: the model metadata must be a JSON object.")
+        return cls.from_json(data, json_path=json_path, tflite_path=tflite_path)
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], *, json_path: Path, tflite_path: str | Path | None = None) -> "ModelSpec":
+        try:
+            version = int(data.get("format_version", 0))
+            if version != FORMAT_VERSION:
+                raise ModelFormatError(
+                    f"{json_path}: format_version {version} is not supported (this hematovision reads "
+                    f"{FORMAT_VERSION}); upgrade hematovision or re-export the model."
+                )
+            labels = tuple(str(x) for x in data["labels"])
+            if len(labels) < 2 or len(set(labels)) != len(labels):
+                raise ModelFormatError(f"{json_path}: labels must be at least two distinct names.")
+            out = data["outputs"]
+            outputs = OutputSpec(
+                logits_index=int(out["logits"]["index"]),
+                features_index=int(out["features"]["index"]) if out.get("features") else None,
+            )
+            cal = data.get("calibration", {})
+            head = data.get("cam", {}).get("head_file")
+            folder = json_path.parent
+            return cls(
+                name=str(data["name"]),
+                labels=labels,
+                input=InputSpec.from_json(data["input"]),
+                outputs=outputs,
+                sha256=str(data["sha256"]).lower(),
+                tflite_path=Path(tflite_path) if tflite_path else folder / str(data.get("file", f"{data['name']}.tflite")),
+                json_path=json_path,
+                temperature=float(cal.get("temperature", 1.0)),
+                uncertain_threshold=float(cal.get("uncertain_threshold", 0.0)),
+                head_path=folder / head if head else None,
+                descriptions=dict(data.get("descriptions", {})),
+                raw=dict(data),
+            )
+        except ModelFormatError:
+            raise
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ModelFormatError(
+                f"{json_path}: model metadata is missing or has a bad field ({type(exc).__name__}: {exc}); "
+                "re-export the model with `python -m export.tflite`."
+            ) from exc

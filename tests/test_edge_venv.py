@@ -1,0 +1,54 @@
+"""The Raspberry Pi claim: a clean venv with only requirements-edge.txt runs the CLI and the station."""
+
+import json
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, EXAMPLES
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def edge_python(tmp_path_factory):
+    env_dir = tmp_path_factory.mktemp("edge-venv")
+    venv.create(env_dir, with_pip=True)
+    py = env_dir / "bin" / "python"
+    for args in (["-r", str(ROOT / "requirements-edge.txt")], ["--no-deps", str(ROOT)]):
+        r = subprocess.run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", *args],
+                           capture_output=True, text=True, timeout=900, cwd=tmp_path_factory.mktemp("build"))
+        assert r.returncode == 0, r.stderr[-3000:]
+    return py
+
+
+def test_edge_venv_has_no_heavy_packages(edge_python):
+    r = subprocess.run([str(edge_python), "-c", "import importlib.util as u; print([m for m in ('tensorflow','gradio','open3d','keras','huggingface_hub') if u.find_spec(m)])"],
+                       capture_output=True, text=True)
+    assert r.stdout.strip() == "[]"
+
+
+def test_edge_venv_classifies_with_tiny_model(edge_python, tiny_models, tmp_path, disc):
+    from PIL import Image
+
+    img = tmp_path / "red.png"
+    Image.fromarray(disc("red", seed=3)).save(img)
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "classify", "--model", str(tiny_models["tiny-int8"]), "--cam-dir", str(tmp_path / "cams"), str(img)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["label"] == "red"
+
+
+def test_edge_venv_classifies_examples_with_shipped_model(edge_python, tmp_path):
+    if not (ROOT / "models" / "wbc.json").exists() or not (EXAMPLES / "wbc").exists():
+        pytest.skip("shipped wbc model or examples/wbc not present")
+    env = {**os.environ, "HEMATOVISION_MODELS": str(ROOT / "models")}
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "classify", "--model", "wbc", str(EXAMPLES / "wbc")],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert rows and all(Path(row["path"]).name.split("__")[0] == row["label"] for row in rows)

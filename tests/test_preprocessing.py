@@ -1,0 +1,41 @@
+import numpy as np
+import pytest
+
+from hematovision.preprocessing import normalize, prepare, resize
+from hematovision.spec import InputSpec
+
+SPEC = InputSpec(height=8, width=8)
+
+
+@pytest.mark.parametrize("pixel, expected", [(0, -1.0), (255, 1.0), (127.5, 0.0), (51, -0.6)])
+def test_mobilenet_normalisation_golden(pixel, expected):
+    img = np.full((8, 8, 3), pixel, np.float32)
+    assert normalize(img, SPEC)[0, 0, 0] == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(8, 8), (16, 16), (160, 160), (363, 360), (1000, 1000), (9, 30)])
+def test_prepare_shape_and_dtype(shape):
+    x = prepare(np.zeros((*shape, 3), np.uint8), SPEC)
+    assert x.shape == (1, 8, 8, 3) and x.dtype == np.float32
+
+
+def test_shrinking_is_antialiased():
+    # A 1-pixel checkerboard averages to mid-grey when shrunk (no aliasing).
+    board = ((np.indices((64, 64)).sum(axis=0) % 2) * 255).astype(np.uint8)
+    out = resize(np.dstack([board] * 3), 8, 8)
+    assert np.all(np.abs(out.astype(int) - 128) <= 1)
+
+
+def test_same_cell_any_resolution():
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)
+    small = resize(base, 8, 8)
+    big = resize(resize(base, 400, 400), 8, 8)
+    assert np.abs(small.astype(int) - big.astype(int)).mean() < 3
+
+
+def test_bgr_order_flips_channels():
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[..., 0] = 255
+    x = normalize(img, InputSpec(height=8, width=8, color_order="BGR"))
+    assert x[0, 0, 2] == pytest.approx(1.0) and x[0, 0, 0] == pytest.approx(-1.0)

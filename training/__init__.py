@@ -1,0 +1,1 @@
+"""Training pipeline (TensorFlow/Keras): data, augmentation, model, train, evaluate."""

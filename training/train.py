@@ -1,0 +1,147 @@
+"""Train a HematoVision classifier.
+
+    python -m training.train --dataset pbc --data ../shared/data/pbc \
+        --weights ../shared/weights/mobilenet_v2_0.35_imagenet_notop.weights.h5 \
+        --img-size 128 --alpha 0.35 --epochs 12 --out runs/wbc
+
+Writes to the run folder: config.json, history.csv + curves.png, checkpoints
+(best.keras by val accuracy, backup/ for --resume), backbone.weights.h5 (for
+--init-from), logits of val/test and evaluation.json (see training.evaluate).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from hematovision.spec import InputSpec
+
+from .data import DATASETS, MODEL_NAMES, class_weights, load_split, make_dataset
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m training.train", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", choices=sorted(DATASETS), required=True)
+    p.add_argument("--data", required=True, help="folder with splits.csv and images/")
+    p.add_argument("--weights", default="none", help="imagenet | none | PATH to backbone .weights.h5")
+    p.add_argument("--init-from", help="run folder whose backbone.weights.h5 initialises the backbone (overrides --weights)")
+    p.add_argument("--img-size", type=int, default=128)
+    p.add_argument("--alpha", type=float, default=0.35)
+    p.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (after the head epochs)")
+    p.add_argument("--head-epochs", type=int, default=2, help="epochs training only the head, backbone frozen")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=3e-4, help="peak learning rate of the fine-tuning cosine schedule")
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--dropout", type=float, default=0.2)
+    p.add_argument("--bn", choices=("frozen", "momentum"), default="frozen",
+                   help="fine-tuning BatchNorm: frozen (inference mode, ImageNet statistics) or momentum (trains, momentum 0.9)")
+    p.add_argument("--augment", choices=("none", "basic", "lab"), default="lab")
+    p.add_argument("--no-class-weights", action="store_true", help="do not reweight classes by inverse frequency")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--limit-per-class", type=int, help="use only N images per class and split (smoke tests)")
+    p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
+    p.add_argument("--out", required=True, help="run folder")
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    import keras
+    import tensorflow as tf
+
+    from . import evaluate
+    from .augment import make_augment
+    from .model import backbone, build_model, set_backbone_trainable
+
+    keras.utils.set_random_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    labels = DATASETS[args.dataset]
+    spec = InputSpec(height=args.img_size, width=args.img_size)
+    t0 = time.time()
+    splits = {s: load_split(args.data, s, args.img_size, labels, limit=args.limit_per_class) for s in ("train", "val", "test")}
+    print(f"decoded {', '.join(f'{k}={len(v.labels)}' for k, v in splits.items())} images in {time.time() - t0:.1f}s", flush=True)
+    weights = class_weights(splits["train"].labels, len(labels)) if not args.no_class_weights else None
+    config = {
+        "dataset": args.dataset,
+        "model_name": MODEL_NAMES[args.dataset],
+        "labels": list(labels),
+        "input": spec.to_json(),
+        "args": vars(args),
+        "command": "python -m training.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "train_counts": {labels[i]: int(c) for i, c in enumerate(np.bincount(splits["train"].labels, minlength=len(labels)))},
+        "class_weights": {labels[i]: round(w, 4) for i, w in (weights or {}).items()},
+        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
+    }
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+
+    init = args.weights
+    if args.init_from:
+        init = str(Path(args.init_from) / "backbone.weights.h5")
+    model = build_model(len(labels), img_size=args.img_size, alpha=args.alpha, weights=init, dropout=args.dropout)
+    augment = make_augment(args.augment)
+    train_ds = make_dataset(splits["train"], spec, batch_size=args.batch_size, training=True, augment=augment, seed=args.seed)
+    val_ds = make_dataset(splits["val"], spec, batch_size=128, training=False)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    history_csv = out / "history.csv"
+    t_train = time.time()
+
+    head_ckpt = out / "head.keras"
+    if args.resume and head_ckpt.exists():
+        model.load_weights(head_ckpt)
+        print("resume: head phase already done", flush=True)
+    elif args.head_epochs > 0:
+        print(f"phase 1: head only, {args.head_epochs} epoch(s)", flush=True)
+        model.compile(keras.optimizers.Adam(args.head_lr), loss, metrics=["accuracy"])
+        model.fit(train_ds, validation_data=val_ds, epochs=args.head_epochs, class_weight=weights,
+                  callbacks=[keras.callbacks.CSVLogger(history_csv)], verbose=2)
+        model.save(head_ckpt)
+
+    print(f"phase 2: fine-tune backbone (BatchNorm {args.bn}), {args.epochs} epoch(s)", flush=True)
+    set_backbone_trainable(model, True, bn=args.bn)
+    steps = args.epochs * int(np.ceil(len(splits["train"].labels) / args.batch_size))
+    schedule = keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(steps, 1), alpha=0.01)
+    model.compile(keras.optimizers.Adam(schedule), loss, metrics=["accuracy"])
+    best = out / "best.keras"
+    callbacks = [
+        keras.callbacks.CSVLogger(history_csv, append=True),
+        keras.callbacks.ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.BackupAndRestore(str(out / "backup")),
+    ]
+    hist = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, class_weight=weights, callbacks=callbacks, verbose=2)
+    train_seconds = time.time() - t_train
+    if best.exists():
+        model.load_weights(best)
+
+    # Batch-norm sanity check: evaluate() on un-augmented training images must
+    # roughly agree with fit()'s accuracy (the Keras 3 BN trap makes them diverge).
+    sample = make_dataset(splits["train"], spec, batch_size=128, training=False)
+    _, train_eval_acc = model.evaluate(sample.take(16), verbose=0)
+    fit_acc = float(hist.history["accuracy"][-1]) if hist.history.get("accuracy") else None
+    print(f"BN check: evaluate() on training images {train_eval_acc:.4f} vs fit() {fit_acc}", flush=True)
+
+    backbone(model).save_weights(out / "backbone.weights.h5")
+    summary = {
+        "train_seconds": round(train_seconds, 1),
+        "bn_check": {"evaluate_on_train": float(train_eval_acc), "fit_reported": fit_acc},
+        "best_val_accuracy": float(max(hist.history.get("val_accuracy", [0]))),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
+    from .plots import training_curves
+
+    training_curves(history_csv, out / "curves.png")
+    evaluate.evaluate_run(out, model=model, splits=splits)
+    print(f"done in {time.time() - t0:.0f}s -> {out}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
