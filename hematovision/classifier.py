@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cam as cam_maps
+from .ood import OODModel, pooled
 from .errors import ModelFormatError
 from .images import ImageInput, load_image
 from .preprocessing import prepare
@@ -24,7 +25,10 @@ class Prediction:
     True when the top confidence is below the threshold chosen on validation
     data (stored in the model JSON): such a cell needs review by a specialist.
     ``cam`` is the class activation map of the top class, float in [0, 1] at the
-    image's size (None when not asked for).
+    image's size (None when not asked for). ``out_of_distribution`` is True when
+    the image's features are far from every training class (see ``ood.py``):
+    probably not a blood cell like the training images; it also sets ``uncertain``.
+    It is None for models without an OOD reference.
     """
 
     label: str
@@ -33,12 +37,15 @@ class Prediction:
     uncertain: bool
     cam: np.ndarray | None = field(default=None, repr=False)
     model: str = ""
+    ood_score: float | None = None
+    out_of_distribution: bool | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
 
     def to_json(self) -> dict:
-        return {"label": self.label, "confidence": self.confidence, "probabilities": self.probabilities, "uncertain": self.uncertain}
+        return {"label": self.label, "confidence": self.confidence, "probabilities": self.probabilities,
+                "uncertain": self.uncertain, "out_of_distribution": self.out_of_distribution}
 
 
 class Classifier:
@@ -61,6 +68,7 @@ class Classifier:
             fshape = shapes[spec.outputs.features_index]
             if len(fshape) != 4 or self.head_weights.shape != (fshape[3], len(spec.labels)):
                 raise ModelFormatError(f"{spec.head_path}: head weights {self.head_weights.shape} do not fit feature map {fshape}.")
+        self.ood = OODModel.load(spec.ood_path) if spec.ood_path is not None and spec.outputs.features_index is not None else None
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -80,18 +88,24 @@ class Classifier:
         p = np.exp(z - z.max())
         p /= p.sum()
         top = int(p.argmax())
+        features = outputs[self.spec.outputs.features_index][0] if self.spec.outputs.features_index is not None else None
         heat = None
         if cam and self.head_weights is not None:
-            features = outputs[self.spec.outputs.features_index][0]
             heat = cam_maps.upsample(cam_maps.class_activation_map(features, self.head_weights, top), *rgb.shape[:2])
+        ood_score = ood = None
+        if self.ood is not None:
+            ood_score = float(self.ood.score(pooled(features)))
+            ood = ood_score > self.ood.threshold
         confidence = float(p[top])
         return Prediction(
             label=self.labels[top],
             confidence=confidence,
             probabilities={label: float(v) for label, v in zip(self.labels, p)},
-            uncertain=confidence < self.spec.uncertain_threshold,
+            uncertain=confidence < self.spec.uncertain_threshold or bool(ood),
             cam=heat,
             model=self.spec.name,
+            ood_score=ood_score,
+            out_of_distribution=ood,
         )
 
 

@@ -98,7 +98,7 @@ def _from_hub(name: str, models_dir: Path, *, revision: str | None, offline: boo
     if not isinstance(data, dict):
         raise ModelFormatError(f"{json_path}: downloaded metadata is not a JSON object.")
     tflite = _download(repo_id, str(data.get("file", f"{name}.tflite")), rev, offline, models_dir)
-    for extra in (data.get("cam", {}).get("head_file"),):
+    for extra in (data.get("cam", {}).get("head_file"), (data.get("ood") or {}).get("file")):
         if extra:
             _download(repo_id, str(extra), rev, offline, models_dir)
     return ModelSpec.from_file(json_path, tflite)
@@ -139,9 +139,11 @@ def verify(spec: ModelSpec) -> None:
             f"{spec.tflite_path}: sha256 {actual[:12]}... does not match {spec.sha256[:12]}... recorded in "
             f"{spec.json_path.name}; the file is corrupt or from another export: re-download or re-export it."
         )
-    head = spec.raw.get("cam", {})
-    if spec.head_path is not None:
-        if not spec.head_path.exists():
-            raise ModelNotFoundError(f"{spec.head_path}: the CAM head weights named in {spec.json_path.name} are missing.")
-        if head.get("head_sha256") and sha256_file(spec.head_path) != head["head_sha256"]:
-            raise ModelIntegrityError(f"{spec.head_path}: sha256 does not match {spec.json_path.name}; re-export the model.")
+    for path, recorded in ((spec.head_path, spec.raw.get("cam", {}).get("head_sha256")),
+                           (spec.ood_path, (spec.raw.get("ood") or {}).get("sha256"))):
+        if path is None:
+            continue
+        if not path.exists():
+            raise ModelNotFoundError(f"{path}: named in {spec.json_path.name} but missing; copy it with the model or re-export.")
+        if recorded and sha256_file(path) != recorded:
+            raise ModelIntegrityError(f"{path}: sha256 does not match {spec.json_path.name}; re-export the model.")

@@ -70,6 +70,7 @@ class ModelSpec:
     temperature: float = 1.0
     uncertain_threshold: float = 0.0
     head_path: Path | None = None
+    ood_path: Path | None = None
     descriptions: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
@@ -103,6 +104,7 @@ class ModelSpec:
             )
             cal = data.get("calibration", {})
             head = data.get("cam", {}).get("head_file")
+            ood = (data.get("ood") or {}).get("file")
             folder = json_path.parent
             return cls(
                 name=str(data["name"]),
@@ -115,6 +117,7 @@ class ModelSpec:
                 temperature=float(cal.get("temperature", 1.0)),
                 uncertain_threshold=float(cal.get("uncertain_threshold", 0.0)),
                 head_path=folder / head if head else None,
+                ood_path=folder / ood if ood else None,
                 descriptions=dict(data.get("descriptions", {})),
                 raw=dict(data),
             )

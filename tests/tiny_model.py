@@ -44,7 +44,8 @@ def build(out_dir: str | Path, *, seed: int = 0) -> dict[str, Path]:
     images = np.stack([resize(disc_image(LABELS[i % 3], rng=rng), SIZE, SIZE) for i in range(240)])
     labels = np.arange(240) % 3
     inputs = keras.Input((SIZE, SIZE, 3), name="image")
-    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu")(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same")(inputs)
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn1")(x))
     x = keras.layers.Conv2D(16, 3, strides=2, padding="same", activation="relu")(x)
     fmap = keras.layers.Identity(name="features")(x)
     x = keras.layers.GlobalAveragePooling2D()(fmap)

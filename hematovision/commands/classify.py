@@ -1,7 +1,7 @@
 """``python -m hematovision classify [--model NAME_OR_PATH] [--cam-dir DIR] PATH...``
 
 Prints one JSON object per input on stdout:
-``{"path", "label", "confidence", "probabilities", "uncertain"}``, or
+``{"path", "label", "confidence", "probabilities", "uncertain", "out_of_distribution"}``, or
 ``{"path", "error"}`` with a one-line reason (the run goes on). Folders expand
 to the image files inside them (sorted, not recursive). Exit status: 0 all
 classified, 1 some input failed or the model could not be loaded, 2 usage error.

@@ -1,0 +1,137 @@
+"""Adapt a trained model to a new microscope without labels, then export it.
+
+    python -m export.adapt --run runs/wbc --target ../shared/data/bccd --source-model models/wbc.json \
+        --name wbc-bccd --out models
+
+``--target`` is a folder of unlabelled images from the new set-up: single-cell
+crops, or whole fields with a ``boxes.csv`` (image,cell_type,xmin,ymin,xmax,ymax;
+WBC rows are cropped with PBC-like framing).
+
+Method: batch-norm statistics alignment (AdaBN, Li et al. 2016, adapted to a
+network whose BN layers were frozen). A frozen BN layer computes
+y = g (x - m) / S + b with fixed m, S. We want target activations first mapped
+onto the source (PBC) activation statistics, x' = (x - mu_t) s_s / s_t + mu_s;
+substituting gives the same layer with
+    m' = mu_t - (mu_s - m) s_t / s_s,     S' = S s_t / s_s.
+Layers are adapted in order, each measured through the already adapted ones.
+Only BN statistics change; no weight is trained and no label is used.
+
+The exported model keeps the source model's calibration and OOD reference
+(the alignment maps target features onto the source distribution they were
+fitted on) and records what it was adapted to. Before/after, it reports the
+share of target images flagged uncertain.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hematovision.images import load_image
+from hematovision.preprocessing import resize
+from hematovision.spec import InputSpec
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
+
+
+def target_images(folder: str | Path, size: int) -> list[np.ndarray]:
+    folder = Path(folder)
+    if (folder / "boxes.csv").exists():
+        from training.robustness import bccd_crops
+
+        return [resize(img, size, size) for _, img in bccd_crops(folder)]
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{folder}: no images (jpg, png, tif, bmp) found to adapt to")
+    return [resize(load_image(p), size, size) for p in files]
+
+
+def align_batchnorm(model, source: np.ndarray, target: np.ndarray, *, batch: int = 128) -> int:
+    """Re-centre every BatchNormalization layer of ``model`` (in place). Returns the number adapted."""
+    import keras
+
+    from training.model import BACKBONE_NAME
+
+    # The BN layers live in the nested backbone (whose input is the image) or in the model itself.
+    base = model.get_layer(BACKBONE_NAME) if any(layer.name == BACKBONE_NAME for layer in model.layers) else model
+    bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    for layer in bns:
+        probe = keras.Model(base.input, layer.input)
+        stats = []
+        for x in (source, target):
+            acts = probe.predict(x, batch_size=batch, verbose=0)
+            flat = acts.reshape(-1, acts.shape[-1]).astype(np.float64)
+            stats.append((flat.mean(0), flat.std(0) + 1e-6))
+        (mu_s, s_s), (mu_t, s_t) = stats
+        gamma, beta, m, var = (w.astype(np.float64) for w in layer.get_weights())
+        S = np.sqrt(var + layer.epsilon)
+        ratio = s_t / s_s
+        layer.set_weights([gamma, beta, mu_t - (mu_s - m) * ratio, (S * ratio) ** 2 - layer.epsilon])
+    return len(bns)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.adapt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--run", required=True, help="training run folder of the source model")
+    p.add_argument("--source-model", required=True, help="the exported source model .json (calibration and OOD are copied)")
+    p.add_argument("--target", required=True, help="folder of unlabelled images from the new microscope (or fields + boxes.csv)")
+    p.add_argument("--name", required=True, help="name of the adapted model, e.g. wbc-mylab")
+    p.add_argument("--out", default="models")
+    p.add_argument("--n-source", type=int, default=600, help="source training images used for the statistics")
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args(argv)
+
+    import keras
+
+    import hematovision
+    from export.tflite import write_model
+    from training.data import load_split
+
+    run, out = Path(args.run), Path(args.out)
+    config = json.loads((run / "config.json").read_text())
+    spec = InputSpec.from_json(config["input"])
+    labels = tuple(config["labels"])
+    src_meta = json.loads(Path(args.source_model).read_text())
+    target = np.stack(target_images(args.target, spec.height))
+    train = load_split(config["args"]["data"], "train", spec.height, labels)
+    rng = np.random.default_rng(args.seed)
+    source = train.images[rng.choice(len(train.images), size=min(args.n_source, len(train.images)), replace=False)]
+    to_input = lambda a: a.astype(np.float32) * spec.scale + spec.offset  # noqa: E731
+
+    source_clf = hematovision.load_model(args.source_model)
+    before = float(np.mean([source_clf.predict(img, cam=False).uncertain for img in target]))
+    model = keras.models.load_model(run / "best.keras")
+    n = align_batchnorm(model, to_input(source), to_input(target))
+    calibration_images = np.concatenate([target, source[: len(target)]])
+    json_path = write_model(model, name=args.name, labels=labels, spec=spec, calibration_images=calibration_images, out_dir=out,
+                            extra={k: src_meta[k] for k in ("task", "architecture") if k in src_meta})
+    meta = json.loads(json_path.read_text())
+    meta["calibration"] = src_meta.get("calibration", {})
+    if src_meta.get("ood"):
+        ood_file = out / f"{args.name}.ood.npz"
+        shutil.copy(Path(args.source_model).parent / src_meta["ood"]["file"], ood_file)
+        meta["ood"] = {**src_meta["ood"], "file": ood_file.name, "note": f"copied from {src_meta['name']} (features are aligned to it)"}
+    meta["adaptation"] = {
+        "method": "batch-norm statistics alignment to the source (AdaBN for frozen BN), export/adapt.py",
+        "source_model": src_meta["name"], "source_sha256": src_meta["sha256"],
+        "target": str(args.target), "n_target_images": int(len(target)), "n_source_images": int(len(source)), "bn_layers": n,
+        "command": "python -m export.adapt " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    json_path.write_text(json.dumps(meta, indent=2))
+    adapted = hematovision.load_model(json_path)
+    after = float(np.mean([adapted.predict(img, cam=False).uncertain for img in target]))
+    meta["adaptation"]["target_flagged_uncertain"] = {"before": before, "after": after}
+    json_path.write_text(json.dumps(meta, indent=2))
+    print(json.dumps(meta["adaptation"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Fit the out-of-distribution reference of an exported model and store it beside it.
+
+    python -m export.ood --model models/wbc.json --data ../shared/data/pbc
+
+Runs the exported model itself over the training split, fits the PCA +
+class-mean Mahalanobis score of ``hematovision/ood.py`` on the pooled
+features, sets the threshold at a high percentile of the `val` scores, then
+measures on `val`, `test` and the generated non-blood set
+(``training/nonblood.py``). Writes ``<name>.ood.npz`` and the ``ood`` section
+of ``<name>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from hematovision.ood import OODModel, pooled
+from hematovision.preprocessing import prepare
+from hematovision.registry import sha256_file
+from training.data import load_split
+
+
+def pooled_features(clf, images: np.ndarray) -> np.ndarray:
+    idx = clf.spec.outputs.features_index
+    return np.stack([pooled(clf.model.run(prepare(img, clf.spec.input))[idx][0]) for img in images])
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m export.ood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="exported model .json")
+    p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
+    p.add_argument("--k", type=int, default=48, help="principal components kept")
+    p.add_argument("--percentile", type=float, default=99.5, help="threshold = this percentile of val scores")
+    p.add_argument("--nonblood-per-category", type=int, default=60)
+    args = p.parse_args(argv)
+
+    import hematovision
+    from training.nonblood import generate
+
+    json_path = Path(args.model)
+    meta = json.loads(json_path.read_text())
+    meta.pop("ood", None)
+    json_path.write_text(json.dumps(meta, indent=2))  # fit without the old reference
+    clf = hematovision.load_model(json_path)
+    labels, size = clf.labels, clf.spec.input.height
+    feats, ys = {}, {}
+    for split in ("train", "val", "test"):
+        s = load_split(args.data, split, size, labels)
+        feats[split], ys[split] = pooled_features(clf, s.images), s.labels
+        print(f"{split}: {len(ys[split])} feature vectors", flush=True)
+    ood = OODModel.fit(feats["train"], ys["train"], k=args.k)
+    threshold = float(np.percentile(ood.score(feats["val"]), args.percentile))
+    ood = ood.with_threshold(threshold)
+    ood_path = json_path.with_name(f"{clf.spec.name}.ood.npz")
+    ood.save(ood_path)
+    measured = {split: float((ood.score(feats[split]) > threshold).mean()) for split in ("val", "test")}
+    meta["ood"] = {
+        "file": ood_path.name,
+        "sha256": sha256_file(ood_path),
+        "method": f"diagonal Mahalanobis distance to the nearest class mean in the top-{args.k} PCA subspace of pooled "
+                  "features, plus the residual outside it (hematovision/ood.py)",
+        "threshold": threshold,
+        "threshold_rule": f"{args.percentile} percentile of val scores",
+        "command": "python -m export.ood " + " ".join(argv if argv is not None else sys.argv[1:]),
+    }
+    json_path.write_text(json.dumps(meta, indent=2))
+
+    clf = hematovision.load_model(json_path)
+    flagged, uncertain = Counter(), Counter()
+    nonblood = generate(args.nonblood_per_category)
+    for category, img in nonblood:
+        pred = clf.predict(img, cam=False)
+        flagged[category] += bool(pred.out_of_distribution)
+        uncertain[category] += bool(pred.uncertain)
+    n = args.nonblood_per_category
+    meta["ood"]["measured"] = {
+        "cells_flagged_out_of_distribution": measured,
+        "nonblood_flagged_out_of_distribution": sum(flagged.values()) / len(nonblood),
+        "nonblood_flagged_uncertain": sum(uncertain.values()) / len(nonblood),
+        "nonblood_per_category_flagged": {c: flagged[c] / n for c in sorted(flagged)},
+        "nonblood_set": f"training/nonblood.py generate({n}) - {len(nonblood)} images, seed 0",
+    }
+    json_path.write_text(json.dumps(meta, indent=2))
+    print(json.dumps(meta["ood"], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

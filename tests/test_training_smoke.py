@@ -1,0 +1,61 @@
+"""CI smoke test of the whole pipeline: train 1 epoch on a handful of images at tiny size,
+evaluate, export int8, load the result through hematovision."""
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT, data_dir
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def tiny_dataset(tmp_path):
+    """A PBC-shaped dataset folder built from examples/wbc (2 real images per class)."""
+    root = tmp_path / "pbc-mini"
+    rows = []
+    for path in sorted((EXAMPLES / "wbc").glob("*.jpg")):
+        label = path.name.split("__")[0]
+        (root / "images" / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, root / "images" / label / path.name)
+        for split in ("train", "val", "test"):
+            rows.append({"path": f"images/{label}/{path.name}", "label": label, "split": split})
+    with open(root / "splits.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["path", "label", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+def run(*args):
+    r = subprocess.run([sys.executable, "-m", *args], capture_output=True, text=True, cwd=ROOT, timeout=600,
+                       env={**__import__("os").environ, "TF_CPP_MIN_LOG_LEVEL": "2"})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-4000:]
+    return r
+
+
+def test_train_evaluate_export_load(tiny_dataset, tmp_path):
+    weights = data_dir().parent / "weights" / "mobilenet_v2_0.35_imagenet_notop.weights.h5"
+    run_dir, models = tmp_path / "run", tmp_path / "models"
+    run("training.train", "--dataset", "pbc", "--data", tiny_dataset, "--weights", weights if weights.exists() else "none",
+        "--img-size", "32", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--out", run_dir)
+    for name in ("config.json", "history.csv", "curves.png", "best.keras", "backbone.weights.h5", "evaluation.json", "confusion_test.png", "confusion_test.csv"):
+        assert (run_dir / name).exists(), name
+    evaluation = json.loads((run_dir / "evaluation.json").read_text())
+    assert {"calibration", "val", "test"} <= set(evaluation) and evaluation["calibration"]["temperature"] > 0
+    run("training.evaluate", "--run", run_dir)
+    run("export.tflite", "--run", run_dir, "--name", "smoke", "--out", models, "--force")
+    import hematovision
+
+    clf = hematovision.load_model(models / "smoke.json")
+    meta = clf.spec.raw
+    assert clf.model.input_detail["dtype"].__name__ == "int8"
+    assert meta["quantization"] == "int8" and "parity_with_float" in meta["metrics"]
+    assert "python -m training.train" in meta["provenance"]["train_command"]
+    pred = clf.predict(next((EXAMPLES / "wbc").glob("*.jpg")))
+    assert pred.label in clf.labels and abs(sum(pred.probabilities.values()) - 1) < 1e-6
