@@ -1,7 +1,7 @@
 """Adapt a trained model to a new microscope without labels, then export it.
 
-    python -m export.adapt --run runs/wbc --target ../shared/data/bccd --source-model models/wbc.json \
-        --name wbc-bccd --out models
+    python -m export.adapt --source-model models/wbc.json --source-data ../shared/data/pbc \
+        --target ../shared/data/bccd --name wbc-bccd --out models
 
 ``--target`` is a folder of unlabelled images from the new set-up: single-cell
 crops, or whole fields with a ``boxes.csv`` (image,cell_type,xmin,ymin,xmax,ymax;
@@ -78,8 +78,8 @@ def align_batchnorm(model, source: np.ndarray, target: np.ndarray, *, batch: int
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.adapt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--run", required=True, help="training run folder of the source model")
-    p.add_argument("--source-model", required=True, help="the exported source model .json (calibration and OOD are copied)")
+    p.add_argument("--source-model", required=True, help="the shipped source model .json (its float_reference .keras is adapted; calibration and OOD are copied)")
+    p.add_argument("--source-data", required=True, help="the source dataset folder (splits.csv + images/), e.g. the PBC set")
     p.add_argument("--target", required=True, help="folder of unlabelled images from the new microscope (or fields + boxes.csv)")
     p.add_argument("--name", required=True, help="name of the adapted model, e.g. wbc-mylab")
     p.add_argument("--out", default="models")
@@ -93,20 +93,20 @@ def main(argv=None) -> int:
     from export.tflite import write_model
     from training.data import load_split
 
-    run, out = Path(args.run), Path(args.out)
-    config = json.loads((run / "config.json").read_text())
-    spec = InputSpec.from_json(config["input"])
-    labels = tuple(config["labels"])
-    src_meta = json.loads(Path(args.source_model).read_text())
+    out = Path(args.out)
+    src_json = Path(args.source_model)
+    src_meta = json.loads(src_json.read_text())
+    spec = InputSpec.from_json(src_meta["input"])
+    labels = tuple(src_meta["labels"])
     target = np.stack(target_images(args.target, spec.height))
-    train = load_split(config["args"]["data"], "train", spec.height, labels)
+    train = load_split(args.source_data, "train", spec.height, labels)
     rng = np.random.default_rng(args.seed)
     source = train.images[rng.choice(len(train.images), size=min(args.n_source, len(train.images)), replace=False)]
     to_input = lambda a: a.astype(np.float32) * spec.scale + spec.offset  # noqa: E731
 
     source_clf = hematovision.load_model(args.source_model)
     before = float(np.mean([source_clf.predict(img, cam=False).uncertain for img in target]))
-    model = keras.models.load_model(run / "best.keras")
+    model = keras.models.load_model(src_json.parent / src_meta["float_reference"]["file"])
     n = align_batchnorm(model, to_input(source), to_input(target))
     calibration_images = np.concatenate([target, source[: len(target)]])
     json_path = write_model(model, name=args.name, labels=labels, spec=spec, calibration_images=calibration_images, out_dir=out,

@@ -156,6 +156,10 @@ def main(argv=None) -> int:
                "architecture": f"MobileNetV2 alpha {a['alpha']} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}"},
     )
     metadata = json.loads(json_path.read_text())
+    keras_path = out / f"{args.name}.keras"
+    model.save(keras_path)
+    metadata["float_reference"] = {"file": keras_path.name, "sha256": sha256_file(keras_path),
+                                   "meaning": "the float Keras model this was quantized from (benchmarks, adaptation)"}
     tflite_path = json_path.with_suffix(".tflite")
     head_path = out / metadata["cam"]["head_file"]
     kernel = np.load(head_path)["weights"]
@@ -221,7 +225,7 @@ def main(argv=None) -> int:
           f"test acc {q_acc:.4f} macro-F1 {report['test']['macro_f1']:.4f}; T={T:.3f} threshold={report['calibration']['uncertain_threshold']:.3f} "
           f"({time.time() - t0:.0f}s)")
     if args.quant == "int8" and f_acc - q_acc > MAX_INT8_ACCURACY_DROP and not args.force:
-        for path in (tflite_path, json_path, head_path):
+        for path in (tflite_path, json_path, head_path, keras_path):
             path.unlink(missing_ok=True)
         print(f"NOT SHIPPED: int8 loses {100 * (f_acc - q_acc):.2f} points (> {100 * MAX_INT8_ACCURACY_DROP:.1f}); files removed", file=sys.stderr)
         return 1

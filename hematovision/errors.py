@@ -37,3 +37,27 @@ class ModelIntegrityError(HematoVisionError, ValueError):
 
 class RuntimeNotAvailableError(HematoVisionError, ImportError):
     """No TFLite runtime (ai-edge-litert, tflite-runtime or tensorflow) is installed."""
+
+
+class SourceError(HematoVisionError, OSError):
+    """A frame source (camera, Picamera2, video file, watched folder) cannot be opened or read."""
+
+
+class SourceSpecError(HematoVisionError, ValueError):
+    """A malformed ``--source`` string; the forms are camera:INDEX, picamera[:INDEX], folder:DIR, video:FILE."""
+
+
+class SegmentationError(HematoVisionError, ValueError):
+    """No cell (nucleus or stained object) could be segmented in the image."""
+
+
+class MorphologyReferenceError(HematoVisionError, ValueError):
+    """A morphology reference file is malformed, or has no entry for the requested label."""
+
+
+class StationLogError(HematoVisionError, OSError):
+    """The station's SQLite log cannot be opened or written (wrong file, newer schema, disk full...)."""
+
+
+class MissingDependencyError(HematoVisionError, ImportError):
+    """An optional library (scikit-image, Open3D, tifffile) needed by this feature is not installed."""

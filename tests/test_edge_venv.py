@@ -52,3 +52,27 @@ def test_edge_venv_classifies_examples_with_shipped_model(edge_python, tmp_path)
     assert r.returncode == 0, r.stderr
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert rows and all(Path(row["path"]).name.split("__")[0] == row["label"] for row in rows)
+
+
+def test_edge_venv_runs_station(edge_python, tiny_models, tmp_path):
+    """The station on a watched-folder source (3 generated fields, 2 white cells each), then the report."""
+    from PIL import Image
+
+    from tests.test_field import synthetic_field
+
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for seed in range(3):
+        Image.fromarray(synthetic_field(seed=seed, n_white=2)[0]).save(fields / f"field_{seed}.png")
+    db = tmp_path / "log" / "station.sqlite"
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "station", "--source", f"folder:{fields}", "--no-watch",
+                        "--model", str(tiny_models["tiny-int8"]), "--db", str(db)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Differential: 6 cells" in r.stdout
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "report", "--db", str(db), "--csv", str(tmp_path / "cells.csv")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert "Differential: 6 cells" in r.stdout
+    assert len((tmp_path / "cells.csv").read_text().splitlines()) == 7
+    assert len(list((tmp_path / "log" / "station-crops").rglob("*.jpg"))) == 6

@@ -1,0 +1,343 @@
+"""Frame sources: where the station's images come from, behind one small interface.
+
+Every source is a context manager with one method, :meth:`FrameSource.read`::
+
+    with open_source("folder:/data/scans") as source:
+        while (frame := source.read(timeout=0.5)) is not None or not source.ended:
+            ...
+
+``read`` returns the next :class:`Frame` (RGB uint8), or None when no frame
+arrived within ``timeout`` seconds; ``ended`` turns True once the source will
+never give another one (end of a video, a folder read with ``watch=False``).
+
+Sources: :class:`OpenCVSource` (USB camera index or video file),
+:class:`PicameraSource` (Picamera2, imported only when opened),
+:class:`FolderSource` (new image files appearing in a folder: scanning
+microscopes, OpenFlexure) and :class:`FakeSource` (arrays, for tests).
+:func:`open_source` builds one from a ``camera:0`` / ``picamera`` /
+``folder:DIR`` / ``video:FILE`` string.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import cv2
+import numpy as np
+
+from .errors import ImageNotFoundError, InvalidImageError, SourceError, SourceSpecError
+from .images import load_image
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
+SOURCE_FORMS = "camera:INDEX, picamera[:INDEX], folder:DIR or video:FILE"
+
+
+@dataclass(frozen=True, eq=False)
+class Frame:
+    """One image from a source: ``image`` is RGB uint8 ``(H, W, 3)``.
+
+    ``index`` counts frames from 0 within the source; ``name`` says where the
+    frame came from (``"IMG_0012.png"``, ``"camera:0#123"``) and goes into the log.
+    """
+
+    image: np.ndarray
+    index: int
+    name: str
+    timestamp: float
+
+
+class FrameSource:
+    """Base class: a context manager that yields :class:`Frame` objects through :meth:`read`."""
+
+    description = "source"
+
+    def __init__(self) -> None:
+        self._count = 0
+        self._ended = False
+
+    @property
+    def ended(self) -> bool:
+        """True once the source has no more frames (never True for a live camera)."""
+        return self._ended
+
+    def open(self) -> None:
+        """Acquire the device or file; called by ``__enter__``."""
+
+    def close(self) -> None:
+        """Release the device or file; called by ``__exit__``, safe to call twice."""
+
+    def read(self, *, timeout: float | None = None) -> Frame | None:
+        raise NotImplementedError
+
+    def skip(self, names: Iterable[str]) -> None:
+        """Frames with these names were processed before (a resumed session): do not give them again.
+
+        Only a source whose frame names identify an image (a folder's file
+        names) can honour this; for the others it does nothing.
+        """
+
+    def _frame(self, rgb: np.ndarray, name: str | None = None) -> Frame:
+        frame = Frame(image=rgb, index=self._count, name=name or f"{self.description}#{self._count}", timestamp=time.time())
+        self._count += 1
+        return frame
+
+    def __enter__(self) -> "FrameSource":
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class FakeSource(FrameSource):
+    """Frames from a list (or any iterable) of RGB arrays; for tests and benchmarks."""
+
+    description = "fake"
+
+    def __init__(self, images: Iterable[np.ndarray], *, names: Iterable[str] | None = None):
+        super().__init__()
+        self._images = iter(images)
+        self._names = iter(names) if names is not None else None
+
+    def read(self, *, timeout: float | None = None) -> Frame | None:
+        if self._ended:
+            return None
+        try:
+            image = next(self._images)
+        except StopIteration:
+            self._ended = True
+            return None
+        name = next(self._names, None) if self._names is not None else None
+        return self._frame(load_image(image), name)
+
+
+class OpenCVSource(FrameSource):
+    """A USB camera (``int`` index) or a video file (path) through ``cv2.VideoCapture``.
+
+    A camera that stops delivering frames ``max_failures`` reads in a row raises
+    :class:`SourceError` (unplugged); a video file simply ends.
+    """
+
+    def __init__(self, device: int | str | os.PathLike, *, width: int | None = None, height: int | None = None,
+                 max_failures: int | None = None):
+        super().__init__()
+        self.device = device if isinstance(device, int) else Path(device)
+        self.is_camera = isinstance(device, int)
+        self.description = f"camera:{device}" if self.is_camera else f"video:{Path(device).name}"
+        self.size = (width, height)
+        self.max_failures = 30 if max_failures is None else max_failures
+        self._cap = None
+        self._failures = 0
+
+    def open(self) -> None:
+        if not self.is_camera and not self.device.is_file():
+            raise SourceError(f"{self.device}: no such video file; check the path given to video:FILE.")
+        cap = cv2.VideoCapture(self.device if self.is_camera else str(self.device))
+        if not cap.isOpened():
+            cap.release()
+            if self.is_camera:
+                raise SourceError(f"cannot open camera {self.device}; check the cable and `ls /dev/video*`, "
+                                  "try another index, and that the user is in the 'video' group.")
+            raise SourceError(f"{self.device}: OpenCV cannot decode this video; convert it to MP4 (H.264) or MJPEG AVI.")
+        if self.is_camera:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one queued while we classified
+        width, height = self.size
+        if width:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+        if height:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+        self._cap = cap
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def read(self, *, timeout: float | None = None) -> Frame | None:
+        if self._ended:
+            return None
+        if self._cap is None:
+            raise SourceError(f"{self.description} is not open; use it in a `with` block.")
+        ok, bgr = self._cap.read()
+        if not ok or bgr is None:
+            if not self.is_camera:
+                self._ended = True
+                return None
+            self._failures += 1
+            if self._failures >= self.max_failures:
+                raise SourceError(f"camera {self.device} gave no frame {self._failures} times in a row; "
+                                  "it was unplugged or is used by another program.")
+            return None
+        self._failures = 0
+        return self._frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
+
+
+class PicameraSource(FrameSource):
+    """A Raspberry Pi camera module through Picamera2 (``sudo apt install python3-picamera2``).
+
+    Picamera2 is imported in :meth:`open`, so this class costs nothing where it
+    is not used. Picamera2's ``"RGB888"`` format is stored B, G, R per pixel
+    (OpenCV order); it is converted to RGB here.
+    """
+
+    def __init__(self, *, camera_index: int | None = None, width: int | None = None, height: int | None = None):
+        super().__init__()
+        self.camera_index = 0 if camera_index is None else camera_index
+        self.size = (width or 640, height or 480)
+        self.description = f"picamera:{self.camera_index}"
+        self._cam = None
+
+    def open(self) -> None:
+        try:
+            from picamera2 import Picamera2
+        except ImportError as exc:
+            raise SourceError(
+                "picamera2 is not installed; on Raspberry Pi OS run `sudo apt install python3-picamera2` and create "
+                "the venv with `--system-site-packages` (see deploy/raspberry-pi.md), or use a USB camera (camera:0)."
+            ) from exc
+        except ValueError as exc:  # "numpy.dtype size changed": apt's simplejpeg is built for numpy 1.x
+            raise SourceError(
+                f"picamera2 cannot be imported with this numpy ({exc}); in the venv run "
+                "`pip install --force-reinstall simplejpeg` (see deploy/raspberry-pi.md)."
+            ) from exc
+        try:
+            cam = Picamera2(self.camera_index)
+            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "RGB888"}))
+            cam.start()
+        except (RuntimeError, IndexError, OSError) as exc:
+            raise SourceError(f"cannot start the Pi camera {self.camera_index} ({exc}); check the ribbon cable and "
+                              "`rpicam-hello --list-cameras`.") from exc
+        self._cam = cam
+
+    def close(self) -> None:
+        if self._cam is not None:
+            try:
+                self._cam.stop()
+            finally:
+                self._cam.close()
+                self._cam = None
+
+    def read(self, *, timeout: float | None = None) -> Frame | None:
+        if self._cam is None:
+            raise SourceError(f"{self.description} is not open; use it in a `with` block.")
+        try:
+            bgr = self._cam.capture_array("main")
+        except (RuntimeError, OSError) as exc:
+            raise SourceError(f"the Pi camera stopped delivering frames ({exc}).") from exc
+        return self._frame(np.ascontiguousarray(bgr[:, :, 2::-1]))
+
+
+class FolderSource(FrameSource):
+    """Image files appearing in a folder become frames, oldest first.
+
+    A file is taken once its size and modification time have not changed for
+    ``settle`` seconds (so a half-written file is not read). Files present at
+    start are read too. With ``watch=False`` the source ends when every file
+    present has been read; otherwise it waits for new ones. An unreadable file
+    is logged and skipped.
+    """
+
+    def __init__(self, folder: str | os.PathLike, *, watch: bool | None = None, poll_interval: float | None = None,
+                 settle: float | None = None, suffixes: Iterable[str] | None = None):
+        super().__init__()
+        self.folder = Path(folder)
+        self.watch = True if watch is None else watch
+        self.poll_interval = 0.2 if poll_interval is None else poll_interval
+        self.settle = 0.5 if settle is None else settle
+        self.suffixes = tuple(s.lower() for s in (suffixes or IMAGE_SUFFIXES))
+        self.description = f"folder:{self.folder.name}"
+        self._seen: set[str] = set()
+        self._pending: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, first time seen stable)
+        self.skipped: list[tuple[str, str]] = []
+
+    def skip(self, names: Iterable[str]) -> None:
+        self._seen.update(names)
+
+    def open(self) -> None:
+        if not self.folder.is_dir():
+            raise SourceError(f"{self.folder}: not a folder; create it or check the path given to folder:DIR.")
+
+    def read(self, *, timeout: float | None = None) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self._ended:
+            path = self._next_ready()
+            if path is not None:
+                self._seen.add(path.name)
+                try:
+                    return self._frame(load_image(path), path.name)
+                except (InvalidImageError, ImageNotFoundError, OSError) as exc:
+                    self.skipped.append((path.name, str(exc)))
+                    log.warning("skipped %s: %s", path.name, exc)
+                    continue
+            if not self.watch and not self._pending:
+                self._ended = True
+                return None
+            if deadline is not None and time.monotonic() >= deadline:
+                return None
+            pause = self.poll_interval if deadline is None else min(self.poll_interval, max(deadline - time.monotonic(), 0.0))
+            time.sleep(pause)
+        return None
+
+    def _next_ready(self) -> Path | None:
+        """The oldest file whose size and mtime have been stable for ``settle`` seconds."""
+        now = time.monotonic()
+        ready: list[tuple[int, str, Path]] = []
+        try:
+            entries = list(os.scandir(self.folder))
+        except OSError as exc:
+            raise SourceError(f"{self.folder}: cannot list the folder ({exc}).") from exc
+        for entry in entries:
+            name = entry.name
+            if name in self._seen or name.startswith(".") or not name.lower().endswith(self.suffixes):
+                continue
+            try:
+                st = entry.stat()
+            except FileNotFoundError:
+                self._pending.pop(name, None)
+                continue
+            if not entry.is_file():
+                continue
+            key = (st.st_size, st.st_mtime_ns)
+            first = self._pending.get(name)
+            if first is None or first[:2] != key:
+                # New or still changing. A file already old enough counts as settled.
+                stable_since = now - (time.time() - st.st_mtime)
+                self._pending[name] = (*key, stable_since)
+                first = self._pending[name]
+            if st.st_size > 0 and now - first[2] >= self.settle:
+                ready.append((st.st_mtime_ns, name, Path(entry.path)))
+        if not ready:
+            return None
+        _, name, path = min(ready)
+        self._pending.pop(name, None)
+        return path
+
+
+def open_source(spec: str, *, watch: bool | None = None, width: int | None = None, height: int | None = None) -> FrameSource:
+    """Build a source from ``camera:INDEX``, ``picamera[:INDEX]``, ``folder:DIR`` or ``video:FILE``.
+
+    Nothing is opened yet: use the result in a ``with`` block. Raises
+    :class:`SourceSpecError` (a ``ValueError``) for a malformed string.
+    """
+    kind, _, arg = spec.partition(":")
+    kind = kind.strip().lower()
+    if kind == "camera":
+        if not arg.strip().isdigit():
+            raise SourceSpecError(f"camera source needs an index, e.g. camera:0 (got {spec!r}).")
+        return OpenCVSource(int(arg), width=width, height=height)
+    if kind == "picamera":
+        if arg and not arg.strip().isdigit():
+            raise SourceSpecError(f"picamera source takes an optional index, e.g. picamera or picamera:1 (got {spec!r}).")
+        return PicameraSource(camera_index=int(arg) if arg else None, width=width, height=height)
+    if kind == "folder" and arg:
+        return FolderSource(arg, watch=watch)
+    if kind == "video" and arg:
+        return OpenCVSource(arg)
+    raise SourceSpecError(f"unknown source {spec!r}; use one of {SOURCE_FORMS}.")

@@ -1,0 +1,110 @@
+"""``python -m hematovision station --source SOURCE --db station.sqlite [options]``
+
+Runs beside the microscope with no screen: reads frames from SOURCE
+(camera:INDEX, picamera[:INDEX], folder:DIR, video:FILE), skips dark, empty,
+blurry and unchanged frames, finds and classifies the white cells, commits one
+row per cell to the SQLite log (crops saved beside it) and prints the running
+differential every --summary-every seconds and on exit. SIGTERM or Ctrl-C
+finishes the current frame, prints the summary and exits 0 (a second signal
+stops at once). Exit status: 0 ok, 1 the model, source or log failed, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from pathlib import Path
+
+log = logging.getLogger("hematovision.station")
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("station", help="run the microscope station (frames in, differential and SQLite log out)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--source", required=True, help="camera:INDEX | picamera[:INDEX] | folder:DIR | video:FILE")
+    p.add_argument("--model", default="wbc", help="model name or path to a .json/.tflite (default: wbc)")
+    p.add_argument("--db", required=True, type=Path, help="SQLite log (created if missing; WAL mode)")
+    p.add_argument("--mode", choices=("field", "cell"), default="field",
+                   help="field: find every white cell in a whole field (default); cell: each frame is one centred cell")
+    p.add_argument("--crops-dir", type=Path, help="where cell crops are saved (default: <db folder>/<db name>-crops)")
+    p.add_argument("--fps", type=float, help="process at most F frames per second (default: as fast as they come)")
+    p.add_argument("--max-frames", type=int, help="stop after N frames")
+    p.add_argument("--target-count", type=int, help="stop after N classified cells (e.g. 100 for a 100-cell differential)")
+    p.add_argument("--min-sharpness", type=float,
+                   help="focus threshold, variance of the Laplacian at 320 px wide (default 10; 0 accepts every frame)")
+    p.add_argument("--motion-threshold", type=float, help="grey-level difference under which the view is unchanged (default 2)")
+    p.add_argument("--fill", type=float, help="crop so that the cell's larger side spans this fraction of it (default 0.4)")
+    p.add_argument("--red-cell-px", type=float,
+                   help="red-cell diameter in pixels, measured for this camera: sets the segmentation's size limits and "
+                        "crops at the PBC scale, 5 red cells wide (default: size limits from the frame size, --fill framing)")
+    p.add_argument("--summary-every", type=float, help="seconds between printed differentials (default 30; 0: only on exit)")
+    p.add_argument("--resume", action="store_true",
+                   help="continue the last session in --db if it was interrupted (killed, power cut, error) with the same model")
+    p.add_argument("--no-watch", action="store_true", help="folder source: process the files present, then stop")
+    p.add_argument("--width", type=int, help="camera frame width (camera/picamera; default 640 for picamera)")
+    p.add_argument("--height", type=int, help="camera frame height")
+    p.add_argument("--threads", type=int, help="TFLite interpreter threads (default: runtime's choice)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log every frame")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
+    p.set_defaults(run=run)
+
+
+class StopFlag:
+    """Set by SIGTERM/SIGINT: the station finishes the current frame, then stops; a second signal stops at once."""
+
+    def __init__(self):
+        self.signal_name: str | None = None
+
+    def __call__(self) -> str | None:
+        return self.signal_name
+
+    def handle(self, signum, _frame) -> None:
+        if self.signal_name is not None:
+            raise KeyboardInterrupt
+        self.signal_name = signal.Signals(signum).name
+        log.info("%s received: finishing the current frame", self.signal_name)
+
+
+def run(args) -> int:
+    from ..camera import open_source
+    from ..classifier import load_model
+    from ..errors import HematoVisionError, SourceSpecError
+    from ..station import Station, StationConfig
+
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        source = open_source(args.source, watch=not args.no_watch, width=args.width, height=args.height)
+        config = StationConfig(db_path=args.db, crops_dir=args.crops_dir, mode=args.mode, fps=args.fps, max_frames=args.max_frames,
+                               target_count=args.target_count, min_sharpness=args.min_sharpness,
+                               motion_threshold=args.motion_threshold, fill=args.fill, red_cell_px=args.red_cell_px,
+                               summary_every=args.summary_every, resume=args.resume, source_name=args.source)
+    except (SourceSpecError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        clf = load_model(args.model, num_threads=args.threads)
+    except (HematoVisionError, OSError) as exc:
+        print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
+        return 1
+    stop = StopFlag()
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
+    printer = lambda text: print(text, flush=True)  # noqa: E731 - stdout may be a pipe (journald)
+    printer(f"station: model {clf.spec.name} (sha256 {clf.spec.sha256[:12]}), source {args.source}, mode {args.mode}, "
+            f"log {args.db}, crops {config.crops_folder}")
+    try:
+        with source:
+            summary = Station(clf, config, printer=printer).run(source, should_stop=stop)
+    except KeyboardInterrupt:
+        print("stopped at once by a second signal; committed cells are in the log", file=sys.stderr)
+        return 130
+    except (HematoVisionError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    printer(f"session {summary.session_id}: {summary.format()}")
+    return 0
