@@ -2,8 +2,8 @@
 
     python -m export.ood --model models/wbc.json --data ../shared/data/pbc
 
-Runs the exported model itself over the training split, fits the PCA +
-class-mean Mahalanobis score of ``hematovision/ood.py`` on the pooled
+Runs the exported model itself over the training split, fits the PCA
+reconstruction-residual score of ``hematovision/ood.py`` on the pooled
 features, sets the threshold at a high percentile of the `val` scores, then
 measures on `val`, `test` and the generated non-blood set
 (``training/nonblood.py``). Writes ``<name>.ood.npz`` and the ``ood`` section
@@ -35,7 +35,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.ood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="exported model .json")
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
-    p.add_argument("--k", type=int, default=48, help="principal components kept")
+    p.add_argument("--k", type=int, default=128, help="principal components kept")
     p.add_argument("--percentile", type=float, default=99.5, help="threshold = this percentile of val scores")
     p.add_argument("--nonblood-per-category", type=int, default=60)
     args = p.parse_args(argv)
@@ -54,7 +54,7 @@ def main(argv=None) -> int:
         s = load_split(args.data, split, size, labels)
         feats[split], ys[split] = pooled_features(clf, s.images), s.labels
         print(f"{split}: {len(ys[split])} feature vectors", flush=True)
-    ood = OODModel.fit(feats["train"], ys["train"], k=args.k)
+    ood = OODModel.fit(feats["train"], k=args.k)
     threshold = float(np.percentile(ood.score(feats["val"]), args.percentile))
     ood = ood.with_threshold(threshold)
     ood_path = json_path.with_name(f"{clf.spec.name}.ood.npz")
@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     meta["ood"] = {
         "file": ood_path.name,
         "sha256": sha256_file(ood_path),
-        "method": f"diagonal Mahalanobis distance to the nearest class mean in the top-{args.k} PCA subspace of pooled "
-                  "features, plus the residual outside it (hematovision/ood.py)",
+        "method": f"relative reconstruction residual of the pooled features outside the top-{args.k} principal "
+                  "components of the training features (hematovision/ood.py)",
         "threshold": threshold,
         "threshold_rule": f"{args.percentile} percentile of val scores",
         "command": "python -m export.ood " + " ".join(argv if argv is not None else sys.argv[1:]),

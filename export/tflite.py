@@ -30,7 +30,7 @@ import numpy as np
 from hematovision.registry import sha256_file
 from hematovision.spec import FORMAT_VERSION, InputSpec
 from training import metrics
-from training.data import DESCRIPTIONS, load_split, make_dataset
+from training.data import DESCRIPTIONS, MORPHOLOGY_REFERENCE, RED_CELL_FRACTION, load_split, make_dataset
 
 MAX_INT8_ACCURACY_DROP = 0.005
 
@@ -153,7 +153,10 @@ def main(argv=None) -> int:
     json_path = write_model(
         model, name=args.name, labels=labels, spec=spec, calibration_images=splits["train"].images, quant=args.quant, out_dir=out,
         extra={"task": "white-cell type (PBC, 8 classes)" if config["dataset"] == "pbc" else "B-lymphoblast ALL stage (4 classes)",
-               "architecture": f"MobileNetV2 alpha {a['alpha']} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}"},
+               "architecture": f"MobileNetV2 alpha {a['alpha']} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}",
+               "morphology": {"reference_file": MORPHOLOGY_REFERENCE[config["dataset"]],
+                              "red_cell_fraction": RED_CELL_FRACTION[config["dataset"]],
+                              "meaning": "red-cell diameter in px = red_cell_fraction * sqrt(H * W) of a typical input image"}},
     )
     metadata = json.loads(json_path.read_text())
     keras_path = out / f"{args.name}.keras"

@@ -72,7 +72,14 @@ class ModelSpec:
     head_path: Path | None = None
     ood_path: Path | None = None
     descriptions: Mapping[str, str] = field(default_factory=dict)
+    red_cell_fraction: float | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
+
+    def red_cell_px(self, shape: tuple[int, ...]) -> float | None:
+        """Expected red-cell diameter in pixels for an image of ``shape`` (None: use the default scale)."""
+        if self.red_cell_fraction is None:
+            return None
+        return float(self.red_cell_fraction * (shape[0] * shape[1]) ** 0.5)
 
     @classmethod
     def from_file(cls, json_path: str | Path, tflite_path: str | Path | None = None) -> "ModelSpec":
@@ -119,6 +126,7 @@ class ModelSpec:
                 head_path=folder / head if head else None,
                 ood_path=folder / ood if ood else None,
                 descriptions=dict(data.get("descriptions", {})),
+                red_cell_fraction=(data.get("morphology") or {}).get("red_cell_fraction"),
                 raw=dict(data),
             )
         except ModelFormatError:

@@ -116,7 +116,7 @@ def make_augment(level: str):
         x = zoom_shift(dihedral(x))
         if level == "lab":
             x = white_balance_gamma(x)
-            x = colour(x, strength=1.5)
+            x = colour(x, strength=1.0)
             x = defocus(x)
             x = down_up(x)
             x = sensor_noise(x)

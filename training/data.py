@@ -38,6 +38,12 @@ DESCRIPTIONS = {
     "pre_b": "Pre-B ALL: leukemic lymphoblasts of the pre-B stage.",
     "pro_b": "Pro-B ALL: leukemic lymphoblasts of the pro-B stage.",
 }
+#: Red-cell diameter as a fraction of sqrt(H * W) of the dataset's images: the
+#: image scale that morphology and field cropping need (PBC: ~32 px at 160 px;
+#: ALL: ~16 px at 224 px, measured on the images). Exported into the model JSON.
+RED_CELL_FRACTION = {"pbc": 0.2, "all": 16 / 224}
+#: Normal morphology reference each model is compared against.
+MORPHOLOGY_REFERENCE = {"pbc": "wbc.morphology.json", "all": "wbc.morphology.json"}
 #: Product model name for each dataset.
 MODEL_NAMES = {"pbc": "wbc", "all": "all"}
 
