@@ -259,7 +259,11 @@ def cell_mesh(image, model_name, colour="image"):
     if path is None:
         return None
     cam = _predict(model_name, path).cam if colour == "cam" else None
-    surface = mesh.mesh_from_image(hv.load_image(path), color=colour, cam=cam)
+    rgb = hv.load_image(path)
+    # The image scale (red-cell size) is a fact of the model's data, read from its JSON.
+    scale = MODELS[model_name].spec.red_cell_px(rgb.shape)
+    segmentation = morphology.segment(rgb, red_cell_px=scale) if scale else None
+    surface = mesh.mesh_from_image(rgb, color=colour, cam=cam, segmentation=segmentation)
     out = _output_file("cell.glb")
     mesh.write_glb(surface, out)
     return str(out)
@@ -282,8 +286,9 @@ def measure(image, model_name):
     if path is None:
         return None, None, ""
     pred = _predict(model_name, path)
+    rgb = hv.load_image(path)
     try:
-        features = morphology.measure(path)
+        features = morphology.measure(rgb, red_cell_px=MODELS[model_name].spec.red_cell_px(rgb.shape))
     except SegmentationError as exc:  # a readable image with no stained cell: say so beside the (empty) table
         return None, None, f"**No measurement.** {_public(exc)}"
     reference = REFERENCES[model_name]

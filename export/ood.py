@@ -27,8 +27,8 @@ from training.data import load_split
 
 
 def pooled_features(clf, images: np.ndarray) -> np.ndarray:
-    idx = clf.spec.outputs.features_index
-    return np.stack([pooled(clf.model.run(prepare(img, clf.spec.input))[idx][0]) for img in images])
+    """Pooled features through ``Classifier.forward``, the path predict uses (TTA included)."""
+    return np.stack([pooled(clf.forward(prepare(img, clf.spec.input))[1]) for img in images])
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import cam as cam_maps
+from . import tta
 from .ood import OODModel, pooled
 from .errors import ModelFormatError
 from .images import ImageInput, load_image
@@ -78,17 +79,32 @@ class Classifier:
     def name(self) -> str:
         return self.spec.name
 
+    def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """Network input (1, h, w, 3) -> (logits (C,), feature map (h', w', K) or None).
+
+        With the model's test-time augmentation, logits and feature maps are
+        averaged over the 8 dihedral transforms (maps turned back first).
+        """
+        fi = self.spec.outputs.features_index
+        views = tta.DIHEDRAL8 if self.spec.tta == "dihedral8" else ((0, False),)
+        logits, feats = [], []
+        for k, flip in views:
+            out = self.model.run(np.ascontiguousarray(tta.forward(x[0], k, flip))[None])
+            logits.append(out[self.spec.outputs.logits_index][0])
+            if fi is not None:
+                feats.append(tta.inverse(out[fi][0], k, flip))
+        return np.mean(logits, axis=0), (np.mean(feats, axis=0) if feats else None)
+
     def predict(self, image: ImageInput, *, cam: bool = True) -> Prediction:
         """Classify one image (path, bytes, PIL image or array; see :func:`load_image`)."""
         rgb = load_image(image)
-        outputs = self.model.run(prepare(rgb, self.spec.input))
-        logits = outputs[self.spec.outputs.logits_index][0].astype(np.float64)
+        logits, features = self.forward(prepare(rgb, self.spec.input))
+        logits = logits.astype(np.float64)
         # Temperature scaling (fitted on val): p = softmax(z / T).
         z = logits / self.spec.temperature
         p = np.exp(z - z.max())
         p /= p.sum()
         top = int(p.argmax())
-        features = outputs[self.spec.outputs.features_index][0] if self.spec.outputs.features_index is not None else None
         heat = None
         if cam and self.head_weights is not None:
             heat = cam_maps.upsample(cam_maps.class_activation_map(features, self.head_weights, top), *rgb.shape[:2])

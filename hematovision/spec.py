@@ -48,6 +48,14 @@ class InputSpec:
         return cls(height=h, width=w, color_order=order, scale=float(norm["scale"]), offset=float(norm["offset"]))
 
 
+def _tta(value, json_path: Path) -> str | None:
+    if value in (None, "none"):
+        return None
+    if value != "dihedral8":
+        raise ModelFormatError(f"{json_path}: test_time_augmentation must be 'dihedral8' or null, not {value!r}.")
+    return value
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """Which TFLite output holds the logits and which the last feature map."""
@@ -73,6 +81,7 @@ class ModelSpec:
     ood_path: Path | None = None
     descriptions: Mapping[str, str] = field(default_factory=dict)
     red_cell_fraction: float | None = None
+    tta: str | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def red_cell_px(self, shape: tuple[int, ...]) -> float | None:
@@ -127,6 +136,7 @@ class ModelSpec:
                 ood_path=folder / ood if ood else None,
                 descriptions=dict(data.get("descriptions", {})),
                 red_cell_fraction=(data.get("morphology") or {}).get("red_cell_fraction"),
+                tta=_tta(data.get("test_time_augmentation"), json_path),
                 raw=dict(data),
             )
         except ModelFormatError:

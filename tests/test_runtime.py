@@ -60,3 +60,33 @@ def test_not_a_tflite_file(tmp_path, content):
     path.write_bytes(content)
     with pytest.raises(ModelFormatError):
         TFLiteModel(path)
+
+
+@pytest.mark.parametrize("k, flip", [(1, False), (2, True), (3, False), (0, True)])
+def test_dihedral_tta_is_invariant_and_cam_follows_the_image(tiny_models, disc, tmp_path, k, flip):
+    import json
+    import shutil
+
+    from hematovision import tta
+
+    src = tiny_models["tiny-float32"]
+    for f in src.parent.glob("tiny-float32*"):
+        shutil.copy(f, tmp_path / f.name)
+    meta = json.loads((tmp_path / "tiny-float32.json").read_text())
+    meta["test_time_augmentation"] = "dihedral8"
+    (tmp_path / "tiny-float32.json").write_text(json.dumps(meta))
+    clf = load_model(tmp_path / "tiny-float32.json")
+    img = disc("green", seed=5)  # 96 px -> 32 px: exact 3x3 area averaging, commutes with the symmetries
+    a, b = clf.predict(img), clf.predict(np.ascontiguousarray(tta.forward(img, k, flip)))
+    for label in clf.labels:
+        assert a.probabilities[label] == pytest.approx(b.probabilities[label], abs=1e-5)
+    np.testing.assert_allclose(tta.forward(a.cam[..., None], k, flip)[..., 0], b.cam, atol=1e-4)
+
+
+def test_tta_inverse_undoes_forward():
+    from hematovision import tta
+
+    x = np.arange(5 * 5 * 2).reshape(5, 5, 2)
+    for k, flip in tta.DIHEDRAL8:
+        np.testing.assert_array_equal(tta.inverse(tta.forward(x, k, flip), k, flip), x)
+    assert len({tta.forward(x, k, f).tobytes() for k, f in tta.DIHEDRAL8}) == 8

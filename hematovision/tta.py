@@ -1,0 +1,27 @@
+"""Dihedral test-time augmentation: the 8 symmetries of the square.
+
+A cell on a slide has no "up", so the model is asked about all eight
+rotations/reflections of the input and the logits are averaged. Feature maps
+are mapped back to the original orientation before averaging, so the CAM
+still lines up with the image. Enabled per model by ``"test_time_augmentation":
+"dihedral8"`` in its JSON (chosen and measured on val at export).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+#: (quarter turns k, flip) pairs; transform = rot90(x, k) then optional left-right flip.
+DIHEDRAL8 = tuple((k, flip) for flip in (False, True) for k in range(4))
+
+
+def forward(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Transform an (H, W, C) array."""
+    out = np.rot90(image, k, axes=(0, 1))
+    return out[:, ::-1] if flip else out
+
+
+def inverse(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
+    """Undo :func:`forward` on an (h, w, C) array."""
+    out = image[:, ::-1] if flip else image
+    return np.rot90(out, -k, axes=(0, 1))
