@@ -77,14 +77,18 @@ def _public(exc):
 
 def _upload_path(value):
     """The local path of an upload. Image events skip Gradio's preprocessing (so the core, not Pillow,
-    reads the file and reports what is wrong with it) and receive Gradio's FileData dict; Gradio has
-    already checked that the file lies in its upload folder."""
+    reads the file and reports what is wrong with it) and receive Gradio's FileData dict. Gradio checks
+    the folder only for dicts that carry its "meta" marker, so the check is made here for every request:
+    a path outside Gradio's upload folder (one the client named but never uploaded) is refused."""
     if value is None:
         return None
     path = value.get("path") if isinstance(value, dict) else value
     if not path:
         raise gr.Error("The upload did not arrive; please try again.")
-    return str(path)
+    resolved = Path(str(path)).resolve()
+    if not resolved.is_relative_to(UPLOAD_DIR.resolve()):
+        raise gr.Error("Only files uploaded to this app can be processed; please upload the image.")
+    return str(resolved)
 
 
 def _model(name):
@@ -274,6 +278,7 @@ def zstack_mesh(stack):
     """/zstack_mesh: (multi-page TIFF z-stack) -> .glb isosurface."""
     if stack is None:
         return None
+    stack = _upload_path(stack)
     out = _output_file(Path(stack).stem + ".glb")
     mesh.write_glb(mesh.mesh_from_zstack(stack), out)
     return str(out)
@@ -322,8 +327,8 @@ def batch(files, model_name, progress=gr.Progress()):
     for path in progress.tqdm(files, desc="Classifying"):
         name = Path(path).name
         try:
-            rows.append(report.BatchRow.from_prediction(name, clf.predict(path, cam=False)))
-        except (HematoVisionError, ValueError) as exc:
+            rows.append(report.BatchRow.from_prediction(name, clf.predict(_upload_path(path), cam=False)))
+        except (HematoVisionError, ValueError, gr.Error) as exc:
             rows.append(report.BatchRow.failed(name, _public(exc)))
     diff = report.differential(rows, clf.labels)
     csv_path = report.write_csv(rows, _output_file(f"hematovision-{model_name}-batch.csv"))
