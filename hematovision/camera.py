@@ -311,7 +311,9 @@ class FolderSource(FrameSource):
                 stable_since = now - (time.time() - st.st_mtime)
                 self._pending[name] = (*key, stable_since)
                 first = self._pending[name]
-            if st.st_size > 0 and now - first[2] >= self.settle:
+            # An empty file may still be being written while watching; without watching the
+            # files present are final, so it goes to the loader, which reports it as empty.
+            if (st.st_size > 0 or not self.watch) and now - first[2] >= self.settle:
                 ready.append((st.st_mtime_ns, name, Path(entry.path)))
         if not ready:
             return None
