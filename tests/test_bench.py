@@ -64,8 +64,8 @@ def test_latency_rows_and_ratios(tiny_models, images):
     clf = load_model(tiny_models["tiny-int8"])
     rep = latency.run(clf, images, keras_path=tiny_models["keras"], runs=5, warmup=1)
     names = {t.name for t in rep.timings} | {t.name for t in rep.gradcam}
-    assert names == {"tflite_net", "tflite_net_2t", "tflite_predict", "tflite_predict_nocam", "keras_predict", "keras_call",
-                     "keras_predict_path", "cam_numpy", "tflite_net_cam", "gradcam_tape", "gradcam_tape_prebuilt"}
+    assert names == {"tflite_net", "tflite_net_2t", "tflite_forward", "tflite_predict", "tflite_predict_nocam", "keras_predict",
+                     "keras_call", "keras_predict_path", "cam_numpy", "tflite_net_cam", "gradcam_tape", "gradcam_tape_prebuilt"}
     assert all(t.n == 5 and 0 < t.min_ms <= t.median_ms <= t.p95_ms for t in (*rep.timings, *rep.gradcam))
     ratios = {r.name: r.value for r in rep.ratios}
     assert ratios["keras_predict/tflite_net"] > 1.0  # model.predict has a fixed cost far above a tiny int8 network
@@ -76,7 +76,8 @@ def test_latency_without_keras(tiny_models, images):
     from hematovision import load_model
 
     rep = latency.run(load_model(tiny_models["tiny-int8"]), images[:1], runs=3, warmup=0)
-    assert {t.name for t in rep.timings} == {"tflite_net", "tflite_net_2t", "tflite_predict", "tflite_predict_nocam"}
+    assert {t.name for t in rep.timings} == {"tflite_net", "tflite_net_2t", "tflite_forward", "tflite_predict",
+                                             "tflite_predict_nocam"}
     assert rep.keras_path is None and rep.notes
 
 

@@ -1,0 +1,235 @@
+"""Per-image latency, one process, the same images for every method.
+
+Rows (all after warm-up, ``runs`` timed calls each, images cycled):
+
+- ``tflite_net``       int8 TFLite network alone, one pass: ``clf.model.run(x)`` on a prepared tensor (runtime default threads = 1);
+- ``tflite_net_2t``    the same with 2 interpreter threads;
+- ``tflite_forward``   the network as shipped, per image: ``clf.forward(x)``, i.e. one pass per test-time-augmentation
+  view (8 for a ``dihedral8`` model) and the averaging;
+- ``tflite_batch8``, ``tflite_batch8_2t`` (TTA models only) the same 8 views in ONE batch-8 invoke, 1 and 2 threads:
+  not what the core does, a measured what-if for making TTA cheaper;
+- ``tflite_predict``   the whole public path ``clf.predict(path)``: decode, resize, network, softmax, CAM, OOD;
+- ``tflite_predict_nocam`` the same with ``cam=False`` (what the CLI and the station do);
+- ``keras_predict``    the float Keras model, ``model.predict(x, verbose=0)`` per image (what most apps do per request);
+- ``keras_call``       the float Keras model called directly, ``model(x, training=False)``;
+- ``keras_predict_path`` decode + resize (the same core code) + ``model.predict``: the float counterpart of ``tflite_predict``.
+
+Grad-CAM rows: ``cam_numpy`` (the CAM step alone on the TFLite feature map, incl. upsampling to the
+image), ``tflite_net_cam`` (int8 network + numpy CAM: the whole map from a tensor), ``gradcam_tape``
+(``training.gradcam.grad_cam`` as written: builds the gradient model per call), ``gradcam_tape_prebuilt``
+(the same GradientTape computation with the gradient model built once: the fair lower bound).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .common import Timing, measure
+
+
+@dataclass(frozen=True)
+class Ratio:
+    name: str
+    numerator: str
+    denominator: str
+    value: float  # numerator median / denominator median: how many times faster the denominator is
+
+
+@dataclass(frozen=True)
+class LatencyReport:
+    model: str
+    tflite_path: str
+    keras_path: str | None
+    images: int
+    runs: int
+    warmup: int
+    tflite_threads_default: int
+    tta: str | None  # the model's test-time augmentation ("dihedral8") or None
+    tta_views: int  # network passes per image
+    timings: tuple[Timing, ...]
+    gradcam: tuple[Timing, ...]
+    ratios: tuple[Ratio, ...]
+    #: Share of images where the int8 TFLite and float Keras top classes agree.
+    top1_agreement: float | None
+    #: Mean Pearson correlation between the numpy CAM (int8) and the GradientTape Grad-CAM (float).
+    cam_correlation: float | None
+    notes: tuple[str, ...] = ()
+
+    def timing(self, name: str) -> Timing | None:
+        return next((t for t in (*self.timings, *self.gradcam) if t.name == name), None)
+
+
+def _pearson(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.ravel() - a.mean(), b.ravel() - b.mean()
+    den = float(np.sqrt((a * a).sum() * (b * b).sum()))
+    return float((a * b).sum() / den) if den > 0 else float("nan")
+
+
+def _ratio(timings: dict[str, Timing], num: str, den: str) -> Ratio | None:
+    if num in timings and den in timings and timings[den].median_ms > 0:
+        return Ratio(f"{num}/{den}", num, den, timings[num].median_ms / timings[den].median_ms)
+    return None
+
+
+def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: int = 200, warmup: int = 20,
+        gradcam_runs: int | None = None) -> LatencyReport:
+    """Measure ``clf`` (a loaded :class:`hematovision.Classifier`) and, if given, the float Keras model."""
+    from hematovision import cam as cam_maps
+    from hematovision.images import load_image
+    from hematovision.preprocessing import prepare
+    from hematovision.runtime import TFLiteModel
+
+    if not images:
+        raise ValueError("latency needs at least one image")
+    spec = clf.spec
+    rgbs = [load_image(p) for p in images]
+    xs = [prepare(rgb, spec.input) for rgb in rgbs]
+    k = len(images)
+    li, fi = spec.outputs.logits_index, spec.outputs.features_index
+    t: dict[str, Timing] = {}
+    notes: list[str] = []
+
+    t["tflite_net"] = measure("tflite_net", "int8 TFLite network alone, `clf.model.run(x)`, 1 thread",
+                              lambda i: clf.model.run(xs[i % k]), runs=runs, warmup=warmup)
+    two = TFLiteModel(spec.tflite_path, num_threads=2)
+    t["tflite_net_2t"] = measure("tflite_net_2t", "int8 TFLite network alone, 2 threads",
+                                 lambda i: two.run(xs[i % k]), runs=runs, warmup=warmup)
+    tta = getattr(spec, "tta", None)
+    views = 8 if tta == "dihedral8" else 1
+    if hasattr(clf, "forward"):
+        t["tflite_forward"] = measure("tflite_forward", f"int8 network as shipped, per image: `clf.forward(x)`, {views} pass"
+                                      + ("es (TTA " + str(tta) + ")" if views > 1 else ""),
+                                      lambda i: clf.forward(xs[i % k]), runs=runs, warmup=warmup)
+    if views == 8:
+        for threads, name in ((1, "tflite_batch8"), (2, "tflite_batch8_2t")):
+            batch = _batch_invoke(spec.tflite_path, xs, views, threads)
+            if batch is not None:
+                t[name] = measure(name, f"what-if: the {views} TTA views in one batch-{views} invoke, {threads} thread"
+                                  + ("s" if threads > 1 else ""), batch, runs=runs, warmup=warmup)
+            else:
+                notes.append(f"batch-{views} invoke not supported by this runtime/model")
+    t["tflite_predict"] = measure("tflite_predict", "whole path `clf.predict(path)`: decode + resize + network + CAM + OOD",
+                                  lambda i: clf.predict(images[i % k]), runs=runs, warmup=warmup)
+    t["tflite_predict_nocam"] = measure("tflite_predict_nocam", "whole path `clf.predict(path, cam=False)`",
+                                        lambda i: clf.predict(images[i % k], cam=False), runs=runs, warmup=warmup)
+
+    gradcam: list[Timing] = []
+    feats = [clf.model.run(x)[fi][0] for x in xs] if fi is not None else []
+    tops = [int(np.argmax(clf.model.run(x)[li][0])) for x in xs]
+    if fi is not None and clf.head_weights is not None:
+        w = clf.head_weights
+
+        def numpy_cam(i: int) -> np.ndarray:
+            j = i % k
+            return cam_maps.upsample(cam_maps.class_activation_map(feats[j], w, tops[j]), *rgbs[j].shape[:2])
+
+        def net_cam(i: int) -> np.ndarray:
+            out = clf.model.run(xs[i % k])
+            top = int(np.argmax(out[li][0]))
+            return cam_maps.class_activation_map(out[fi][0], w, top)
+
+        gradcam.append(measure("cam_numpy", "numpy CAM step alone (feature map x head weights, upsampled to the image)",
+                               numpy_cam, runs=runs, warmup=warmup))
+        gradcam.append(measure("tflite_net_cam", "int8 TFLite network + numpy CAM (map from a tensor)",
+                               net_cam, runs=runs, warmup=warmup))
+
+    agreement = cam_corr = None
+    if keras_path is not None:
+        keras_t, keras_cam, agreement, cam_corr = _keras_rows(
+            keras_path, xs, images, spec, tops, feats, clf.head_weights,
+            runs=runs, warmup=warmup, gradcam_runs=gradcam_runs or runs)
+        t.update({x.name: x for x in keras_t})
+        gradcam.extend(keras_cam)
+    else:
+        notes.append("float Keras model not given: Keras rows skipped")
+
+    all_t = {**t, **{g.name: g for g in gradcam}}
+    ratios = tuple(r for r in (
+        _ratio(all_t, "keras_predict", "tflite_net"),
+        _ratio(all_t, "keras_predict", "tflite_forward") if views > 1 else None,
+        _ratio(all_t, "keras_call", "tflite_net"),
+        _ratio(all_t, "keras_predict_path", "tflite_predict"),
+        _ratio(all_t, "keras_predict_path", "tflite_predict_nocam"),
+        _ratio(all_t, "gradcam_tape", "tflite_net_cam"),
+        _ratio(all_t, "gradcam_tape_prebuilt", "tflite_net_cam"),
+    ) if r is not None)
+    return LatencyReport(
+        model=spec.name, tflite_path=str(spec.tflite_path), keras_path=str(keras_path) if keras_path else None,
+        images=k, runs=runs, warmup=warmup, tflite_threads_default=1, tta=tta, tta_views=views, timings=tuple(t.values()),
+        gradcam=tuple(gradcam), ratios=ratios, top1_agreement=agreement, cam_correlation=cam_corr, notes=tuple(notes))
+
+
+def _batch_invoke(tflite_path, xs, views: int, threads: int):
+    """A callable running ``views`` copies of an input in one invoke, or None if the model cannot be resized."""
+    from hematovision import tta as tta_views
+    from hematovision.runtime import interpreter_class, quantize
+
+    cls, _ = interpreter_class()
+    it = cls(model_path=str(tflite_path), num_threads=threads)
+    detail = it.get_input_details()[0]
+    try:
+        it.resize_tensor_input(detail["index"], [views, *detail["shape"][1:]])
+        it.allocate_tensors()
+    except (ValueError, RuntimeError):
+        return None
+    batches = [quantize(np.stack([np.ascontiguousarray(tta_views.forward(x[0], kk, flip)) for kk, flip in tta_views.DIHEDRAL8]),
+                        detail) for x in xs]
+
+    def run(i: int) -> None:
+        it.set_tensor(detail["index"], batches[i % len(batches)])
+        it.invoke()
+
+    return run
+
+
+def _keras_rows(keras_path, xs, images, spec, tops, feats, head_weights, *, runs, warmup, gradcam_runs):
+    import keras
+    import tensorflow as tf
+
+    from hematovision import cam as cam_maps
+    from hematovision.images import load_image
+    from hematovision.preprocessing import prepare
+    from training.gradcam import grad_cam
+
+    model = keras.saving.load_model(str(keras_path), compile=False)
+    k = len(xs)
+    rows = [
+        measure("keras_predict", "float Keras `model.predict(x)` per image", lambda i: model.predict(xs[i % k], verbose=0),
+                runs=runs, warmup=warmup),
+        measure("keras_call", "float Keras direct call `model(x, training=False)`",
+                lambda i: model(xs[i % k], training=False), runs=runs, warmup=warmup),
+        measure("keras_predict_path", "decode + resize + float Keras `model.predict` (per request)",
+                lambda i: model.predict(prepare(load_image(images[i % k]), spec.input), verbose=0), runs=runs, warmup=warmup),
+    ]
+    keras_top = [int(np.argmax(np.asarray(model(x, training=False))[0])) for x in xs]
+    agreement = float(np.mean([a == b for a, b in zip(keras_top, tops)]))
+
+    cams: list[Timing] = []
+    corr = None
+    try:
+        model.get_layer("features")
+    except ValueError:
+        return rows, cams, agreement, corr
+    cams.append(measure("gradcam_tape", "TF GradientTape Grad-CAM, `training.gradcam.grad_cam` as written (float)",
+                        lambda i: grad_cam(model, xs[i % k]), runs=gradcam_runs, warmup=min(warmup, 5)))
+    grad_model = keras.Model(model.inputs, [model.get_layer("features").output, model.output])
+
+    def tape_cam(i: int) -> np.ndarray:
+        x = tf.convert_to_tensor(xs[i % k], tf.float32)
+        with tf.GradientTape() as tape:
+            fmap, logits = grad_model(x, training=False)
+            score = logits[:, int(tf.argmax(logits[0]))]
+        alpha = tf.reduce_mean(tape.gradient(score, fmap)[0], axis=(0, 1))
+        cam = tf.nn.relu(tf.reduce_sum(fmap[0] * alpha, axis=-1)).numpy()
+        peak = cam.max()
+        return cam / peak if peak > 0 else cam
+
+    cams.append(measure("gradcam_tape_prebuilt", "TF GradientTape Grad-CAM, gradient model built once (float)",
+                        tape_cam, runs=gradcam_runs, warmup=min(warmup, 5)))
+    if feats and head_weights is not None:
+        corr = float(np.nanmean([_pearson(cam_maps.class_activation_map(feats[j], head_weights, tops[j]),
+                                          grad_cam(model, xs[j], tops[j])[0]) for j in range(k)]))
+    return rows, cams, agreement, corr
