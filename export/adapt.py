@@ -85,13 +85,14 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="models")
     p.add_argument("--n-source", type=int, default=600, help="source training images used for the statistics")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--report", help="also write the adaptation summary (before/after) to this JSON, e.g. for export.card")
     args = p.parse_args(argv)
 
     import keras
 
     import hematovision
     from export.tflite import write_model
-    from training.data import load_split
+    from training.data import load_split, standardized
 
     out = Path(args.out)
     src_json = Path(args.source_model)
@@ -102,7 +103,7 @@ def main(argv=None) -> int:
     train = load_split(args.source_data, "train", spec.height, labels)
     rng = np.random.default_rng(args.seed)
     source = train.images[rng.choice(len(train.images), size=min(args.n_source, len(train.images)), replace=False)]
-    to_input = lambda a: a.astype(np.float32) * spec.scale + spec.offset  # noqa: E731
+    to_input = lambda a: standardized(a, spec).astype(np.float32) * spec.scale + spec.offset  # noqa: E731
 
     source_clf = hematovision.load_model(args.source_model)
     before = float(np.mean([source_clf.predict(img, cam=False).uncertain for img in target]))
@@ -129,6 +130,9 @@ def main(argv=None) -> int:
     after = float(np.mean([adapted.predict(img, cam=False).uncertain for img in target]))
     meta["adaptation"]["target_flagged_uncertain"] = {"before": before, "after": after}
     json_path.write_text(json.dumps(meta, indent=2))
+    if args.report:
+        Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.report).write_text(json.dumps(meta["adaptation"], indent=2))
     print(json.dumps(meta["adaptation"], indent=2))
     return 0
 

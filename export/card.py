@@ -1,9 +1,11 @@
 """Write a Hugging Face-style model card (YAML metadata + Markdown) from a model's JSON.
 
-    python -m export.card --model models/wbc.json [--robustness reports/wbc_robustness.json]
+    python -m export.card --model models/wbc.json [--robustness reports/wbc_robustness.json] \
+        [--adaptation reports/wbc_adapt_bccd.json] [--baseline reports/wbc-plain_robustness.json] \
+        [--comparison reports/all_init_comparison.json]
 
 Every number in the card is read from the JSON written by export.tflite /
-export.ood (or from the robustness report), so the card never disagrees with
+export.ood (or from the robustness and adaptation reports), so the card never disagrees with
 the model it describes.
 """
 
@@ -41,7 +43,17 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
-def render(meta: dict, robustness: dict | None = None) -> str:
+def _preprocessing(meta: dict) -> str:
+    stain = meta["input"].get("stain_normalization")
+    how = ("Reinhard stain normalization to L*a*b* mean " + ", ".join(f"{v:.1f}" for v in stain["lab_mean"])
+           + " / std " + ", ".join(f"{v:.1f}" for v in stain["lab_std"]) + " (the training images' average)"
+           if stain else "no stain normalization")
+    return (f"Preprocessing (from the JSON, identical in training, app and station): antialiased resize of the whole frame, "
+            f"{how}, then x * {meta['input']['normalization']['scale']:.6f} + {meta['input']['normalization']['offset']}.")
+
+
+def render(meta: dict, robustness: dict | None = None, adaptation: dict | None = None, baseline: dict | None = None,
+           comparison: dict | None = None) -> str:
     ds = meta["provenance"]["data"]["dataset"]
     data = DATA[ds]
     m = meta["metrics"]
@@ -75,6 +87,8 @@ def render(meta: dict, robustness: dict | None = None) -> str:
         f"({meta['size_bytes'] / 1024:.0f} KB), input {meta['input']['size'][0]}x{meta['input']['size'][1]} RGB. Two outputs: "
         "logits and the last feature map, so the device computes Grad-CAM (as CAM) in numpy. "
         f"Labels: {', '.join(f'`{x}`' for x in meta['labels'])}.",
+        "",
+        _preprocessing(meta),
         "",
         "## Results (int8 TFLite through the `hematovision` API)",
         "",
@@ -132,15 +146,20 @@ def render(meta: dict, robustness: dict | None = None) -> str:
             "",
             f"Command: `{r['command']}` (see `training/robustness.py`, `training/simulated_lab.py`).",
             "",
-            "| condition | accuracy | flagged uncertain | accuracy when not flagged |",
-            "|---|---|---|---|",
+            "| condition | accuracy | flagged uncertain | accuracy when not flagged |" + (" plain model accuracy |" if baseline else ""),
+            "|---|---|---|---|" + ("---|" if baseline else ""),
         ]
-        for key in ("clean", "upsampled_360x363", "upsampled_1000", "simulated_lab"):
-            if key in r:
-                x = r[key]
-                lines.append(f"| {key} | {_pct(x.get('accuracy'))} | {_pct(x['flagged_uncertain'])} | {_pct(x.get('accuracy_when_confident'))} |")
-        for prof, x in r.get("simulated_lab_per_profile", {}).items():
-            lines.append(f"| simulated lab: {prof} | {_pct(x.get('accuracy'))} | {_pct(x['flagged_uncertain'])} | {_pct(x.get('accuracy_when_confident'))} |")
+        base = baseline or {}
+        rows = [(key, key, r[key], base.get(key)) for key in ("clean", "upsampled_360x363", "upsampled_1000", "simulated_lab") if key in r]
+        rows += [(f"simulated lab: {prof}", prof, x, base.get("simulated_lab_per_profile", {}).get(prof))
+                 for prof, x in r.get("simulated_lab_per_profile", {}).items()]
+        for title, _, x, b in rows:
+            lines.append(f"| {title} | {_pct(x.get('accuracy'))} | {_pct(x['flagged_uncertain'])} | {_pct(x.get('accuracy_when_confident'))} |"
+                         + (f" {_pct((b or {}).get('accuracy'))} |" if baseline else ""))
+        if baseline and "clean" in baseline and "clean" in r:
+            diff = 100 * (r["clean"]["accuracy"] - baseline["clean"]["accuracy"])
+            lines += ["", f"Plain model for comparison: `{baseline['command']}` (trained without the lab augmentation). "
+                          f"PBC test accuracy {diff:+.2f} points against it (the cross-lab work may cost at most 0.3)."]
         if "bccd_wbc_crops" in r:
             b = r["bccd_wbc_crops"]
             lines += ["", f"BCCD WBC crops (another lab, no subtype labels; n={b['n']}): flagged uncertain {_pct(b['flagged_uncertain'])}, "
@@ -150,6 +169,34 @@ def render(meta: dict, robustness: dict | None = None) -> str:
             lines += ["", f"Generated non-blood images (n={r['nonblood']['n']}): rejected as out-of-distribution "
                           f"{_pct(r['nonblood']['rejected_out_of_distribution'])}, flagged uncertain {_pct(r['nonblood']['flagged_uncertain'])}."]
         lines.append("")
+    if adaptation:
+        a, ba = adaptation, adaptation["target_flagged_uncertain"]
+        lines += [
+            "## Adaptation to a new microscope without labels",
+            "",
+            f"Command: `{a['command']}` ({a['method']}; {a['n_target_images']} target images, "
+            f"{a['n_source_images']} source images, {a['bn_layers']} batch-norm layers).",
+            "",
+            f"Target images flagged uncertain: {_pct(ba['before'])} before, {_pct(ba['after'])} after adaptation. "
+            + ("Adaptation did not bring these images into the model's domain; validate on labelled cells of your own before use."
+               if ba["after"] >= ba["before"] else "Fewer flags are not proof of correct answers: validate on labelled cells of your own."),
+            "",
+        ]
+    if comparison:
+        lines += [
+            "## Candidates compared (val decides)",
+            "",
+            f"Rule: {comparison['rule']}. Command: `{comparison['command']}`.",
+            "",
+            "| candidate | start | input | val accuracy | val NLL | test accuracy | test macro-F1 |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for cname, c in comparison["candidates"].items():
+            start = "ImageNet" if "imagenet" in str(c.get("init")) else f"`{c.get('init')}`"
+            shipped = " (**shipped**)" if cname == comparison["chosen"] else ""
+            lines.append(f"| {cname}{shipped} | {start} | {c['input_size']} px | {_pct(c['val_accuracy'])} | {c['val_nll']:.4f} | "
+                         f"{_pct(c['test_accuracy'])} | {c['test_macro_f1']:.4f} |")
+        lines += ["", "Training commands:", "", "```bash", *(c["train_command"] for c in comparison["candidates"].values()), "```", ""]
     lines += [
         "## Data",
         "",
@@ -171,6 +218,8 @@ def render(meta: dict, robustness: dict | None = None) -> str:
         lines.append(ood.get("command", ""))
     if robustness:
         lines.append(robustness["command"])
+    if adaptation:
+        lines.append(adaptation["command"])
     train_s = prov.get("train_seconds")
     lines += [
         "```",
@@ -198,12 +247,18 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.card", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
     p.add_argument("--robustness", help="JSON report of python -m training.robustness")
+    p.add_argument("--adaptation", help="JSON summary of python -m export.adapt --report")
+    p.add_argument("--baseline", help="robustness report of the plain model, shown beside this one")
+    p.add_argument("--comparison", help="JSON of python -m export.compare (the candidates this model was chosen from)")
     p.add_argument("--out", help="card path (default: <model>.md beside the JSON)")
     args = p.parse_args(argv)
     meta = json.loads(Path(args.model).read_text())
     rob = json.loads(Path(args.robustness).read_text()) if args.robustness else None
     out = Path(args.out) if args.out else Path(args.model).with_suffix(".md")
-    out.write_text(render(meta, rob))
+    adaptation = json.loads(Path(args.adaptation).read_text()) if args.adaptation else None
+    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
+    comparison = json.loads(Path(args.comparison).read_text()) if args.comparison else None
+    out.write_text(render(meta, rob, adaptation, baseline, comparison))
     print(out)
     return 0
 

@@ -30,7 +30,7 @@ import numpy as np
 from hematovision.registry import sha256_file
 from hematovision.spec import FORMAT_VERSION, InputSpec
 from training import metrics
-from training.data import DESCRIPTIONS, MORPHOLOGY_REFERENCE, RED_CELL_FRACTION, load_split, make_dataset
+from training.data import DESCRIPTIONS, MORPHOLOGY_REFERENCE, RED_CELL_FRACTION, load_split, make_dataset, standardized
 
 MAX_INT8_ACCURACY_DROP = 0.005
 
@@ -46,10 +46,11 @@ def convert(model, train_images: np.ndarray, spec: InputSpec, quant: str, *, n_c
     if quant == "int8":
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(train_images), size=min(n_calibration, len(train_images)), replace=False)
+        calibration = standardized(train_images[pick], spec)
 
         def representative():
-            for i in pick:
-                x = train_images[i].astype(np.float32) * spec.scale + spec.offset
+            for image in calibration:
+                x = image.astype(np.float32) * spec.scale + spec.offset
                 yield [x[None]]
 
         converter.representative_dataset = representative

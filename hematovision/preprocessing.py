@@ -1,8 +1,11 @@
 """The one path from an RGB uint8 image to the network's input tensor.
 
-Training (``training/data.py``) decodes its images through :func:`resize`, and
-the classifier, app and station go through :func:`prepare`, so a cell is seen
-the same way everywhere. Every constant comes from the model's ``InputSpec``.
+resize (antialiased, whole frame) -> stain normalization (Reinhard, only if the
+model JSON has a reference) -> ``x * scale + offset``. Training
+(``training/data.py``) decodes through :func:`resize` and applies
+:func:`standardize_resized`; the classifier, app and station go through
+:func:`prepare`, so a cell is seen the same way everywhere. Every constant
+comes from the model's ``InputSpec``.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import cv2
 import numpy as np
 
 from .spec import InputSpec
+from .stain_norm import normalize_stain
 
 
 def resize(image: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -34,6 +38,16 @@ def normalize(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     return x * np.float32(spec.scale) + np.float32(spec.offset)
 
 
+def standardize_resized(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """An already resized RGB uint8 image -> stain-normalized uint8 (unchanged if the model has no reference)."""
+    return normalize_stain(image, spec.stain) if spec.stain is not None else image
+
+
+def standardize(image: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """RGB uint8 of any size -> the uint8 image the network sees, before ``x * scale + offset``."""
+    return standardize_resized(resize(image, spec.height, spec.width), spec)
+
+
 def prepare(image: np.ndarray, spec: InputSpec) -> np.ndarray:
     """RGB uint8 ``(H, W, 3)`` -> float32 batch ``(1, h, w, 3)`` for the model."""
-    return normalize(resize(image, spec.height, spec.width), spec)[None]
+    return normalize(standardize(image, spec), spec)[None]

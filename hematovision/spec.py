@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ModelFormatError
+from .stain_norm import StainReference
 
 FORMAT_VERSION = 1
 
@@ -29,6 +30,7 @@ class InputSpec:
     color_order: str = "RGB"
     scale: float = MOBILENET_NORMALIZATION["scale"]
     offset: float = MOBILENET_NORMALIZATION["offset"]
+    stain: StainReference | None = None  # Reinhard reference, applied after the resize
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -36,6 +38,7 @@ class InputSpec:
             "color_order": self.color_order,
             "resize": "cv2.INTER_AREA when shrinking, cv2.INTER_CUBIC when enlarging; whole frame, no crop",
             "normalization": {"scale": self.scale, "offset": self.offset, "formula": "x * scale + offset"},
+            "stain_normalization": self.stain.to_json() if self.stain else None,
         }
 
     @classmethod
@@ -45,7 +48,8 @@ class InputSpec:
         order = str(data.get("color_order", "RGB")).upper()
         if order not in ("RGB", "BGR"):
             raise ModelFormatError(f"color_order must be RGB or BGR, not {order!r}.")
-        return cls(height=h, width=w, color_order=order, scale=float(norm["scale"]), offset=float(norm["offset"]))
+        return cls(height=h, width=w, color_order=order, scale=float(norm["scale"]), offset=float(norm["offset"]),
+                   stain=StainReference.from_json(data.get("stain_normalization")))
 
 
 def _tta(value, json_path: Path) -> str | None:

@@ -98,3 +98,72 @@ def test_nonblood_set_categories():
     g = generate(2, size=64)
     assert {c for c, _ in g} == set(CATEGORIES)
     assert all(img.shape == (64, 64, 3) and img.dtype == np.uint8 for _, img in g)
+
+
+def _disc_dataset(root, disc, n_per_class=6, size=40):
+    import csv
+
+    rows = []
+    for label in ("red", "green", "blue"):
+        (root / "images" / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n_per_class):
+            path = f"images/{label}/{label}_{i}.png"
+            import cv2
+
+            cv2.imwrite(str(root / path), disc(label, size=size, seed=i)[..., ::-1])
+            rows.append({"path": path, "label": label, "split": "train"})
+    with open(root / "splits.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, ["path", "label", "split"])
+        w.writeheader()
+        w.writerows(rows)
+    return root
+
+
+@pytest.mark.parametrize("stain", [False, True])
+def test_adapt_command_exports_a_model_that_records_its_target(tiny_models, disc, tmp_path, stain):
+    """export.adapt end to end on tiny data, with and without a stain reference in the model's preprocessing."""
+    import cv2
+
+    from export.adapt import main as adapt
+    from hematovision.stain_norm import fit_reference
+
+    src_dir = tmp_path / "source-model"
+    src_dir.mkdir()
+    src = tiny_models["tiny-float32"]
+    for f in src.parent.glob(src.stem + "*"):
+        shutil.copy(f, src_dir / f.name)
+    shutil.copy(tiny_models["keras"], src_dir / "tiny.keras")
+    meta = json.loads((src_dir / src.name).read_text())
+    meta["float_reference"] = {"file": "tiny.keras"}
+    if stain:
+        meta["input"]["stain_normalization"] = fit_reference([disc("red", size=32, seed=i) for i in range(6)]).to_json()
+    (src_dir / src.name).write_text(json.dumps(meta))
+    source_data = _disc_dataset(tmp_path / "discs", disc)
+    target = tmp_path / "other-lab"
+    target.mkdir()
+    for i in range(9):  # the other lab: darker and bluish
+        img = np.clip(disc(("red", "green", "blue")[i % 3], size=40, seed=100 + i) * [0.7, 0.75, 1.0], 0, 255).astype(np.uint8)
+        cv2.imwrite(str(target / f"cell{i}.png"), img[..., ::-1])
+    report = tmp_path / "adapt.json"
+    assert adapt(["--source-model", str(src_dir / src.name), "--source-data", str(source_data), "--target", str(target),
+                  "--name", "tiny-adapted", "--out", str(tmp_path / "out"), "--report", str(report)]) == 0
+    adapted = load_model(tmp_path / "out" / "tiny-adapted.json")
+    a = adapted.spec.raw["adaptation"]
+    assert a["n_target_images"] == 9 and a["source_model"] == meta["name"] and a["bn_layers"] == 1
+    assert set(a["target_flagged_uncertain"]) == {"before", "after"}
+    assert json.loads(report.read_text()) == a
+    assert (adapted.spec.input.stain is not None) == stain  # the preprocessing travels with the adapted model
+    assert adapted.predict(disc("red", size=40)).label in ("red", "green", "blue")
+
+
+def test_card_reports_robustness_and_adaptation():
+    from export.card import render
+    from tests.conftest import ROOT
+
+    meta = json.loads((ROOT / "models" / "wbc.json").read_text())
+    adaptation = {"command": "python -m export.adapt --target X", "method": "BN alignment", "n_target_images": 372,
+                  "n_source_images": 600, "bn_layers": 52, "target_flagged_uncertain": {"before": 0.981, "after": 1.0}}
+    card = render(meta, None, adaptation)
+    assert "## Adaptation to a new microscope without labels" in card
+    assert "98.10 % before, 100.00 % after" in card and "did not bring" in card
+    assert "python -m export.adapt --target X" in card

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from hematovision.images import load_image
-from hematovision.preprocessing import resize
+from hematovision.preprocessing import resize, standardize_resized
 from hematovision.spec import InputSpec
 
 #: Class order per dataset (alphabetical folder names, as in splits.csv).
@@ -103,12 +103,20 @@ def class_weights(labels: np.ndarray, num_classes: int) -> dict[int, float]:
     return {i: float(w) for i, w in enumerate(weights)}
 
 
+def standardized(images: np.ndarray, spec: InputSpec) -> np.ndarray:
+    """Resized uint8 images -> what the network sees before scaling (stain-normalized if the spec says so)."""
+    if spec.stain is None:
+        return images
+    return np.stack([standardize_resized(im, spec) for im in images]) if len(images) else images
+
+
 def make_dataset(split: Split, spec: InputSpec, *, batch_size: int, training: bool, augment=None, seed: int = 0):
     """tf.data over in-memory uint8 arrays -> normalised float batches.
 
     Training reshuffles the whole split every epoch and applies ``augment`` (a
-    function on float [0, 1] batches); normalisation uses the model's
-    ``InputSpec``, the same constants the classifier reads from the JSON.
+    function on float [0, 1] batches) after the stain normalization of the
+    model's ``InputSpec`` (if any); normalisation uses the same constants the
+    classifier reads from the JSON.
     """
     import tensorflow as tf
 
@@ -120,7 +128,7 @@ def make_dataset(split: Split, spec: InputSpec, *, batch_size: int, training: bo
             x = x[..., ::-1]
         return x * (255.0 * spec.scale) + spec.offset, y
 
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels))
+    ds = tf.data.Dataset.from_tensor_slices((standardized(split.images, spec), split.labels))
     if training:
         # Buffer = the whole split: splits.csv is grouped by class.
         ds = ds.shuffle(len(split.labels), seed=seed, reshuffle_each_iteration=True)

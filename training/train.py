@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from hematovision.spec import InputSpec
+from hematovision.stain_norm import fit_reference
 
 from .data import DATASETS, MODEL_NAMES, class_weights, load_split, make_dataset
 
@@ -43,6 +44,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--bn", choices=("frozen", "momentum"), default="frozen",
                    help="fine-tuning BatchNorm: frozen (inference mode, ImageNet statistics) or momentum (trains, momentum 0.9)")
     p.add_argument("--augment", choices=("none", "basic", "lab"), default="lab")
+    p.add_argument("--stain-norm", choices=("none", "reinhard"), default="none",
+                   help="Reinhard stain normalization to the mean L*a*b* statistics of the training images "
+                        "(stored in the model JSON and applied everywhere the model runs)")
     p.add_argument("--no-class-weights", action="store_true", help="do not reweight classes by inverse frequency")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="use only N images per class and split (smoke tests)")
@@ -64,9 +68,10 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     labels = DATASETS[args.dataset]
-    spec = InputSpec(height=args.img_size, width=args.img_size)
     t0 = time.time()
     splits = {s: load_split(args.data, s, args.img_size, labels, limit=args.limit_per_class) for s in ("train", "val", "test")}
+    stain = fit_reference(splits["train"].images) if args.stain_norm == "reinhard" else None
+    spec = InputSpec(height=args.img_size, width=args.img_size, stain=stain)
     print(f"decoded {', '.join(f'{k}={len(v.labels)}' for k, v in splits.items())} images in {time.time() - t0:.1f}s", flush=True)
     weights = class_weights(splits["train"].labels, len(labels)) if not args.no_class_weights else None
     config = {
