@@ -39,11 +39,12 @@ def run(*args):
     return r
 
 
-def test_train_evaluate_export_load(tiny_dataset, tmp_path):
+@pytest.mark.parametrize("stain", ["none", "reinhard"])
+def test_train_evaluate_export_load(tiny_dataset, tmp_path, stain):
     weights = data_dir().parent / "weights" / "mobilenet_v2_0.35_imagenet_notop.weights.h5"
     run_dir, models = tmp_path / "run", tmp_path / "models"
     run("training.train", "--dataset", "pbc", "--data", tiny_dataset, "--weights", weights if weights.exists() else "none",
-        "--img-size", "32", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--out", run_dir)
+        "--img-size", "32", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--stain-norm", stain, "--out", run_dir)
     for name in ("config.json", "history.csv", "curves.png", "best.keras", "backbone.weights.h5", "evaluation.json", "confusion_test.png", "confusion_test.csv"):
         assert (run_dir / name).exists(), name
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
@@ -57,5 +58,9 @@ def test_train_evaluate_export_load(tiny_dataset, tmp_path):
     assert clf.model.input_detail["dtype"].__name__ == "int8"
     assert meta["quantization"] == "int8" and "parity_with_float" in meta["metrics"]
     assert "python -m training.train" in meta["provenance"]["train_command"]
+    # The stain reference fitted in training travels through the run config into the shipped JSON.
+    config = json.loads((run_dir / "config.json").read_text())
+    assert meta["input"]["stain_normalization"] == config["input"]["stain_normalization"]
+    assert (clf.spec.input.stain is not None) == (stain == "reinhard")
     pred = clf.predict(next((EXAMPLES / "wbc").glob("*.jpg")))
     assert pred.label in clf.labels and abs(sum(pred.probabilities.values()) - 1) < 1e-6
