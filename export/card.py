@@ -44,12 +44,12 @@ def _pct(x) -> str:
 
 
 def _preprocessing(meta: dict) -> str:
-    stain = meta["input"].get("stain_normalization")
+    stain, norm = meta["input"].get("stain_normalization"), meta["input"]["normalization"]
     how = ("Reinhard stain normalization to L*a*b* mean " + ", ".join(f"{v:.1f}" for v in stain["lab_mean"])
            + " / std " + ", ".join(f"{v:.1f}" for v in stain["lab_std"]) + " (the training images' average)"
            if stain else "no stain normalization")
     return (f"Preprocessing (from the JSON, identical in training, app and station): antialiased resize of the whole frame, "
-            f"{how}, then x * {meta['input']['normalization']['scale']:.6f} + {meta['input']['normalization']['offset']}.")
+            f"{how}, then x * {norm['scale']:.6f} {'-' if norm['offset'] < 0 else '+'} {abs(norm['offset']):g}.")
 
 
 def render(meta: dict, robustness: dict | None = None, adaptation: dict | None = None, baseline: dict | None = None,
@@ -196,6 +196,8 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
             shipped = " (**shipped**)" if cname == comparison["chosen"] else ""
             lines.append(f"| {cname}{shipped} | {start} | {c['input_size']} px | {_pct(c['val_accuracy'])} | {c['val_nll']:.4f} | "
                          f"{_pct(c['test_accuracy'])} | {c['test_macro_f1']:.4f} |")
+        if comparison.get("note"):
+            lines += ["", comparison["note"]]
         lines += ["", "Training commands:", "", "```bash", *(c["train_command"] for c in comparison["candidates"].values()), "```", ""]
     lines += [
         "## Data",

@@ -45,6 +45,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.compare", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("candidates", nargs="+", help="NAME=path/to/model.json")
     p.add_argument("--out", required=True, help="comparison JSON to write")
+    p.add_argument("--note", help="what the reader must know about how the candidates came about (shown in the card)")
     args = p.parse_args(argv)
     cands = {}
     for item in args.candidates:
@@ -53,7 +54,7 @@ def main(argv=None) -> int:
             p.error(f"candidate {item!r} must be NAME=path/to/model.json")
         cands[name] = summarize(json.loads(Path(path).read_text()), path)
     best = choose(cands)
-    report = {"candidates": cands, "rule": RULE, "chosen": best,
+    report = {"candidates": cands, "rule": RULE, "chosen": best, "note": args.note,
               "command": "python -m export.compare " + " ".join(argv if argv is not None else sys.argv[1:])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2))

@@ -70,12 +70,7 @@ def test_reported_test_metrics_reproduce(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", [
-    "wbc",
-    pytest.param("all", marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 3 asks >= 99 % test accuracy for `all`; the shipped (val-selected) model measures 98.33 % "
-        "(294/299); the wbc-backbone variant measured 98.997 % (reports/all_init_comparison.json). Open."))),
-])
+@pytest.mark.parametrize("name", sorted(SHIPPED))
 def test_meets_the_acceptance_bar(name):
     _, _, min_acc, min_f1 = SHIPPED[name]
     rep = _remeasure(name)

@@ -5,7 +5,7 @@
         --img-size 128 --alpha 0.35 --epochs 12 --out runs/wbc
 
 Writes to the run folder: config.json, history.csv + curves.png, checkpoints
-(best.keras by val accuracy, backup/ for --resume), backbone.weights.h5 (for
+(best.keras by --select, highest val accuracy by default; last.keras; backup/ for --resume), backbone.weights.h5 (for
 --init-from), logits of val/test and evaluation.json (see training.evaluate).
 """
 
@@ -48,11 +48,24 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="Reinhard stain normalization to the mean L*a*b* statistics of the training images "
                         "(stored in the model JSON and applied everywhere the model runs)")
     p.add_argument("--no-class-weights", action="store_true", help="do not reweight classes by inverse frequency")
+    p.add_argument("--select", choices=("val_loss", "val_accuracy"), default="val_accuracy",
+                   help="checkpoint kept as best.keras: highest val accuracy (earliest of ties; the default, as the shipped "
+                        "wbc was made) or lowest val loss (better where val accuracy saturates, e.g. the ALL set: ties "
+                        "there picked an early, high-learning-rate epoch)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="use only N images per class and split (smoke tests)")
     p.add_argument("--resume", action="store_true", help="continue an interrupted run in --out")
     p.add_argument("--out", required=True, help="run folder")
     return p.parse_args(argv)
+
+
+def _selected_epoch(history: dict, select: str) -> int | None:
+    """1-based fine-tuning epoch that ModelCheckpoint kept (first of ties, as it saves only on improvement)."""
+    values = history.get(select)
+    if not values:
+        return None
+    best = min(values) if select == "val_loss" else max(values)
+    return values.index(best) + 1
 
 
 def main(argv=None) -> int:
@@ -118,11 +131,12 @@ def main(argv=None) -> int:
     best = out / "best.keras"
     callbacks = [
         keras.callbacks.CSVLogger(history_csv, append=True),
-        keras.callbacks.ModelCheckpoint(best, monitor="val_accuracy", save_best_only=True),
+        keras.callbacks.ModelCheckpoint(best, monitor=args.select, save_best_only=True),
         keras.callbacks.BackupAndRestore(str(out / "backup")),
     ]
     hist = model.fit(train_ds, validation_data=val_ds, epochs=args.epochs, class_weight=weights, callbacks=callbacks, verbose=2)
     train_seconds = time.time() - t_train
+    model.save(out / "last.keras")  # the final epoch too, for inspection; best.keras is what ships
     if best.exists():
         model.load_weights(best)
 
@@ -138,6 +152,8 @@ def main(argv=None) -> int:
         "train_seconds": round(train_seconds, 1),
         "bn_check": {"evaluate_on_train": float(train_eval_acc), "fit_reported": fit_acc},
         "best_val_accuracy": float(max(hist.history.get("val_accuracy", [0]))),
+        "select": args.select,
+        "selected_fine_tune_epoch": _selected_epoch(hist.history, args.select),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     from .plots import training_curves
