@@ -28,6 +28,7 @@ def test_integrity_and_size(name):
     assert sha256_file(tflite) == meta["sha256"]
     assert tflite.stat().st_size <= 1.5 * 1024 * 1024
     assert meta["quantization"] == "int8"
+    assert "stain_normalization" in meta["input"]  # the preprocessing choice is explicit, even when it is none
     clf = hematovision.load_model(name)
     assert clf.model.input_detail["dtype"] == np.int8
     assert clf.spec.uncertain_threshold > 0 and clf.spec.temperature > 0 and clf.ood is not None
