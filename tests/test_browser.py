@@ -85,3 +85,22 @@ def test_phone_width_is_readable(browser, url, tmp_path):
     page.screenshot(path=tmp_path / "classify-phone.png", full_page=True)
     assert not errors, errors
     page.close()
+
+
+def test_broken_upload_shows_one_clear_error(browser, url, tmp_path):
+    """A truncated JPEG gives exactly one error toast that names the file and the problem, and no page error."""
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(Path(WBC_EXAMPLE).read_bytes()[:800])
+    page = browser.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(url)
+    page.wait_for_selector("#cell-image input[type=file]", state="attached", timeout=TIMEOUT_MS)
+    page.set_input_files("#cell-image input[type=file]", str(broken))
+    page.wait_for_selector(".toast-body", timeout=TIMEOUT_MS)
+    page.wait_for_timeout(3000)  # a second toast, if any, would arrive within this
+    toasts = page.locator(".toast-body").all_inner_texts()
+    page.close()
+    assert len(toasts) == 1, toasts
+    assert "broken.jpg" in toasts[0] and "truncated" in toasts[0]
+    assert not errors, errors
