@@ -245,6 +245,10 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
     return "\n".join(lines)
 
 
+def _read_json(path: str | None) -> dict | None:
+    return json.loads(Path(path).read_text()) if path else None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m export.card", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True)
@@ -255,12 +259,9 @@ def main(argv=None) -> int:
     p.add_argument("--out", help="card path (default: <model>.md beside the JSON)")
     args = p.parse_args(argv)
     meta = json.loads(Path(args.model).read_text())
-    rob = json.loads(Path(args.robustness).read_text()) if args.robustness else None
+    reports = (_read_json(path) for path in (args.robustness, args.adaptation, args.baseline, args.comparison))
     out = Path(args.out) if args.out else Path(args.model).with_suffix(".md")
-    adaptation = json.loads(Path(args.adaptation).read_text()) if args.adaptation else None
-    baseline = json.loads(Path(args.baseline).read_text()) if args.baseline else None
-    comparison = json.loads(Path(args.comparison).read_text()) if args.comparison else None
-    out.write_text(render(meta, rob, adaptation, baseline, comparison))
+    out.write_text(render(meta, *reports))
     print(out)
     return 0
 

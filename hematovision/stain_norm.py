@@ -60,10 +60,14 @@ def _lab(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
 
 
+def _stats(lab: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    flat = lab.reshape(-1, 3)
+    return flat.mean(axis=0), flat.std(axis=0)
+
+
 def lab_stats(rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of an RGB uint8 image in L*a*b*."""
-    lab = _lab(rgb).reshape(-1, 3)
-    return lab.mean(axis=0), lab.std(axis=0)
+    return _stats(_lab(rgb))
 
 
 def fit_reference(images) -> StainReference:
@@ -79,8 +83,8 @@ def fit_reference(images) -> StainReference:
 def normalize_stain(rgb: np.ndarray, reference: StainReference) -> np.ndarray:
     """Reinhard-normalize an RGB uint8 image to ``reference``; returns RGB uint8 of the same shape."""
     lab = _lab(rgb)
-    mu = lab.reshape(-1, 3).mean(axis=0)
-    sigma = np.maximum(lab.reshape(-1, 3).std(axis=0), MIN_SIGMA)
+    mu, sigma = _stats(lab)
+    sigma = np.maximum(sigma, MIN_SIGMA)
     out = (lab - mu) / sigma * np.asarray(reference.std, np.float32) + np.asarray(reference.mean, np.float32)
     rgb_out = cv2.cvtColor(out.astype(np.float32), cv2.COLOR_LAB2RGB)
     return np.clip(rgb_out * 255.0 + 0.5, 0, 255).astype(np.uint8)

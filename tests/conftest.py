@@ -1,4 +1,5 @@
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,14 @@ EXAMPLES = ROOT / "examples"
 def data_dir() -> Path:
     """The shared data folder: $HEMATOVISION_DATA, else ../shared/data beside the checkout."""
     return Path(os.environ.get("HEMATOVISION_DATA", ROOT.parent / "shared" / "data"))
+
+
+def copy_model(json_path: Path, dest: Path) -> Path:
+    """Copy a model's files (<name>.json, .tflite, .head.npz, ...) into ``dest``; returns the copied JSON."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for f in json_path.parent.glob(json_path.stem + "*"):
+        shutil.copy(f, dest / f.name)
+    return dest / json_path.name
 
 
 def require_data(*parts: str) -> Path:

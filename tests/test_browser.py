@@ -42,13 +42,19 @@ def browser(url):
         browser.close()
 
 
-def upload_and_wait(page, url, image):
-    """Open the page, drop ``image`` on the input, wait for the label and the heatmap."""
+def upload(page, url, image):
+    """Open the page and drop ``image`` on the input; returns the list that collects page errors."""
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     page.goto(url)
     page.wait_for_selector("#cell-image input[type=file]", state="attached", timeout=TIMEOUT_MS)
     page.set_input_files("#cell-image input[type=file]", str(image))
+    return errors
+
+
+def upload_and_wait(page, url, image):
+    """Open the page, drop ``image`` on the input, wait for the label and the heatmap."""
+    errors = upload(page, url, image)
     page.wait_for_selector("#label [data-testid=label-output-value]", timeout=TIMEOUT_MS)
     page.wait_for_function("() => { const img = document.querySelector('#heatmap img');"
                            " return img && img.complete && img.naturalWidth > 0; }", timeout=TIMEOUT_MS)
@@ -92,11 +98,7 @@ def test_broken_upload_shows_one_clear_error(browser, url, tmp_path):
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(Path(WBC_EXAMPLE).read_bytes()[:800])
     page = browser.new_page()
-    errors = []
-    page.on("pageerror", lambda exc: errors.append(str(exc)))
-    page.goto(url)
-    page.wait_for_selector("#cell-image input[type=file]", state="attached", timeout=TIMEOUT_MS)
-    page.set_input_files("#cell-image input[type=file]", str(broken))
+    errors = upload(page, url, broken)
     page.wait_for_selector(".toast-body", timeout=TIMEOUT_MS)
     page.wait_for_timeout(3000)  # a second toast, if any, would arrive within this
     toasts = page.locator(".toast-body").all_inner_texts()

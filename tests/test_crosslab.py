@@ -8,6 +8,7 @@ import pytest
 
 from hematovision import load_model
 from hematovision.ood import OODModel, pooled
+from tests.conftest import copy_model
 
 
 def test_ood_scores_far_points_higher_and_roundtrips(tmp_path):
@@ -37,10 +38,7 @@ def test_classifier_flags_out_of_distribution(tiny_models, disc, tmp_path):
     from export.ood import pooled_features
     from hematovision.registry import sha256_file
 
-    src = tiny_models["tiny-float32"]
-    for f in src.parent.glob("tiny-float32*"):
-        shutil.copy(f, tmp_path / f.name)
-    clf = load_model(tmp_path / "tiny-float32.json")
+    clf = load_model(copy_model(tiny_models["tiny-float32"], tmp_path))
     imgs = np.stack([disc(("red", "green", "blue")[i % 3], seed=i) for i in range(150)])
     feats = pooled_features(clf, imgs)
     ood = OODModel.fit(feats, k=4)
@@ -127,17 +125,13 @@ def test_adapt_command_exports_a_model_that_records_its_target(tiny_models, disc
     from export.adapt import main as adapt
     from hematovision.stain_norm import fit_reference
 
-    src_dir = tmp_path / "source-model"
-    src_dir.mkdir()
-    src = tiny_models["tiny-float32"]
-    for f in src.parent.glob(src.stem + "*"):
-        shutil.copy(f, src_dir / f.name)
-    shutil.copy(tiny_models["keras"], src_dir / "tiny.keras")
-    meta = json.loads((src_dir / src.name).read_text())
+    src_json = copy_model(tiny_models["tiny-float32"], tmp_path / "source-model")
+    shutil.copy(tiny_models["keras"], src_json.parent / "tiny.keras")
+    meta = json.loads(src_json.read_text())
     meta["float_reference"] = {"file": "tiny.keras"}
     if stain:
         meta["input"]["stain_normalization"] = fit_reference([disc("red", size=32, seed=i) for i in range(6)]).to_json()
-    (src_dir / src.name).write_text(json.dumps(meta))
+    src_json.write_text(json.dumps(meta))
     source_data = _disc_dataset(tmp_path / "discs", disc)
     target = tmp_path / "other-lab"
     target.mkdir()
@@ -145,7 +139,7 @@ def test_adapt_command_exports_a_model_that_records_its_target(tiny_models, disc
         img = np.clip(disc(("red", "green", "blue")[i % 3], size=40, seed=100 + i) * [0.7, 0.75, 1.0], 0, 255).astype(np.uint8)
         cv2.imwrite(str(target / f"cell{i}.png"), img[..., ::-1])
     report = tmp_path / "adapt.json"
-    assert adapt(["--source-model", str(src_dir / src.name), "--source-data", str(source_data), "--target", str(target),
+    assert adapt(["--source-model", str(src_json), "--source-data", str(source_data), "--target", str(target),
                   "--name", "tiny-adapted", "--out", str(tmp_path / "out"), "--report", str(report)]) == 0
     adapted = load_model(tmp_path / "out" / "tiny-adapted.json")
     a = adapted.spec.raw["adaptation"]

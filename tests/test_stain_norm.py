@@ -9,6 +9,7 @@ from hematovision.errors import ModelFormatError
 from hematovision.preprocessing import prepare, resize, standardize
 from hematovision.spec import InputSpec
 from hematovision.stain_norm import StainReference, fit_reference, lab_stats, normalize_stain
+from tests.conftest import copy_model
 from tests.tiny_model import disc_image
 
 REF = StainReference(mean=(75.0, 12.0, 6.0), std=(15.0, 8.0, 12.0))
@@ -78,17 +79,14 @@ def test_training_and_serving_see_the_same_pixels():
 
 
 def test_classifier_applies_the_reference_from_the_model_json(tiny_models, tmp_path):
-    import shutil
-
     import hematovision
 
     src = tiny_models["tiny-float32"]
-    for f in src.parent.glob(src.stem + "*"):
-        shutil.copy(f, tmp_path / f.name)
-    meta = json.loads((tmp_path / src.name).read_text())
+    path = copy_model(src, tmp_path)
+    meta = json.loads(path.read_text())
     meta["input"]["stain_normalization"] = REF.to_json()
-    (tmp_path / src.name).write_text(json.dumps(meta))
-    clf = hematovision.load_model(tmp_path / src.name)
+    path.write_text(json.dumps(meta))
+    clf = hematovision.load_model(path)
     assert clf.spec.input.stain == REF
     img = smear()
     cast = np.clip(img.astype(np.float32) * [1.2, 0.85, 0.7], 0, 255).astype(np.uint8)
