@@ -241,7 +241,9 @@ def classify(image, model_name):
     spec = _model(model_name).spec
     result = pred.to_json() | {"model": model_name, "uncertain_threshold": spec.uncertain_threshold,
                                "description": spec.descriptions.get(pred.label, "")}
-    return pred.probabilities, verdict_html(pred, spec), result
+    # Out of distribution: no class headline in the confidence component (the verdict explains why).
+    shown = None if pred.out_of_distribution else pred.probabilities
+    return shown, verdict_html(pred, spec), result
 
 
 @user_errors
@@ -254,6 +256,16 @@ def explain(image, model_name, opacity=0.45):
     if pred.cam is None:
         raise gr.Error(f"The {model_name} model has no CAM head; it cannot show where it looked.")
     return cams.overlay(hv.load_image(path), pred.cam, alpha=float(opacity))
+
+
+@user_errors
+def explain_trusted(image, model_name, opacity=0.45):
+    """UI only: the heatmap after a classification, but none for an out-of-distribution image
+    (a map drawn over a photo that is not a cell looks like an explanation); "Show heatmap" asks for it anyway."""
+    path = _upload_path(image)
+    if path is None or _predict(model_name, path).out_of_distribution:
+        return None
+    return explain(image, model_name, opacity)
 
 
 @user_errors
@@ -398,6 +410,7 @@ with gr.Blocks(title="HematoVision - blood-cell classification", delete_cache=(3
                                        interactive=False, height=320, elem_id="heatmap")
                     opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Heatmap opacity",
                                         info="Red: the regions that drove the prediction most.")
+                    show_cam = gr.Button("Show heatmap", size="sm", elem_id="show-cam")
             with gr.Row():
                 for folder, title in (("wbc", "White cells, PBC test split"), ("all", "ALL smears, test split")):
                     with gr.Column(min_width=280):
@@ -444,8 +457,9 @@ with gr.Blocks(title="HematoVision - blood-cell classification", delete_cache=(3
     gr.on([image.change, model.change], clear_results, None, [label, verdict, details, overlay, cell3d, morph_table, morph_plot, morph_summary],
           queue=False, show_progress="hidden", api_visibility="private", trigger_mode="always_last") \
         .then(classify, [image, model], [label, verdict, details], api_name="classify", preprocess=False) \
-        .success(explain, [image, model, opacity], overlay, api_name="explain", preprocess=False) \
+        .success(explain_trusted, [image, model, opacity], overlay, preprocess=False, api_visibility="private") \
         .success(measure, [image, model], [morph_table, morph_plot, morph_summary], api_name="morphology", preprocess=False)
+    show_cam.click(explain, [image, model, opacity], overlay, api_name="explain", preprocess=False)
     opacity.release(explain, [image, model, opacity], overlay, preprocess=False, api_visibility="private")
     # The mesh is built when the 3D tab is shown: a Model3D filled while its tab is hidden stays blank.
     gr.on([tab3d.select, colour.change], cell_mesh, [image, model, colour], cell3d, api_name="mesh", preprocess=False)
