@@ -389,6 +389,11 @@ def _examples(folder):
     return [[str(f), folder] for f in sorted((EXAMPLES_DIR / folder).glob("*.jpg"))]
 
 
+def _example_captions(folder):
+    """The true class of each example (its file name starts with ``<label>__``), as the gallery caption."""
+    return [f.name.split("__")[0].replace("_", " ") for f in sorted((EXAMPLES_DIR / folder).glob("*.jpg"))]
+
+
 with gr.Blocks(title="HematoVision - blood-cell classification", delete_cache=(3600, 3600)) as demo:
     gr.HTML("<div id='hv-header'><h1><span>&#9679;</span> HematoVision</h1>"
             "<p>Blood-cell classification with calibrated confidence, Grad-CAM, morphology and 3D.</p></div>"
@@ -415,7 +420,7 @@ with gr.Blocks(title="HematoVision - blood-cell classification", delete_cache=(3
                 for folder, title in (("wbc", "White cells, PBC test split"), ("all", "ALL smears, test split")):
                     with gr.Column(min_width=280):
                         gr.Examples(_examples(folder), [image, model], label=f"Examples: {title}",
-                                    examples_per_page=16, visible_columns=[0])
+                                    examples_per_page=16, visible_columns=[0], example_labels=_example_captions(folder))
         with gr.Tab("3D", id="3d") as tab3d:
             gr.Markdown("The cell from **Classify** as a surface: height follows the stain density of the segmented "
                         "cell. Drag to rotate, scroll or pinch to zoom.")
@@ -443,7 +448,8 @@ with gr.Blocks(title="HematoVision - blood-cell classification", delete_cache=(3
                     batch_summary = gr.Markdown()
                     batch_csv = gr.File(label="CSV download", interactive=False, elem_id="batch-csv")
                 with gr.Column(scale=2, min_width=280):
-                    diff_plot = gr.BarPlot(x="class", y="percent", label="Differential count (%)", y_lim=[0, 100], height=260)
+                    diff_plot = gr.BarPlot(x="class", y="percent", label="Differential count (%)", y_lim=[0, 100], height=300,
+                                           x_label_angle=-35)
                     diff_table = gr.Dataframe(headers=list(report.DIFFERENTIAL_COLUMNS), label="Differential", interactive=False)
                     batch_table = gr.Dataframe(headers=list(report.COLUMNS), label="Per file", interactive=False)
         with gr.Tab("About", id="about"):

@@ -174,3 +174,13 @@ def test_out_of_distribution_upload_shows_no_headline_and_no_heatmap(browser, ur
                            " return img && img.complete && img.naturalWidth > 0; }", timeout=TIMEOUT_MS)
     page.close()
     assert not errors, errors
+
+
+def test_example_galleries_have_class_captions(browser, url):
+    from playwright.sync_api import expect
+
+    page = browser.new_page(viewport={"width": 1366, "height": 900})
+    page.goto(url)
+    expect(page.get_by_text("early pre b", exact=True).first).to_be_visible(timeout=TIMEOUT_MS)
+    expect(page.get_by_text("eosinophil", exact=True).first).to_be_visible(timeout=TIMEOUT_MS)
+    page.close()
