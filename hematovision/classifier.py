@@ -62,13 +62,23 @@ class Classifier:
         n_out = len(shapes)
         if spec.outputs.logits_index >= n_out or shapes[spec.outputs.logits_index] != (1, len(spec.labels)):
             raise ModelFormatError(f"{spec.tflite_path}: output {spec.outputs.logits_index} is not (1, {len(spec.labels)}) logits; outputs are {shapes}.")
-        self.head_weights = None
+        self.head_weights = self.head_bias = None
         if spec.outputs.features_index is not None and spec.head_path is not None:
             with np.load(spec.head_path) as head:
                 self.head_weights = head["weights"].astype(np.float32)
+                self.head_bias = head["bias"].astype(np.float32) if "bias" in head.files else None
             fshape = shapes[spec.outputs.features_index]
             if len(fshape) != 4 or self.head_weights.shape != (fshape[3], len(spec.labels)):
                 raise ModelFormatError(f"{spec.head_path}: head weights {self.head_weights.shape} do not fit feature map {fshape}.")
+        # "head": {"source": "head_file"} (e.g. a few-shot adapted model, see adapt.py): the logits are
+        # computed here from the head npz, logits = GAP(features) @ W + b, not read from the .tflite.
+        head_source = (spec.raw.get("head") or {}).get("source", "tflite")
+        if head_source not in ("tflite", "head_file"):
+            raise ModelFormatError(f"{spec.json_path}: head.source must be 'tflite' or 'head_file', not {head_source!r}.")
+        self.logits_from_head = head_source == "head_file"
+        if self.logits_from_head and (self.head_weights is None or self.head_bias is None):
+            raise ModelFormatError(f"{spec.json_path}: head.source is 'head_file' but the model has no feature output "
+                                   "or its head npz has no weights/bias; re-run `python -m hematovision adapt`.")
         self.ood = OODModel.load(spec.ood_path) if spec.ood_path is not None and spec.outputs.features_index is not None else None
 
     @property
@@ -93,7 +103,11 @@ class Classifier:
             logits.append(out[self.spec.outputs.logits_index][0])
             if fi is not None:
                 feats.append(tta.inverse(out[fi][0], k, flip))
-        return np.mean(logits, axis=0), (np.mean(feats, axis=0) if feats else None)
+        fmap = np.mean(feats, axis=0) if feats else None
+        if self.logits_from_head:
+            # GAP and the dense head are linear, so this equals the mean of the per-view head logits.
+            return pooled(fmap) @ self.head_weights + self.head_bias, fmap
+        return np.mean(logits, axis=0), fmap
 
     def predict(self, image: ImageInput, *, cam: bool = True) -> Prediction:
         """Classify one image (path, bytes, PIL image or array; see :func:`load_image`)."""

@@ -26,6 +26,8 @@ ImageInput = Union[str, os.PathLike, bytes, "Image.Image", np.ndarray]
 MAX_PIXELS = 40_000_000
 #: Smallest side we accept; anything smaller holds no cell.
 MIN_SIDE = 16
+#: File name suffixes treated as images by folder walks (CLI, station, adapt, training).
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 
 # PIL's own bomb guard would warn, then raise at 2x its limit; ours comes first.
 Image.MAX_IMAGE_PIXELS = None

@@ -4,7 +4,12 @@
 shift, brightness/contrast/hue/saturation jitter for stain variation.
 ``lab`` adds what another microscope does to a cell: white balance and gamma,
 defocus blur, sensor noise, a downscale-upscale round trip.
-Every transform is drawn per sample.
+``crosslab`` is built to cover other labs' cells zero-shot (cross-lab issue):
+a wide log-uniform zoom (0.7x-2.5x: loose fields to crops the cell fills, as
+zheng1's), a random stain-matrix (HED) perturbation and strong hue/saturation
+jitter, random colour transfer towards real other-lab colour statistics
+(``colour_pool``), stronger optics (defocus, noise, low resolution, JPEG,
+vignetting). Every transform is drawn per sample.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-LEVELS = ("none", "basic", "lab")
+LEVELS = ("none", "basic", "lab", "crosslab")
 
 
 def _uniform(batch, lo, hi):
@@ -105,15 +110,133 @@ def down_up(x, p=0.2):
     return tf.where(_coin(b, p), y, x)
 
 
-def make_augment(level: str):
-    """Return a batched augmentation function for ``level`` (None for 'none')."""
+def wide_zoom_shift(x, lo=0.7, hi=2.5, p_wide=0.6, shift=0.06):
+    """Log-uniform zoom in [lo, hi] for a share ``p_wide`` of samples, else the basic +-12 %."""
+    b = tf.shape(x)[0]
+    wide = tf.exp(tf.random.uniform([b], tf.math.log(lo), tf.math.log(hi)))
+    near = tf.random.uniform([b], 0.88, 1.12)
+    s = tf.where(tf.random.uniform([b]) < p_wide, wide, near)
+    h = tf.cast(tf.shape(x)[1], tf.float32)
+    w = tf.cast(tf.shape(x)[2], tf.float32)
+    tx = tf.random.uniform([b], -shift, shift) * w
+    ty = tf.random.uniform([b], -shift, shift) * h
+    a0 = 1.0 / s
+    zeros = tf.zeros_like(s)
+    transforms = tf.stack(
+        [a0, zeros, (1 - a0) * (w - 1) / 2 + tx, zeros, a0, (1 - a0) * (h - 1) / 2 + ty, zeros, zeros], axis=1
+    )
+    return tf.raw_ops.ImageProjectiveTransformV3(
+        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], interpolation="BILINEAR",
+        fill_mode="REFLECT", fill_value=0.0,
+    )
+
+
+# Ruifrok & Johnston's H&E-DAB stain vectors (rows: optical density per unit
+# stain, RGB). Romanowsky stains are not H&E, but the point (Tellez et al.
+# 2019) is a plausible basis in which to rescale and shift stain amounts.
+_HED = tf.constant([[0.650, 0.704, 0.286], [0.072, 0.990, 0.105], [0.268, 0.570, 0.776]], tf.float32)
+_HED_INV = tf.linalg.inv(_HED)
+
+
+def hed_jitter(x, sigma=0.25, bias=0.05):
+    """Stain-matrix perturbation: OD = -log(I); C = OD M^-1; C' = a C + b; I' = exp(-C' M).
+
+    a ~ U(1 - sigma, 1 + sigma), b ~ U(-bias, bias) per sample and stain channel.
+    """
+    b = tf.shape(x)[0]
+    od = -tf.math.log(tf.clip_by_value(x, 1e-3, 1.0))
+    c = tf.einsum("bhwi,ij->bhwj", od, _HED_INV)
+    a = tf.random.uniform([b, 1, 1, 3], 1 - sigma, 1 + sigma)
+    c = c * a + tf.random.uniform([b, 1, 1, 3], -bias, bias)
+    return tf.clip_by_value(tf.exp(-tf.einsum("bhwj,ji->bhwi", c, _HED)), 0.0, 1.0)
+
+
+def colour_transfer(x, pool, p=0.5):
+    """Match each image's per-channel RGB mean/std to a random real image's, partly.
+
+    ``pool`` (K, 2, 3): mean and std per channel of unlabelled other-lab images.
+    x' = mu_t + (x - mu_s) * sd_t / sd_s, blended with x by a random weight.
+    """
+    b = tf.shape(x)[0]
+    pick = tf.random.uniform([b], 0, tf.shape(pool)[0], dtype=tf.int32)
+    target = tf.gather(pool, pick)  # (b, 2, 3)
+    mu_t, sd_t = target[:, 0, None, None, :], target[:, 1, None, None, :]
+    mu_s = tf.reduce_mean(x, axis=[1, 2], keepdims=True)
+    sd_s = tf.math.reduce_std(x, axis=[1, 2], keepdims=True) + 1e-3
+    y = mu_t + (x - mu_s) * sd_t / sd_s
+    w = _uniform(b, 0.3, 1.0)
+    y = tf.clip_by_value(w * y + (1 - w) * x, 0.0, 1.0)
+    return tf.where(_coin(b, p), y, x)
+
+
+def vignette(x, p=0.3):
+    """Uneven illumination: I * (1 - v r^2), r from a randomly displaced centre."""
+    b = tf.shape(x)[0]
+    h, w = tf.shape(x)[1], tf.shape(x)[2]
+    yy = tf.linspace(-1.0, 1.0, h)[None, :, None, None]
+    xx = tf.linspace(-1.0, 1.0, w)[None, None, :, None]
+    cy, cx = _uniform(b, -0.5, 0.5), _uniform(b, -0.5, 0.5)
+    r2 = tf.square(yy - cy) + tf.square(xx - cx)
+    y = x * (1.0 - _uniform(b, 0.0, 0.35) * r2)
+    return tf.where(_coin(b, p), tf.clip_by_value(y, 0.0, 1.0), x)
+
+
+def jpeg(x, p=0.3):
+    """JPEG at quality 30-90 (a phone camera or a re-saved export)."""
+    b = tf.shape(x)[0]
+    y = tf.map_fn(lambda im: tf.image.random_jpeg_quality(im, 30, 90), x)
+    return tf.where(_coin(b, p), y, x)
+
+
+def strong_colour(x):
+    """HSV jitter wide enough for rapid stains and other cameras (hue +-0.08, saturation x0.5-1.6)."""
+    b = tf.shape(x)[0]
+    hsv = tf.image.rgb_to_hsv(x)
+    hue = tf.math.floormod(hsv[..., 0:1] + _uniform(b, -0.08, 0.08), 1.0)
+    sat = tf.clip_by_value(hsv[..., 1:2] * _uniform(b, 0.5, 1.6), 0.0, 1.0)
+    val = tf.clip_by_value(hsv[..., 2:3] * _uniform(b, 0.8, 1.15), 0.0, 1.0)
+    x = tf.image.hsv_to_rgb(tf.concat([hue, sat, val], axis=-1))
+    mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+    return tf.clip_by_value((x - mean) * _uniform(b, 0.7, 1.3) + mean, 0.0, 1.0)
+
+
+def make_augment(level: str, *, out_size: int | None = None, colour_pool=None):
+    """Return a batched augmentation function for ``level`` (None for 'none').
+
+    ``out_size``: resize to this square size after the geometric transforms
+    (training images decoded larger than the model input keep detail when the
+    wide zoom enlarges a cell). ``colour_pool``: (K, 2, 3) array for
+    ``colour_transfer`` (crosslab only; skipped when None).
+    """
     if level not in LEVELS:
         raise ValueError(f"augmentation level must be one of {LEVELS}, not {level!r}")
     if level == "none":
         return None
+    if level == "crosslab":
+        pool = None if colour_pool is None else tf.constant(colour_pool, tf.float32)
+
+        def augment_crosslab(x):
+            x = wide_zoom_shift(dihedral(x))
+            if out_size is not None:
+                x = tf.image.resize(x, (out_size, out_size), antialias=True)
+            x = white_balance_gamma(x)
+            if pool is not None:
+                x = colour_transfer(x, pool)
+            x = hed_jitter(x)
+            x = strong_colour(x)
+            x = vignette(x)
+            x = defocus(x, p=0.3)
+            x = down_up(x, p=0.3)
+            x = sensor_noise(x, p=0.3)
+            x = jpeg(x)
+            return tf.clip_by_value(x, 0.0, 1.0)
+
+        return augment_crosslab
 
     def augment(x):
         x = zoom_shift(dihedral(x))
+        if out_size is not None:
+            x = tf.image.resize(x, (out_size, out_size), antialias=True)
         if level == "lab":
             x = white_balance_gamma(x)
             x = colour(x, strength=1.0)

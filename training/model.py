@@ -17,18 +17,28 @@ FEATURES_NAME = "features"
 LOGITS_NAME = "logits"
 
 
-def build_model(num_classes: int, *, img_size: int, alpha: float = 0.35, weights: str | None = None, dropout: float = 0.2) -> keras.Model:
-    """``weights``: None/'none' (random), 'imagenet' (needs internet) or a .weights.h5 path."""
+def build_model(num_classes: int, *, img_size: int, alpha: float = 0.35, weights: str | None = None, dropout: float = 0.2,
+                output_stride: int = 32) -> keras.Model:
+    """``weights``: None/'none' (random), 'imagenet' (needs internet) or a .weights.h5 path.
+
+    ``output_stride`` 16 runs MobileNetV2's last stage (blocks 13-16 and the
+    1x1 conv) at twice the resolution - an 8x8 instead of a 4x4 feature map at
+    128 px - so the CAM can point at the cell (see ``with_output_stride_16``).
+    """
     base = keras.applications.MobileNetV2(
         input_shape=(img_size, img_size, 3), alpha=alpha, include_top=False,
         weights="imagenet" if weights == "imagenet" else None,
     )
-    base.name = BACKBONE_NAME
     if weights not in (None, "none", "imagenet"):
         path = Path(weights)
         if not path.exists():
             raise FileNotFoundError(f"backbone weights {path} not found (expected e.g. shared/weights/mobilenet_v2_0.35_imagenet_notop.weights.h5)")
         base.load_weights(str(path))
+    if output_stride == 16:
+        base = with_output_stride_16(base)
+    elif output_stride != 32:
+        raise ValueError(f"output_stride must be 32 or 16, not {output_stride}")
+    base.name = BACKBONE_NAME
     inputs = keras.Input((img_size, img_size, 3), name="image")
     fmap = keras.layers.Identity(name=FEATURES_NAME)(base(inputs))
     x = keras.layers.GlobalAveragePooling2D(name="gap")(fmap)
@@ -37,6 +47,29 @@ def build_model(num_classes: int, *, img_size: int, alpha: float = 0.35, weights
     model = keras.Model(inputs, logits, name="hematovision")
     set_backbone_trainable(model, False)
     return model
+
+
+def with_output_stride_16(base: keras.Model) -> keras.Model:
+    """The same MobileNetV2 with its last downsampling removed (DeepLab's output stride 16).
+
+    block_13's stride-2 depthwise conv (after an asymmetric zero pad) becomes a
+    stride-1 conv after a symmetric 1-pixel pad, and the later depthwise convs
+    are dilated by 2 so each keeps the receptive field it was trained with
+    (atrous convolution, Chen et al. 2017). Kernel shapes do not change, so the
+    pretrained weights carry over one to one.
+    """
+    config = base.get_config()
+    for layer in config["layers"]:
+        name, cfg = layer["name"], layer["config"]
+        if name == "block_13_pad":
+            cfg["padding"] = ((1, 1), (1, 1))
+        elif name == "block_13_depthwise":
+            cfg["strides"] = (1, 1)
+        elif name.startswith(("block_14_depthwise", "block_15_depthwise", "block_16_depthwise")) and layer["class_name"] == "DepthwiseConv2D":
+            cfg["dilation_rate"] = (2, 2)
+    clone = keras.Model.from_config(config)
+    clone.set_weights(base.get_weights())
+    return clone
 
 
 def backbone(model: keras.Model) -> keras.Model:

@@ -43,7 +43,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--bn", choices=("frozen", "momentum"), default="frozen",
                    help="fine-tuning BatchNorm: frozen (inference mode, ImageNet statistics) or momentum (trains, momentum 0.9)")
-    p.add_argument("--augment", choices=("none", "basic", "lab"), default="lab")
+    p.add_argument("--augment", choices=("none", "basic", "lab", "crosslab"), default="lab",
+                   help="crosslab: wide zoom, stain-matrix and strong colour jitter, colour transfer, optics (training/augment.py)")
+    p.add_argument("--colour-pool", help="npz from python -m training.colour_pool (crosslab colour transfer targets)")
+    p.add_argument("--decode-size", type=int,
+                   help="decode training images at this size (> --img-size) so zoomed-in cells keep detail; "
+                        "augmentation resizes to --img-size")
+    p.add_argument("--output-stride", type=int, choices=(32, 16), default=32,
+                   help="16: last MobileNetV2 stage at twice the resolution (8x8 map at 128 px) for a CAM that localises")
     p.add_argument("--stain-norm", choices=("none", "reinhard"), default="none",
                    help="Reinhard stain normalization to the mean L*a*b* statistics of the training images "
                         "(stored in the model JSON and applied everywhere the model runs)")
@@ -83,6 +90,9 @@ def main(argv=None) -> int:
     labels = DATASETS[args.dataset]
     t0 = time.time()
     splits = {s: load_split(args.data, s, args.img_size, labels, limit=args.limit_per_class) for s in ("train", "val", "test")}
+    train_images = splits["train"]
+    if args.decode_size and args.decode_size != args.img_size:
+        train_images = load_split(args.data, "train", args.decode_size, labels, limit=args.limit_per_class)
     stain = fit_reference(splits["train"].images) if args.stain_norm == "reinhard" else None
     spec = InputSpec(height=args.img_size, width=args.img_size, stain=stain)
     print(f"decoded {', '.join(f'{k}={len(v.labels)}' for k, v in splits.items())} images in {time.time() - t0:.1f}s", flush=True)
@@ -104,9 +114,15 @@ def main(argv=None) -> int:
     init = args.weights
     if args.init_from:
         init = str(Path(args.init_from) / "backbone.weights.h5")
-    model = build_model(len(labels), img_size=args.img_size, alpha=args.alpha, weights=init, dropout=args.dropout)
-    augment = make_augment(args.augment)
-    train_ds = make_dataset(splits["train"], spec, batch_size=args.batch_size, training=True, augment=augment, seed=args.seed)
+    model = build_model(len(labels), img_size=args.img_size, alpha=args.alpha, weights=init, dropout=args.dropout,
+                        output_stride=args.output_stride)
+    pool = np.load(args.colour_pool)["stats"] if args.colour_pool else None
+    if pool is not None:
+        config["colour_pool"] = {"file": args.colour_pool, "images": int(len(pool)),
+                                 "sources": [str(x) for x in np.load(args.colour_pool)["sources"]]}
+        (out / "config.json").write_text(json.dumps(config, indent=2))
+    augment = make_augment(args.augment, out_size=args.img_size if train_images is not splits["train"] else None, colour_pool=pool)
+    train_ds = make_dataset(train_images, spec, batch_size=args.batch_size, training=True, augment=augment, seed=args.seed)
     val_ds = make_dataset(splits["val"], spec, batch_size=128, training=False)
     loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     history_csv = out / "history.csv"

@@ -1,0 +1,299 @@
+"""Few-shot lab adaptation: refit the dense head on a lab's own labelled cells (numpy only).
+
+DIR/<label>/<image>, labels among the model's classes (a lab may label only some).
+The network (.tflite) is reused unchanged; only the GAP -> dense head is refitted.
+Each cell gives f_v = GAP(feature map) for each of its 8 dihedral views (extra
+samples: a cell has no "up"). With x = [f, 1] and Theta = [W; b] (D+1, C):
+
+    L(Theta) = sum_i w_i CE(softmax(x_i Theta), y_i) + (lam / 2) |Theta - Theta_0|^2
+
+Theta_0 is the shipped head, so classes the lab did not label (and directions the
+few cells do not constrain) keep the source behaviour. w_i is class-balanced: each
+labelled class carries total weight 1 / C_lab, split evenly over its cells' views.
+lam = l2 * mean |x|^2 makes ``l2`` independent of the feature scale. L is smooth
+and lam-strongly convex: Nesterov's accelerated gradient with step 1/L_max,
+L_max = max|x|^2 / 2 + lam (softmax CE's Hessian is <= |x|^2 / 2 per sample).
+
+Accuracy before (source model) and after (adapted, out-of-fold) comes from a
+stratified k-fold cross-validation over cells (all views of a cell in one fold).
+Temperature and uncertain threshold are refitted on the out-of-fold logits when
+there are enough cells, else the source values are kept (and recorded). The OOD
+subspace is extended by the principal directions of the lab features' residual,
+so the lab's own cells are not flagged; its threshold is kept. The adapted JSON
+sets ``"head": {"source": "head_file"}``: the classifier then computes
+logits = GAP(features) @ W + b from the head npz, consistent with CAM.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from . import tta
+from .classifier import Classifier, load_model
+from .errors import HematoVisionError, ModelFormatError
+from .images import load_image
+from .ood import OODModel
+from .preprocessing import prepare
+from .registry import sha256_file
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+MIN_CELLS_PER_CLASS = 2  # one to fit, one to test in the cross-validation
+MIN_CELLS_FOR_CALIBRATION = 30  # below this, temperature and threshold keep their source values
+DEFAULT_L2 = 1e-2
+
+
+class AdaptError(HematoVisionError, ValueError):
+    """The lab's cells cannot be used to adapt the model (each error says how to fix it)."""
+
+
+class UnknownLabelError(AdaptError):
+    """A folder in the cells directory is not one of the model's classes."""
+
+
+class TooFewCellsError(AdaptError):
+    """A labelled class has fewer than MIN_CELLS_PER_CLASS usable cells."""
+
+
+class NoCellsError(AdaptError):
+    """The cells directory has no DIR/<label>/<image> files."""
+
+
+class CellsNotFoundError(HematoVisionError, FileNotFoundError):
+    """The cells directory does not exist."""
+
+
+class NoFeatureOutputError(ModelFormatError):
+    """The model exposes no feature map or head npz, so its head cannot be refitted."""
+
+
+class UnreadableImageWarning(UserWarning):
+    """Some lab images could not be read; they were skipped."""
+
+
+def scan_cells(cells_dir: str | Path, labels: tuple[str, ...]) -> dict[str, list[Path]]:
+    """DIR/<label>/<image> -> {label: sorted image paths}; refuses unknown labels and an empty DIR."""
+    root = Path(cells_dir)
+    if not root.is_dir():
+        raise CellsNotFoundError(f"{root}: no such folder; pass --cells DIR with one sub-folder per class (DIR/<label>/<image>).")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    unknown = [p.name for p in folders if p.name not in labels]
+    if unknown:
+        raise UnknownLabelError(f"{root}: folder(s) {', '.join(unknown)} are not classes of this model; rename them to one of "
+                                f"{', '.join(labels)} or remove them.")
+    groups = {p.name: sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) for p in folders}
+    groups = {k: v for k, v in groups.items() if v}
+    if not groups:
+        raise NoCellsError(f"{root}: no cell images found; expected DIR/<label>/<image> with labels among {', '.join(labels)}.")
+    return groups
+
+
+def _check_counts(counts: dict[str, int], root: Path) -> None:
+    few = {k: n for k, n in counts.items() if n < MIN_CELLS_PER_CLASS}
+    if few:
+        listed = ", ".join(f"{k}: {n}" for k, n in few.items())
+        raise TooFewCellsError(f"{root}: class(es) with fewer than {MIN_CELLS_PER_CLASS} usable cells ({listed}); add cells "
+                               "or remove the folder (unlabelled classes keep the source model's behaviour).")
+
+
+def load_cells(groups: dict[str, list[Path]], root: Path) -> tuple[list[np.ndarray], list[str], list[Path]]:
+    """Decode every image; unreadable ones are skipped with one warning listing them."""
+    images, names, paths, skipped = [], [], [], []
+    for label, path in ((lb, p) for lb, files in groups.items() for p in files):
+        try:
+            images.append(load_image(path))
+        except (HematoVisionError, OSError) as exc:
+            skipped.append(f"{path} ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+            continue
+        names.append(label)
+        paths.append(path)
+    if skipped:  # listed, skipped, warned; the counts are then checked on what remains
+        warnings.warn(f"{len(skipped)} unreadable image(s) skipped: " + "; ".join(skipped), UnreadableImageWarning, stacklevel=2)
+    _check_counts({k: names.count(k) for k in groups}, root)
+    return images, names, paths
+
+
+def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Images -> pooled features per dihedral view (N, 8, D) and the source model's logits (N, C)."""
+    oi, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
+    used = len(tta.DIHEDRAL8) if clf.spec.tta == "dihedral8" else 1  # views the source model averages
+    feats, logits = [], []  # per cell: (8, D) pooled features, (C,) source logits
+    for rgb in images:
+        x = prepare(rgb, clf.spec.input)[0]
+        outs = [clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None]) for k, flip in tta.DIHEDRAL8]
+        f = np.stack([o[fi][0].reshape(-1, o[fi].shape[-1]).mean(axis=0) for o in outs])  # GAP is rotation-invariant
+        if clf.logits_from_head:
+            z = f[:used].mean(axis=0) @ clf.head_weights + clf.head_bias
+        else:
+            z = np.mean([o[oi][0] for o in outs[:used]], axis=0)
+        feats.append(f)
+        logits.append(z)
+    return np.asarray(feats, np.float64), np.asarray(logits, np.float64)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    e = np.exp(z - z.max(axis=1, keepdims=True))  # shift for numerical stability
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, l2: float, iters: int = 300) -> np.ndarray:
+    """Minimise the weighted, regularised cross-entropy of the module docstring; x already has the 1 column."""
+    onehot = np.eye(theta0.shape[1])[y]
+    sq = (x * x).sum(axis=1)
+    lam = l2 * float(sq.mean())
+    step = 1.0 / (0.5 * float(sq.max()) + lam)
+    kappa = (0.5 * float(sq.max()) + lam) / lam
+    beta = (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)  # Nesterov momentum for a strongly convex objective
+    theta = prev = theta0.copy()
+    for _ in range(iters):
+        look = theta + beta * (theta - prev)
+        # dL/dTheta = X^T diag(w) (softmax(X Theta) - Y) + lam (Theta - Theta_0)
+        grad = x.T @ (w[:, None] * (_softmax(x @ look) - onehot)) + lam * (look - theta0)
+        prev, theta = theta, look - step * grad
+    return theta
+
+
+def _samples(feats: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Cells (N, V, D) -> view samples [f, 1], labels, class-balanced weights summing to 1."""
+    n, v, _ = feats.shape
+    x = np.concatenate([feats.reshape(n * v, -1), np.ones((n * v, 1))], axis=1)
+    classes, counts = np.unique(y, return_counts=True)
+    per_cell = {c: 1.0 / (len(classes) * k) for c, k in zip(classes, counts)}
+    w = np.repeat([per_cell[c] / v for c in y], v)
+    return x, np.repeat(y, v), w
+
+
+def deploy_features(feats: np.ndarray, spec_tta: str | None) -> np.ndarray:
+    """What the classifier pools at inference: the mean over the 8 views with dihedral TTA, else view 0."""
+    f = feats.mean(axis=1) if spec_tta == "dihedral8" else feats[:, 0]
+    return np.concatenate([f, np.ones((len(f), 1))], axis=1)
+
+
+def cross_validate(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, l2: float, spec_tta: str | None,
+                   seed: int = 0) -> tuple[np.ndarray, int]:
+    """Stratified k-fold over cells (k = min(5, smallest class)); returns out-of-fold adapted logits and k."""
+    k = int(min(5, np.unique(y, return_counts=True)[1].min()))
+    rng = np.random.default_rng(seed)
+    fold = np.empty(len(y), int)
+    for c in np.unique(y):
+        idx = rng.permutation(np.flatnonzero(y == c))
+        fold[idx] = np.arange(len(idx)) % k
+    oof = np.zeros((len(y), theta0.shape[1]))
+    xd = deploy_features(feats, spec_tta)
+    for j in range(k):
+        train = fold != j
+        theta = fit_head(*_samples(feats[train], y[train]), theta0, l2)
+        oof[~train] = xd[~train] @ theta
+    return oof, k
+
+
+def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
+    """T minimising the NLL of softmax(z / T), by a log-spaced grid search."""
+    grid = np.geomspace(0.05, 20.0, 400)
+    nll = [-np.log(_softmax(logits / t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
+    return float(grid[int(np.argmin(nll))])
+
+
+def uncertain_threshold(p: np.ndarray, y: np.ndarray, target: float = 0.995, floor: float = 0.5) -> float:
+    """Lowest confidence t at which predictions with confidence >= t are >= target correct (floor 0.5; 1.0 if none)."""
+    conf, correct = p.max(axis=1), p.argmax(axis=1) == y
+    for t in np.sort(conf):
+        if correct[conf >= t].mean() >= target:
+            return float(max(t, floor))
+    return 1.0  # never reached target: everything is uncertain
+
+
+def extend_ood(ood: OODModel, feats: np.ndarray, energy: float = 0.9, max_new: int = 16) -> tuple[OODModel, int]:
+    """Add the top principal directions of the lab features' residual outside the source subspace."""
+    f = feats.reshape(-1, feats.shape[-1]).astype(np.float32) - ood.mean
+    r = f - (f @ ood.components) @ ood.components.T  # part the source subspace does not explain
+    _, s, vt = np.linalg.svd(r, full_matrices=False)
+    share = np.cumsum(s ** 2) / max(float((s ** 2).sum()), 1e-12)
+    n_new = int(min(max_new, np.searchsorted(share, energy) + 1, len(feats) - 1))
+    if n_new < 1:
+        return ood, 0
+    q, _ = np.linalg.qr(np.concatenate([ood.components, vt[:n_new].T], axis=1))  # re-orthonormalise
+    return OODModel(ood.mean, q.astype(np.float32), ood.threshold), n_new
+
+
+def _accuracy(logits: np.ndarray, y: np.ndarray, labels: tuple[str, ...]) -> dict:
+    pred = logits.argmax(axis=1)
+    per = {labels[c]: float((pred[y == c] == c).mean()) for c in np.unique(y)}
+    return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(np.mean(list(per.values()))), "per_class_recall": per}
+
+
+def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name: str | None = None, l2: float = DEFAULT_L2,
+          log=print) -> Path:
+    """Fit the adapted head and write OUT_DIR/<name>.json (+ .tflite, .head.npz, .ood.npz); returns the JSON path."""
+    clf = load_model(model)
+    spec = clf.spec
+    if spec.outputs.features_index is None or clf.head_weights is None or clf.head_bias is None:
+        raise NoFeatureOutputError(f"{spec.json_path}: model {spec.name!r} has no feature-map output and head npz "
+                                   "(outputs.features, cam.head_file); re-export it with `python -m export.tflite`.")
+    name = name or f"{spec.name}-lab"
+    if (Path(out_dir) / f"{name}.json").resolve() == spec.json_path.resolve():
+        raise AdaptError(f"{Path(out_dir) / name}.json is the source model's own JSON; choose another --name or --out.")
+    images, names, paths = load_cells(scan_cells(cells_dir, spec.labels), Path(cells_dir))
+    y = np.array([spec.labels.index(n) for n in names])
+    log(f"{len(y)} cells: " + ", ".join(f"{k} {names.count(k)}" for k in dict.fromkeys(names)) + "; extracting features...")
+    feats, src_logits = extract(clf, images)
+    theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
+    oof, k = cross_validate(feats, y, theta0, l2, spec.tta)
+    theta = fit_head(*_samples(feats, y), theta0, l2)
+    before, after = _accuracy(src_logits, y, spec.labels), _accuracy(oof, y, spec.labels)
+    log(f"{k}-fold cross-validated accuracy on the lab's cells: before {before['accuracy']:.3f}, after {after['accuracy']:.3f}")
+    return _write(clf, Path(out_dir), name, theta, feats, y, paths, oof, l2, k, before, after, log)
+
+
+def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
+    if len(y) < MIN_CELLS_FOR_CALIBRATION:
+        log(f"only {len(y)} cells (< {MIN_CELLS_FOR_CALIBRATION}): temperature and uncertain threshold keep the source values")
+        return {**spec.raw.get("calibration", {}), "adapted": False,
+                "note": f"kept from {spec.name}: fewer than {MIN_CELLS_FOR_CALIBRATION} lab cells to refit them"}
+    t = fit_temperature(oof, y)
+    thr = uncertain_threshold(_softmax(oof / t), y)
+    log(f"refitted on out-of-fold logits: temperature {t:.3f}, uncertain threshold {thr:.3f}")
+    return {"temperature": t, "uncertain_threshold": thr, "adapted": True,
+            "rule": "temperature: NLL-optimal on the lab's out-of-fold logits; threshold: lowest confidence at which "
+                    "out-of-fold predictions above it are >= 99.5 % correct (floor 0.5)"}
+
+
+def _write(clf, out: Path, name: str, theta, feats, y, paths, oof, l2, k, before, after, log) -> Path:
+    spec = clf.spec
+    # metrics and the float Keras reference describe the source head, not this one
+    data = {k: v for k, v in json.loads(json.dumps(spec.raw)).items() if k not in ("metrics", "float_reference")}
+    out.mkdir(parents=True, exist_ok=True)
+    tflite, head = out / f"{name}.tflite", out / f"{name}.head.npz"
+    shutil.copyfile(spec.tflite_path, tflite)  # unchanged network: same sha256 as the source
+    np.savez(head, weights=theta[:-1].astype(np.float32), bias=theta[-1].astype(np.float32))
+    morph = (data.get("morphology") or {}).get("reference_file")
+    if morph and (spec.json_path.parent / morph).exists() and not (out / morph).exists():
+        shutil.copyfile(spec.json_path.parent / morph, out / morph)
+    data.update(name=name, file=tflite.name, head={"source": "head_file", "meaning": "logits = GAP(features) @ weights + bias "
+                "from cam.head_file (the .tflite logits output is not used)"}, calibration=_calibration(spec, oof, y, log))
+    data["cam"] = {**data.get("cam", {}), "head_file": head.name, "head_sha256": sha256_file(head)}
+    if clf.ood is not None:
+        ood, n_new = extend_ood(clf.ood, feats)
+        ood.save(out / f"{name}.ood.npz")
+        data["ood"] = {**{k: v for k, v in data["ood"].items() if k != "measured"}, "file": f"{name}.ood.npz",
+                       "sha256": sha256_file(out / f"{name}.ood.npz"), "extended": {"added_components": n_new, "from_cells": len(y),
+                       "rule": "top residual principal directions of the lab features (90 % energy, <= 16); threshold kept"}}
+    data["adaptation"] = {
+        "method": "few-shot head refit (hematovision/adapt.py): L2-regularised softmax regression towards the source head "
+                  "on pooled features of the lab's cells and their 8 dihedral views, class-balanced",
+        "source_model": {"name": spec.name, "sha256": spec.sha256, "json": str(spec.json_path),
+                         "head_sha256": sha256_file(spec.head_path)},
+        "l2": l2, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "cells": {"count_per_class": {lb: int((y == i).sum()) for i, lb in enumerate(spec.labels) if (y == i).any()},
+                  "unlabelled_classes_keep_source_behaviour": [lb for i, lb in enumerate(spec.labels) if not (y == i).any()],
+                  "image_sha256": [sha256_file(p) for p in paths]},
+        "cross_validation": {"folds": k, "unit": "cell (all views of a cell in one fold)", "before": before, "after": after},
+    }
+    (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    log(f"wrote {out / f'{name}.json'}")
+    return out / f"{name}.json"

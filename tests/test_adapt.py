@@ -1,0 +1,179 @@
+"""Few-shot lab adaptation (hematovision/adapt.py and ``python -m hematovision adapt``)."""
+
+import json
+import warnings
+
+import cv2
+import numpy as np
+import pytest
+
+from hematovision import load_model
+from hematovision.__main__ import main
+from hematovision.adapt import (
+    CellsNotFoundError,
+    NoCellsError,
+    NoFeatureOutputError,
+    TooFewCellsError,
+    UnknownLabelError,
+    UnreadableImageWarning,
+    adapt,
+    extend_ood,
+)
+from hematovision.errors import HematoVisionError, ModelFormatError
+from hematovision.ood import OODModel
+from tests.conftest import copy_model
+from tests.tiny_model import LABELS, disc_image
+
+
+def shifted(img: np.ndarray) -> np.ndarray:
+    """The 'other lab': a strong colour shift (channel roll) that makes red look blue, green red, blue green."""
+    return np.ascontiguousarray(img[..., [1, 2, 0]])
+
+
+def write_cells(root, counts: dict, *, shift: bool, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for label, n in counts.items():
+        (root / label).mkdir(parents=True, exist_ok=True)
+        for i in range(n):
+            img = disc_image(label, size=64, rng=rng)
+            cv2.imwrite(str(root / label / f"{i:03d}.png"), cv2.cvtColor(shifted(img) if shift else img, cv2.COLOR_RGB2BGR))
+    return root
+
+
+def accuracy(clf, images, labels) -> float:
+    return float(np.mean([clf.predict(im, cam=False).label == lb for im, lb in zip(images, labels)]))
+
+
+@pytest.fixture
+def tiny(tiny_models, tmp_path):
+    return copy_model(tiny_models["tiny-float32"], tmp_path / "src")
+
+
+def quiet(msg):
+    pass
+
+
+def test_adapt_fixes_colour_shifted_lab(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {lb: 12 for lb in LABELS}, shift=True)
+    out = tmp_path / "out"
+    path = adapt(tiny, cells, out, name="tiny-lab", log=quiet)
+    meta = json.loads(path.read_text())
+    cv = meta["adaptation"]["cross_validation"]
+    print("cross-validated accuracy before", cv["before"]["accuracy"], "after", cv["after"]["accuracy"])
+    assert cv["before"]["accuracy"] < 0.5 and cv["after"]["accuracy"] >= 0.9
+    assert meta["head"]["source"] == "head_file" and meta["sha256"] == load_model(tiny).spec.sha256
+    assert meta["adaptation"]["cells"]["count_per_class"] == {lb: 12 for lb in LABELS}
+    assert len(meta["adaptation"]["cells"]["image_sha256"]) == 36
+    assert meta["calibration"]["adapted"] is True  # 36 cells >= 30: refitted
+    # Fresh cells from the shifted lab, never seen by adapt: accuracy rises.
+    rng = np.random.default_rng(123)
+    labels = [LABELS[i % 3] for i in range(30)]
+    test = [shifted(disc_image(lb, size=64, rng=rng)) for lb in labels]
+    src, new = accuracy(load_model(tiny), test, labels), accuracy(load_model(path), test, labels)
+    print("held-out shifted accuracy: source", src, "adapted", new)
+    assert src < 0.5 and new >= 0.9
+    # CAM uses the same (adapted) head as the logits.
+    pred = load_model(path).predict(test[0])
+    assert pred.cam is not None and pred.cam.shape == test[0].shape[:2]
+
+
+def test_unlabelled_classes_keep_source_behaviour(tiny, tmp_path, disc):
+    cells = write_cells(tmp_path / "cells", {"red": 4, "green": 4}, shift=False)
+    path = adapt(tiny, cells, tmp_path / "out", log=quiet)
+    meta = json.loads(path.read_text())
+    assert path.name == "tiny-float32-lab.json"
+    assert meta["adaptation"]["cells"]["unlabelled_classes_keep_source_behaviour"] == ["blue"]
+    assert meta["calibration"]["adapted"] is False and meta["calibration"]["uncertain_threshold"] == 0.6  # too few: kept
+    clf = load_model(path)
+    assert all(clf.predict(disc("blue", seed=s), cam=False).label == "blue" for s in range(10))
+
+
+def test_adapted_model_classifies_from_cli(tiny, tmp_path, capsys):
+    cells = write_cells(tmp_path / "cells", {lb: 3 for lb in LABELS}, shift=True)
+    out = tmp_path / "out"
+    assert main(["adapt", "--model", str(tiny), "--cells", str(cells), "--out", str(out), "--name", "lab1"]) == 0
+    capsys.readouterr()
+    assert main(["classify", "--model", str(out / "lab1.json"), str(cells / "red")]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 3 and all("label" in r for r in rows)
+
+
+def test_unreadable_images_are_listed_and_skipped(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {"red": 3, "blue": 2}, shift=False)
+    (cells / "red" / "broken.png").write_bytes(b"not a png")
+    with pytest.warns(UnreadableImageWarning, match="broken.png"):
+        path = adapt(tiny, cells, tmp_path / "out", log=quiet)
+    assert json.loads(path.read_text())["adaptation"]["cells"]["count_per_class"] == {"blue": 2, "red": 3}
+
+
+def _bad(tiny, cells, out, exc, match):
+    with pytest.raises(exc, match=match) as info:
+        adapt(tiny, cells, out, log=quiet)
+    assert isinstance(info.value, HematoVisionError) and isinstance(info.value, (ValueError, FileNotFoundError))
+    assert not out.exists()
+    return info.value
+
+
+def test_unknown_label_folder(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {"red": 3}, shift=False)
+    (cells / "purple").mkdir()
+    _bad(tiny, cells, tmp_path / "out", UnknownLabelError, "purple.*rename")
+
+
+def test_too_few_cells_in_a_class(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {"red": 3, "green": 1}, shift=False)
+    _bad(tiny, cells, tmp_path / "out", TooFewCellsError, "green: 1")
+
+
+def test_too_few_after_skipping_unreadable(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {"red": 3, "green": 1}, shift=False)
+    (cells / "green" / "bad.jpg").write_bytes(b"")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UnreadableImageWarning)
+        _bad(tiny, cells, tmp_path / "out", TooFewCellsError, "green: 1")
+
+
+def test_empty_or_missing_dir(tiny, tmp_path):
+    (tmp_path / "empty" / "red").mkdir(parents=True)
+    _bad(tiny, tmp_path / "empty", tmp_path / "out", NoCellsError, "no cell images")
+    _bad(tiny, tmp_path / "nope", tmp_path / "out", CellsNotFoundError, "no such folder")
+
+
+def test_model_without_feature_output(tiny, tmp_path):
+    meta = json.loads(tiny.read_text())
+    meta["outputs"].pop("features")
+    meta.pop("cam")
+    tiny.write_text(json.dumps(meta))
+    cells = write_cells(tmp_path / "cells", {"red": 3}, shift=False)
+    err = _bad(tiny, cells, tmp_path / "out", NoFeatureOutputError, "feature-map output")
+    assert isinstance(err, ModelFormatError)
+
+
+def test_head_source_needs_a_head(tiny):
+    meta = json.loads(tiny.read_text())
+    meta["head"] = {"source": "somewhere"}
+    tiny.write_text(json.dumps(meta))
+    with pytest.raises(ModelFormatError, match="head.source"):
+        load_model(tiny)
+
+
+def test_extend_ood_explains_lab_features():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(200, 32)) @ np.diag([3.0] * 8 + [0.01] * 24)
+    ood = OODModel.fit(src, k=8).with_threshold(0.5)
+    lab = rng.normal(size=(10, 8, 32)) * 0.1
+    lab[..., 20] += 5.0  # the lab's cells live along a direction the source never used
+    new, n = extend_ood(ood, lab)
+    assert n >= 1 and new.threshold == 0.5
+    assert ood.score(lab.reshape(-1, 32)).mean() > 0.9 > 0.2 > new.score(lab.reshape(-1, 32)).mean()
+    assert np.allclose(new.components.T @ new.components, np.eye(new.components.shape[1]), atol=1e-4)
+
+
+def test_int8_model_adapts(tiny_models, tmp_path):
+    src = copy_model(tiny_models["tiny-int8"], tmp_path / "src")
+    cells = write_cells(tmp_path / "cells", {lb: 6 for lb in LABELS}, shift=True)
+    path = adapt(src, cells, tmp_path / "out", log=quiet)
+    cv = json.loads(path.read_text())["adaptation"]["cross_validation"]
+    print("int8 cross-validated accuracy before", cv["before"]["accuracy"], "after", cv["after"]["accuracy"])
+    assert cv["after"]["accuracy"] > cv["before"]["accuracy"] + 0.5
+    assert load_model(path).predict(str(cells / "red" / "000.png"), cam=False).label == "red"
