@@ -24,8 +24,9 @@ COLUMNS = ("file", "label", "confidence", "uncertain", "error")
 #: Columns of the differential table.
 DIFFERENTIAL_COLUMNS = ("class", "count", "percent")
 
-# Spreadsheet programs run a cell that starts with one of these as a formula.
-_FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+#: Spreadsheet programs run a cell that starts with one of these as a formula.
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+_FORMULA_PREFIXES = FORMULA_PREFIXES
 
 
 @dataclass(frozen=True)
@@ -78,8 +79,17 @@ def _safe_cell(value) -> str:
         return "yes" if value else "no"
     if isinstance(value, float):
         return f"{value:.4f}"
-    text = str(value)
-    return "'" + text if text.startswith(_FORMULA_PREFIXES) else text
+    return escape_formula(str(value))
+
+
+def escape_formula(text: str) -> str:
+    """Text a spreadsheet would run as a formula gets a leading ' (shown, not run); other text is unchanged."""
+    return "'" + text if text.startswith(FORMULA_PREFIXES) else text
+
+
+def unescape_formula(text: str) -> str:
+    """Undo :func:`escape_formula` (for CSV files written by HematoVision and read back)."""
+    return text[1:] if text.startswith("'") and text[1:].startswith(FORMULA_PREFIXES) else text
 
 
 def to_csv(rows: Iterable[BatchRow]) -> str:

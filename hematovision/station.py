@@ -15,40 +15,39 @@ For every frame from a :mod:`~hematovision.camera` source the station
    ``target_count`` cells, ``max_frames`` frames, the end of the source, or
    when ``should_stop()`` turns True (SIGTERM/SIGINT in the CLI), always
    between frames.
+
+Resuming (``resume=True``) continues the last session only if it was
+interrupted, used the same model and read the same source (:func:`source_key`:
+a folder's absolute path; another source is refused with
+:class:`~hematovision.stationlog.ResumeSourceError`). A folder's file is
+skipped only if a file of that name with the same content (sha256, logged with
+every frame and cell) was done; a file replaced by another image under the same
+name is classified again.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import cv2
-import numpy as np
-
 from . import field as fieldmode
-from .camera import Frame, FrameSource
+from .camera import FolderSource, Frame, FrameSource, OpenCVSource
 from .differential import Differential
 from .errors import InvalidImageError
+from .framegate import (MIN_SHARPNESS, MIN_STAINED_FRACTION, MOTION_THRESHOLD, MOTION_WIDTH, SHARPNESS_WIDTH, FrameQuality, Motion,
+                        MotionGate, assess_quality, sharpness)
 from .stationlog import StationLog
+
+__all__ = ["MIN_SHARPNESS", "MIN_STAINED_FRACTION", "MOTION_THRESHOLD", "MOTION_WIDTH", "MODES", "SHARPNESS_WIDTH", "FrameQuality",
+           "Motion", "MotionGate", "Station", "StationConfig", "StationSummary", "assess_quality", "sharpness", "source_key"]
 
 log = logging.getLogger("hematovision.station")
 
 MODES = ("field", "cell")
-#: Default focus threshold: variance of the Laplacian of the grey frame scaled to
-#: 320 px wide. In-focus BCCD fields measure 15-26, PBC cells 70-800; a 2-px blur
-#: brings BCCD to 3-6. Calibrate for a camera with ``--min-sharpness 0`` (each
-#: frame's sharpness is logged) and pick a value between defocused and focused.
-MIN_SHARPNESS = 10.0
-#: Mean absolute grey difference (0-255, on a 160 px wide, blurred copy) under
-#: which a frame counts as the same view as the last classified one.
-MOTION_THRESHOLD = 2.0
-#: Fraction of pixels that must be stained for a frame not to be empty.
-MIN_STAINED_FRACTION = 0.005
-SHARPNESS_WIDTH = 320
-MOTION_WIDTH = 160
 
 
 @dataclass(frozen=True)
@@ -66,7 +65,7 @@ class StationConfig:
     fill: float | None = None  # fraction of the crop the cell spans; see field.DEFAULT_FILL
     red_cell_px: float | None = None  # red-cell diameter in px: segmentation sizes and PBC-scale crops (see field)
     summary_every: float | None = None  # seconds between printed differentials (default 30; 0: never)
-    resume: bool = False  # continue the last session if it was interrupted (kill, power cut, error) and used this model
+    resume: bool = False  # continue the last session if it was interrupted (kill, power cut, error), same model and source
     source_name: str = ""
 
     def __post_init__(self):
@@ -80,120 +79,6 @@ class StationConfig:
     @property
     def crops_folder(self) -> Path:
         return self.crops_dir if self.crops_dir is not None else self.db_path.parent / f"{self.db_path.stem}-crops"
-
-
-@dataclass(frozen=True)
-class FrameQuality:
-    """``status`` is ``ok``, ``dark``, ``empty`` or ``blurry``."""
-
-    status: str
-    sharpness: float
-    stained_fraction: float
-
-    @property
-    def ok(self) -> bool:
-        return self.status == "ok"
-
-
-def sharpness(rgb: np.ndarray) -> float:
-    """Variance of the Laplacian of the grey image, shrunk to at most 320 px wide."""
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    if grey.shape[1] > SHARPNESS_WIDTH:
-        h = max(1, round(grey.shape[0] * SHARPNESS_WIDTH / grey.shape[1]))
-        grey = cv2.resize(grey, (SHARPNESS_WIDTH, h), interpolation=cv2.INTER_AREA)
-    return float(cv2.Laplacian(grey, cv2.CV_32F).var())
-
-
-def assess_quality(rgb: np.ndarray, *, min_sharpness: float | None = None) -> FrameQuality:
-    """Is the frame worth classifying? Dark (lamp off), empty (nothing stained) or blurry frames are not."""
-    min_sharpness = MIN_SHARPNESS if min_sharpness is None else min_sharpness
-    grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    small = grey[::4, ::4]
-    bright = float(np.percentile(small, 95))
-    stained = float(np.mean(small < bright * 0.85)) if bright > 0 else 0.0
-    sharp = sharpness(rgb)
-    if bright < 40:
-        return FrameQuality("dark", sharp, stained)
-    if stained < MIN_STAINED_FRACTION:
-        return FrameQuality("empty", sharp, stained)
-    if sharp < min_sharpness:
-        return FrameQuality("blurry", sharp, stained)
-    return FrameQuality("ok", sharp, stained)
-
-
-@dataclass(frozen=True)
-class Motion:
-    """How a frame relates to the last classified one.
-
-    ``unchanged``: same view (skip the frame). ``shift``: the stage moved by
-    ``(dx, dy)`` pixels and the fields overlap (cells seen before can be
-    recognised); None when the view is new or could not be registered.
-    """
-
-    unchanged: bool
-    difference: float
-    shift: tuple[float, float] | None = None
-
-
-class MotionGate:
-    """Remembers the last classified view and its cells; tells unchanged frames and repeated cells apart."""
-
-    def __init__(self, *, threshold: float | None = None):
-        self.threshold = MOTION_THRESHOLD if threshold is None else threshold
-        self._ref: np.ndarray | None = None
-        self._scale = 1.0
-        self._centroids: list[tuple[float, float, float]] = []  # x, y, radius
-
-    def _small(self, rgb: np.ndarray) -> np.ndarray:
-        grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-        scale = min(1.0, MOTION_WIDTH / grey.shape[1])
-        if scale < 1.0:
-            size = (MOTION_WIDTH, max(8, round(grey.shape[0] * scale)))
-            grey = cv2.resize(grey, size, interpolation=cv2.INTER_AREA)
-        self._scale = scale
-        small = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0)
-        return small - small.mean()
-
-    def check(self, rgb: np.ndarray) -> tuple[Motion, np.ndarray]:
-        """The motion since the last :meth:`accept` and the small grey copy to pass back to it."""
-        small = self._small(rgb)
-        ref = self._ref
-        if ref is None or ref.shape != small.shape:
-            return Motion(False, float("inf")), small
-        diff = float(np.mean(np.abs(small - ref)))
-        if diff < self.threshold:
-            return Motion(True, diff, (0.0, 0.0)), small
-        # Copies: OpenCV 5's phaseCorrelate windows its inputs in place.
-        (dx, dy), _ = cv2.phaseCorrelate(ref.copy(), small.copy(), cv2.createHanningWindow(small.shape[::-1], cv2.CV_32F))
-        ix, iy = int(round(dx)), int(round(dy))
-        h, w = small.shape
-        if abs(ix) > w * 0.7 or abs(iy) > h * 0.7:
-            return Motion(False, diff), small
-        # Verify: the overlapping parts must agree once aligned (current(x) = ref(x - d)).
-        cur = small[max(iy, 0):h + min(iy, 0), max(ix, 0):w + min(ix, 0)]
-        old = ref[max(-iy, 0):h + min(-iy, 0), max(-ix, 0):w + min(-ix, 0)]
-        aligned = float(np.mean(np.abs((cur - cur.mean()) - (old - old.mean()))))
-        if aligned < 2.0 * self.threshold:
-            return Motion(False, diff, (dx / self._scale, dy / self._scale)), small
-        return Motion(False, diff), small
-
-    def accept(self, small: np.ndarray, crops: list[fieldmode.CellCrop]) -> None:
-        """Make this frame (as returned by :meth:`check`) and its cells the reference."""
-        self._ref = small
-        self._centroids = [(c.centroid[0], c.centroid[1], _radius(c)) for c in crops]
-
-    def seen_before(self, crop: fieldmode.CellCrop, motion: Motion) -> bool:
-        """True when the stage moved by a known shift and this cell was in the previous field."""
-        if motion.shift is None:
-            return False
-        dx, dy = motion.shift
-        x, y = crop.centroid[0] - dx, crop.centroid[1] - dy
-        return any((x - px) ** 2 + (y - py) ** 2 <= r * r for px, py, r in self._centroids)
-
-
-def _radius(crop: fieldmode.CellCrop) -> float:
-    x0, y0, x1, y1 = crop.cell_box
-    return max(8.0, 0.5 * min(x1 - x0, y1 - y0))
 
 
 @dataclass
@@ -235,6 +120,8 @@ class Station:
         self.printer = printer or print
         self.gate = MotionGate(threshold=config.motion_threshold)
         self._last_skip = ("", 0)
+        self._folder: Path | None = None
+        self._sha: tuple[int, str | None] = (-1, None)
 
     def run(self, source: FrameSource, *, should_stop: Callable[[], object] | None = None) -> StationSummary:
         """Process frames until the source ends, a limit is reached or ``should_stop()`` is truthy.
@@ -242,17 +129,16 @@ class Station:
         The source must be open. ``should_stop`` is asked between frames; a
         string it returns (e.g. ``"SIGTERM"``) becomes the stop reason.
         """
-        cfg = self.config
+        cfg, spec = self.config, self.classifier.spec
         should_stop = should_stop or (lambda: False)
-        spec = self.classifier.spec
         with StationLog(cfg.db_path) as db:
-            session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels,
-                                      source=cfg.source_name, mode=cfg.mode, config=_config_json(cfg), resume=cfg.resume)
+            self._folder = source.folder if isinstance(source, FolderSource) else None
+            session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels, source=cfg.source_name,
+                                      source_key=source_key(source, cfg.source_name), mode=cfg.mode, config=_config_json(cfg),
+                                      resume=cfg.resume)
             summary = StationSummary(session_id=session.id, differential=db.differential(session.id, labels=spec.labels))
-            if summary.differential.total:
-                done = db.frame_names(session.id)
-                source.skip(done)  # a folder does not give its processed files again
-                log.info("resuming session %d at %d cells (%d frames done)", session.id, summary.differential.total, len(done))
+            if session.resumed:
+                self._skip_done(source, db, session.id, summary.differential.total)
             crops_dir = cfg.crops_folder / f"session-{session.id:04d}"
             crops_dir.mkdir(parents=True, exist_ok=True)
             start = time.monotonic()
@@ -295,6 +181,29 @@ class Station:
                                  summary={"frames": summary.frames, "repeated_cells": summary.repeated_cells, **summary.skipped})
         return summary
 
+    def _skip_done(self, source: FrameSource, db: StationLog, session_id: int, cells: int) -> None:
+        """Tell the source which frames of the resumed session are done: same name and same content (sha256)."""
+        skip, changed = set(), []
+        for name, hashes in db.frame_hashes(session_id).items():
+            current = file_sha256(self._folder / name) if self._folder is not None and None not in hashes else None
+            if current is not None and current not in hashes:
+                changed.append(name)
+            else:
+                skip.add(name)  # same content, or no hash to compare (not a file, schema-1 row): done, by name
+        source.skip(skip)
+        log.info("resuming session %d at %d cells (%d frames done)", session_id, cells, len(skip))
+        if changed:
+            log.warning("resuming session %d: %d file(s) changed since they were classified, classifying them again: %s",
+                        session_id, len(changed), ", ".join(sorted(changed)[:10]) + (" ..." if len(changed) > 10 else ""))
+
+    def _frame_sha(self, frame: Frame) -> str | None:
+        """The content hash of the frame's file (a folder source), computed once per frame; None for other sources."""
+        if self._folder is None:
+            return None
+        if self._sha[0] != frame.index:
+            self._sha = (frame.index, file_sha256(self._folder / frame.name))
+        return self._sha[1]
+
     def _summary_every(self) -> float:
         return 30.0 if self.config.summary_every is None else self.config.summary_every
 
@@ -324,7 +233,7 @@ class Station:
                 continue
             pred = self.classifier.predict(crop.image, cam=False)
             db.add_cell(session_id, frame=frame, index_in_frame=k, crop=crop, prediction=pred, model_sha256=self.classifier.spec.sha256,
-                        crops_dir=crops_dir)
+                        crops_dir=crops_dir, source_sha256=self._frame_sha(frame))
             summary.differential.add(pred.label, uncertain=pred.uncertain)
             done += 1
         self.gate.accept(small, crops)
@@ -333,14 +242,15 @@ class Station:
             summary.frames_classified += 1
         log.debug("frame %s: %s, %d cells found, %d classified", frame.name, status, len(crops), done)
         db.add_frame(session_id, frame=frame, status=status, sharpness=quality.sharpness, found=len(crops), classified=done,
-                     detail="" if motion.shift is None else f"shift {motion.shift[0]:.0f},{motion.shift[1]:.0f}")
+                     detail="" if motion.shift is None else f"shift {motion.shift[0]:.0f},{motion.shift[1]:.0f}",
+                     source_sha256=self._frame_sha(frame))
 
     def _skip(self, frame: Frame, status: str, detail: str, db: StationLog, session_id: int, summary: StationSummary,
               quality: FrameQuality | None) -> None:
         summary.skipped[status] = summary.skipped.get(status, 0) + 1
         if status != "unchanged":  # a still stage streams these all day: counted in the session summary only
             db.add_frame(session_id, frame=frame, status=status, sharpness=quality.sharpness if quality else None, found=0,
-                         classified=0, detail=detail)
+                         classified=0, detail=detail, source_sha256=self._frame_sha(frame))
         last, repeats = self._last_skip
         if status == last:
             self._last_skip = (status, repeats + 1)
@@ -355,6 +265,27 @@ class Station:
         if repeats:
             log.log(logging.DEBUG if last == "unchanged" else logging.INFO, "... and %d more frames skipped: %s", repeats, last)
         self._last_skip = ("", 0)
+
+
+def source_key(source: FrameSource, name: str = "") -> str:
+    """What a resumed session must have read: a folder's or video's absolute path, else the --source text."""
+    if isinstance(source, FolderSource):
+        return f"folder:{source.folder.expanduser().resolve()}"
+    if isinstance(source, OpenCVSource) and not source.is_camera:
+        return f"video:{Path(source.device).expanduser().resolve()}"
+    return name or source.description
+
+
+def file_sha256(path: Path) -> str | None:
+    """sha256 of a file's bytes; None if it cannot be read (gone, not a file)."""
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+    except OSError:
+        return None
+    return digest.hexdigest()
 
 
 def _sleep_until(deadline: float, should_stop: Callable[[], object]) -> None:

@@ -5,7 +5,10 @@ start/end and why it stopped), ``cells`` (time, session, source frame, crop
 box, label, confidence, uncertain flag, model name + sha256, probabilities, the
 crop's path) and ``frames`` (every frame and what became of it: classified,
 no cells, repeated, blurry, empty, dark; frames skipped as unchanged are only
-counted, in the session's ``summary``, as a still stage streams them all day).
+counted, in the session's ``summary``, as a still stage streams them all day)
+and ``reviews`` (the technologist's verified labels, append-only; see
+:mod:`hematovision.review`). Schema versions and migrations:
+:mod:`hematovision.stationschema`; an older database is migrated when opened.
 
 Durability: the connection is in autocommit mode, so every ``INSERT`` is its
 own transaction. A cell's crop is written to disk first (to a temporary name,
@@ -13,16 +16,19 @@ then renamed), its row committed second: a ``kill -9`` at any moment loses at
 most the cell in flight (an orphan crop file without a row, never a row
 without its crop) and cannot corrupt the database (SQLite's WAL journal). With
 ``synchronous=NORMAL`` a committed row survives a crash of the process; a
-power cut can roll back the last few commits but never corrupts the file.
+power cut can roll back the last few commits but never corrupts the file. The
+same holds for reviews: one transaction per review.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
 import sqlite3
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,60 +39,18 @@ import cv2
 from . import __version__
 from .differential import Differential
 from .errors import StationLogError
+from .stationschema import SCHEMA_VERSION, connect
 
-SCHEMA_VERSION = 1
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS sessions (
-    id INTEGER PRIMARY KEY,
-    started TEXT NOT NULL,
-    ended TEXT,
-    stop_reason TEXT,
-    source TEXT,
-    mode TEXT,
-    model_name TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    labels TEXT NOT NULL,
-    config TEXT,
-    software TEXT,
-    summary TEXT
-);
-CREATE TABLE IF NOT EXISTS cells (
-    id INTEGER PRIMARY KEY,
-    session_id INTEGER NOT NULL REFERENCES sessions(id),
-    time TEXT NOT NULL,
-    frame_index INTEGER NOT NULL,
-    source_frame TEXT NOT NULL,
-    cell_in_frame INTEGER NOT NULL,
-    x0 INTEGER NOT NULL, y0 INTEGER NOT NULL, x1 INTEGER NOT NULL, y1 INTEGER NOT NULL,
-    label TEXT NOT NULL,
-    confidence REAL NOT NULL,
-    uncertain INTEGER NOT NULL,
-    out_of_distribution INTEGER,
-    probabilities TEXT NOT NULL,
-    model_name TEXT NOT NULL,
-    model_sha256 TEXT NOT NULL,
-    crop_path TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS cells_by_session ON cells(session_id);
-CREATE TABLE IF NOT EXISTS frames (
-    id INTEGER PRIMARY KEY,
-    session_id INTEGER NOT NULL REFERENCES sessions(id),
-    time TEXT NOT NULL,
-    frame_index INTEGER NOT NULL,
-    source_frame TEXT NOT NULL,
-    status TEXT NOT NULL,
-    sharpness REAL,
-    cells_found INTEGER NOT NULL DEFAULT 0,
-    cells_classified INTEGER NOT NULL DEFAULT 0,
-    detail TEXT
-);
-CREATE INDEX IF NOT EXISTS frames_by_session ON frames(session_id);
-"""
+__all__ = ["CELL_COLUMNS", "SCHEMA_VERSION", "ResumeSourceError", "Session", "StationLog", "now_iso"]
 
 #: Columns of ``cells`` in the order of the CSV export.
 CELL_COLUMNS = ("id", "session_id", "time", "frame_index", "source_frame", "cell_in_frame", "x0", "y0", "x1", "y1", "label",
-                "confidence", "uncertain", "out_of_distribution", "model_name", "model_sha256", "crop_path", "probabilities")
+                "confidence", "uncertain", "out_of_distribution", "model_name", "model_sha256", "crop_path", "probabilities",
+                "source_sha256")
+
+
+class ResumeSourceError(StationLogError, ValueError):
+    """``--resume`` would continue a session that read another source."""
 
 
 @dataclass(frozen=True)
@@ -100,6 +64,11 @@ class Session:
     model_name: str
     model_sha256: str
     labels: tuple[str, ...]
+    source_key: str | None = None  # canonical source (absolute folder path...); None in a schema-1 session
+    resumed: bool = False  # True when open_session continued this interrupted session
+
+
+SESSION_COLUMNS = "id, started, ended, stop_reason, source, mode, model_name, model_sha256, labels, source_key"
 
 
 def now_iso() -> str:
@@ -111,27 +80,7 @@ class StationLog:
 
     def __init__(self, path: str | os.PathLike, *, create: bool = True):
         self.path = Path(path)
-        if not create and not self.path.is_file():
-            raise StationLogError(f"{self.path}: no such station database; check --db (the station creates it).")
-        try:
-            if create:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(str(self.path), isolation_level=None, timeout=10.0)
-            self._db.execute("PRAGMA busy_timeout = 10000")
-            mode = self._db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            version = self._db.execute("PRAGMA user_version").fetchone()[0]
-            if version > SCHEMA_VERSION:
-                raise StationLogError(f"{self.path}: written by a newer hematovision (schema {version} > {SCHEMA_VERSION}); upgrade.")
-            if create and version < SCHEMA_VERSION:
-                self._db.executescript(f"BEGIN; {SCHEMA} PRAGMA user_version = {SCHEMA_VERSION}; COMMIT;")
-            elif version < SCHEMA_VERSION:
-                raise StationLogError(f"{self.path}: not a HematoVision station database (no schema).")
-        except sqlite3.DatabaseError as exc:
-            raise StationLogError(f"{self.path}: cannot open as a station database ({exc}); pass another --db path.") from exc
-        except OSError as exc:
-            raise StationLogError(f"{self.path}: cannot create the database ({exc}).") from exc
-        self.journal_mode = mode
+        self._db, self.journal_mode = connect(self.path, create=create)
         self._seq: dict[int, int] = {}
 
     def close(self) -> None:
@@ -146,21 +95,26 @@ class StationLog:
     # --- writing ---
 
     def open_session(self, *, model_name: str, model_sha256: str, labels: tuple[str, ...], source: str = "", mode: str = "",
-                     config: dict | None = None, resume: bool = False) -> Session:
+                     config: dict | None = None, resume: bool = False, source_key: str | None = None) -> Session:
         """Start a session; with ``resume``, continue the latest one instead if it was interrupted.
 
         Interrupted: never ended (killed, power cut) or ended by an error; a
         session that ended normally (target count, SIGTERM, end of the source)
         is finished, and a new one starts. A different model never resumes.
+        ``source_key`` is the canonical source (default ``source``): resuming an
+        interrupted session of another source raises :class:`ResumeSourceError`.
         """
+        key = source if source_key is None else source_key
         if resume:
             last = self.latest_session()
             if last is not None and last.model_sha256 == model_sha256 and (last.ended is None or last.stop_reason == "error"):
+                _check_same_source(self.path, last, key)
                 self._db.execute("UPDATE sessions SET ended = NULL, stop_reason = NULL WHERE id = ?", (last.id,))
-                return self.session(last.id)
+                return dataclasses.replace(self.session(last.id), resumed=True)
         cur = self._db.execute(
-            "INSERT INTO sessions (started, source, mode, model_name, model_sha256, labels, config, software) VALUES (?,?,?,?,?,?,?,?)",
-            (now_iso(), source, mode, model_name, model_sha256, json.dumps(list(labels)), json.dumps(config or {}),
+            "INSERT INTO sessions (started, source, source_key, mode, model_name, model_sha256, labels, config, software) "
+            "VALUES (?,?,?,?,?,?,?,?,?)",
+            (now_iso(), source, key, mode, model_name, model_sha256, json.dumps(list(labels)), json.dumps(config or {}),
              f"hematovision {__version__}"))
         return self.session(int(cur.lastrowid))
 
@@ -174,33 +128,50 @@ class StationLog:
         self._db.execute("UPDATE sessions SET ended = ?, stop_reason = ?, summary = ? WHERE id = ?",
                          (now_iso(), stop_reason, json.dumps(total), session_id))
 
-    def add_cell(self, session_id: int, *, frame, index_in_frame: int, crop, prediction, model_sha256: str, crops_dir: Path) -> int:
-        """Save the crop, then commit its row; returns the row id."""
+    def add_cell(self, session_id: int, *, frame, index_in_frame: int, crop, prediction, model_sha256: str, crops_dir: Path,
+                 source_sha256: str | None = None) -> int:
+        """Save the crop, then commit its row; returns the row id. ``source_sha256``: the source file's content hash."""
         seq = self._next_seq(session_id)
         name = f"{seq:06d}_f{frame.index:06d}_{index_in_frame:02d}_{_safe(prediction.label)}.jpg"
         path = crops_dir / name
         _write_jpeg(path, crop.image)
         ood = getattr(prediction, "out_of_distribution", None)
+        row = dict(session_id=session_id, time=now_iso(), frame_index=frame.index, source_frame=frame.name,
+                   cell_in_frame=index_in_frame, **dict(zip(("x0", "y0", "x1", "y1"), (int(v) for v in crop.box))),
+                   label=prediction.label, confidence=float(prediction.confidence), uncertain=int(bool(prediction.uncertain)),
+                   out_of_distribution=None if ood is None else int(bool(ood)), model_name=prediction.model,
+                   model_sha256=model_sha256, crop_path=self._stored_path(path), source_sha256=source_sha256,
+                   probabilities=json.dumps({k: round(float(v), 5) for k, v in prediction.probabilities.items()}))
         try:
-            cur = self._db.execute(
-                f"INSERT INTO cells ({', '.join(CELL_COLUMNS[1:])}) VALUES ({', '.join('?' * (len(CELL_COLUMNS) - 1))})",
-                (session_id, now_iso(), frame.index, frame.name, index_in_frame, *(int(v) for v in crop.box), prediction.label,
-                 float(prediction.confidence), int(bool(prediction.uncertain)), None if ood is None else int(bool(ood)),
-                 prediction.model, model_sha256, self._stored_path(path),
-                 json.dumps({k: round(float(v), 5) for k, v in prediction.probabilities.items()})))
+            cur = self._db.execute(f"INSERT INTO cells ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
         except sqlite3.Error as exc:
             raise StationLogError(f"{self.path}: cannot write a cell row ({exc}).") from exc
         return int(cur.lastrowid)
 
     def add_frame(self, session_id: int, *, frame, status: str, sharpness: float | None, found: int, classified: int,
-                  detail: str = "") -> None:
+                  detail: str = "", source_sha256: str | None = None) -> None:
         try:
             self._db.execute(
-                "INSERT INTO frames (session_id, time, frame_index, source_frame, status, sharpness, cells_found, cells_classified, detail)"
-                " VALUES (?,?,?,?,?,?,?,?,?)",
-                (session_id, now_iso(), frame.index, frame.name, status, sharpness, found, classified, detail))
+                "INSERT INTO frames (session_id, time, frame_index, source_frame, status, sharpness, cells_found, cells_classified, "
+                "detail, source_sha256) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                (session_id, now_iso(), frame.index, frame.name, status, sharpness, found, classified, detail, source_sha256))
         except sqlite3.Error as exc:
             raise StationLogError(f"{self.path}: cannot write a frame row ({exc}).") from exc
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any error): all of it or nothing."""
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise StationLogError(f"{self.path}: cannot start a write ({exc}); another program may hold the database.") from exc
+        try:
+            yield self._db
+            self._db.execute("COMMIT")
+        except BaseException:
+            if self._db.in_transaction:
+                self._db.execute("ROLLBACK")
+            raise
 
     def _next_seq(self, session_id: int) -> int:
         if session_id not in self._seq:
@@ -219,11 +190,10 @@ class StationLog:
     # --- reading ---
 
     def session(self, session_id: int) -> Session:
-        row = self._db.execute("SELECT id, started, ended, stop_reason, source, mode, model_name, model_sha256, labels "
-                               "FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        row = self._db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
         if row is None:
-            raise StationLogError(f"{self.path}: no session {session_id}; `report --db {self.path}` lists them.")
-        return Session(*row[:8], labels=tuple(json.loads(row[8])))
+            raise StationLogError(f"{self.path}: no session {session_id}; `report --db {self.path} --session all` lists them.")
+        return Session(*row[:8], labels=tuple(json.loads(row[8])), source_key=row[9])
 
     def sessions(self) -> list[Session]:
         ids = [r[0] for r in self._db.execute("SELECT id FROM sessions ORDER BY id")]
@@ -258,11 +228,56 @@ class StationLog:
 
     def frame_names(self, session_id: int) -> set[str]:
         """Source frames of a session that were logged or gave a committed cell."""
-        return {r[0] for r in self._db.execute("SELECT source_frame FROM frames WHERE session_id = ? UNION "
-                                               "SELECT source_frame FROM cells WHERE session_id = ?", (session_id, session_id))}
+        return set(self.frame_hashes(session_id))
+
+    def frame_hashes(self, session_id: int) -> dict[str, set[str | None]]:
+        """Source frame name -> the content hashes it had when logged (None: not a file, or a schema-1 row)."""
+        done: dict[str, set[str | None]] = {}
+        for name, sha in self._db.execute("SELECT source_frame, source_sha256 FROM frames WHERE session_id = ? UNION "
+                                          "SELECT source_frame, source_sha256 FROM cells WHERE session_id = ?",
+                                          (session_id, session_id)):
+            done.setdefault(name, set()).add(sha)
+        return done
+
+    def cell(self, cell_id: int) -> dict | None:
+        """One cell row (as :meth:`cells`) or None."""
+        row = self._db.execute(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells WHERE id = ?", (cell_id,)).fetchone()
+        return dict(zip(CELL_COLUMNS, row)) if row else None
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        """Rows of a read-only query (for :mod:`hematovision.review`); a damaged database raises StationLogError."""
+        try:
+            return self._db.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as exc:
+            raise StationLogError(f"{self.path}: cannot read the database ({exc}); check it with `sqlite3 {self.path} "
+                                  "'PRAGMA integrity_check'` and restore it from a backup if damaged.") from exc
+
+    def quick_check(self) -> str:
+        """``PRAGMA quick_check``: "ok", or what is damaged (run before writing to a database of unknown origin)."""
+        try:
+            return str(self._db.execute("PRAGMA quick_check").fetchone()[0])
+        except sqlite3.DatabaseError as exc:
+            return str(exc)
 
     def integrity(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _check_same_source(path: Path, last: Session, key: str) -> None:
+    old = last.source_key if last.source_key is not None else legacy_source_key(last.source)
+    if old != key:
+        raise ResumeSourceError(
+            f"{path}: cannot resume session {last.id}: it was interrupted while reading {last.source or old!r} ({old}), and this "
+            f"run reads {key}. Resume it with --source {last.source or old}, or run without --resume to start a new "
+            "session (the interrupted one keeps its cells).")
+
+
+def legacy_source_key(source: str | None) -> str:
+    """The canonical key of a schema-1 session's source string (a folder's path made absolute, as best we can)."""
+    kind, _, arg = (source or "").partition(":")
+    if kind.strip().lower() in ("folder", "video") and arg:
+        return f"{kind.strip().lower()}:{Path(arg).expanduser().resolve()}"
+    return source or ""
 
 
 def _safe(label: str) -> str:

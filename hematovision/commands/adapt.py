@@ -1,17 +1,26 @@
-"""``python -m hematovision adapt --model NAME_OR_PATH --cells DIR --out OUT_DIR [--name NAME]``
+"""``python -m hematovision adapt --model NAME_OR_PATH (--cells DIR | --db station.sqlite) --out OUT_DIR [--name NAME]``
 
 Few-shot adaptation to a lab: refits the model's dense head on the lab's own
 labelled cells, DIR/<label>/<image> (labels are the model's class names; a lab
 may label only some classes, the others keep the source behaviour). Writes
 OUT_DIR/<name>.json with its .tflite (unchanged), .head.npz and .ood.npz, usable
 as ``classify --model OUT_DIR/<name>.json``. See hematovision/adapt.py for the
-method. Exit status: 0 written, 1 the model or the cells could not be used, 2 usage error.
+method, and its cross-validated accuracy before/after on the lab's cells.
+
+--db takes the cells from a station database instead: the crops of the cells a
+technologist verified (`review`) with one of the model's classes (smudge,
+artefact, unidentified, other are not used; a class with fewer than 2 verified
+cells keeps the source behaviour). The adapted JSON records the database, the
+cell ids and their review ids. Exit status: 0 written, 1 the model or the
+cells could not be used, 2 usage error.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+import tempfile
 from pathlib import Path
 
 
@@ -19,24 +28,66 @@ def add_parser(sub) -> None:
     p = sub.add_parser("adapt", help="refit the head on a lab's labelled cells (few-shot)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="wbc", help="source model name (wbc, all) or path to a .json/.tflite (default: wbc)")
-    p.add_argument("--cells", type=Path, required=True, help="folder of labelled cells, DIR/<label>/<image>")
+    cells = p.add_mutually_exclusive_group(required=True)
+    cells.add_argument("--cells", type=Path, help="folder of labelled cells, DIR/<label>/<image>")
+    cells.add_argument("--db", type=Path, help="station database: use its verified cells (see `review`)")
+    p.add_argument("--session", default="all", help="with --db: session id or 'all' (default)")
     p.add_argument("--out", type=Path, required=True, help="folder for the adapted model's files")
     p.add_argument("--name", default=None, help="adapted model name (default: <model>-lab)")
     p.add_argument("--l2", type=float, default=None, help="strength of the pull towards the source head (default 0.01)")
     p.set_defaults(run=run)
 
 
+def log(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
 def run(args) -> int:
     from ..adapt import DEFAULT_L2, adapt
     from ..errors import HematoVisionError
 
-    def log(msg: str) -> None:
-        print(msg, file=sys.stderr)
-
+    l2 = DEFAULT_L2 if args.l2 is None else args.l2
+    session = str(args.session).strip().lower()
+    if session != "all" and not session.isdigit():
+        print(f"error: --session must be a number or 'all', not {args.session!r}", file=sys.stderr)
+        return 2
     try:
-        path = adapt(args.model, args.cells, args.out, name=args.name, l2=DEFAULT_L2 if args.l2 is None else args.l2, log=log)
+        if args.db is None:
+            path = adapt(args.model, args.cells, args.out, name=args.name, l2=l2, log=log)
+        else:
+            path = adapt_from_db(args.model, args.db, args.out, name=args.name, l2=l2,
+                                 session_ids=None if session == "all" else [int(session)])
     except (HematoVisionError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     print(path)
     return 0
+
+
+def adapt_from_db(model: str, db_path: Path, out: Path, *, name: str | None, l2: float, session_ids: list[int] | None) -> Path:
+    """Export the verified crops to a temporary DIR/<label>/ folder, adapt on it, record where the cells came from."""
+    from ..adapt import NoCellsError, adapt
+    from ..registry import resolve
+    from ..review import export_verified_crops, latest_reviews
+    from ..stationlog import StationLog
+
+    labels = resolve(model).labels
+    with tempfile.TemporaryDirectory(prefix="hematovision-verified-") as tmp, StationLog(db_path, create=False) as db:
+        if session_ids is not None:
+            session_ids = [db.session(i).id for i in session_ids]
+        crops = export_verified_crops(db, Path(tmp), labels=labels, session_ids=session_ids)
+        for line in crops.left_out:
+            log(f"left out: {line}")
+        if not crops.counts:
+            raise NoCellsError(f"{db_path}: no verified cells with a class of this model ({', '.join(labels)}) and at least "
+                               "2 cells per class; verify cells first (`python -m hematovision review --db DB --set ...`).")
+        reviews = latest_reviews(db, session_ids)
+        log(f"{db_path}: {len(crops.cell_ids)} verified cells: " + ", ".join(f"{k} {v}" for k, v in crops.counts.items()))
+        path = adapt(model, tmp, out, name=name, l2=l2, log=log)
+    data = json.loads(path.read_text(encoding="utf-8"))
+    data.setdefault("adaptation", {}).setdefault("cells", {})["from_station_db"] = {
+        "db": str(db_path.resolve()), "sessions": session_ids or "all", "cell_ids": list(crops.cell_ids),
+        "review_ids": [reviews[i].id for i in crops.cell_ids], "left_out": list(crops.left_out),
+        "rule": "latest review of each cell; verified label among the model's classes; >= 2 cells per class"}
+    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    return path

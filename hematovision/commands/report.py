@@ -1,9 +1,17 @@
-"""``python -m hematovision report --db station.sqlite [--session N|all] [--csv cells.csv]``
+"""``python -m hematovision report --db station.sqlite [--session N|all] [--verified] [--csv cells.csv] [--fhir report.json]``
 
 Prints the differential count of a station session (default: the latest)
 from the committed rows of its SQLite log, with what became of its frames,
 and with --csv exports one row per classified cell (crop paths are relative
-to the database's folder). Exit status: 0 ok, 1 the log cannot be read, 2 usage.
+to the database's folder; the latest review's label and reviewer included).
+
+--verified counts the technologists' verified labels instead of the model's
+(only reviewed cells count; smudge, artefact, unidentified and other are left
+out and listed). --fhir writes a FHIR R4 Bundle: a DiagnosticReport with one
+LOINC-coded Observation per white-cell class (percent of the counted
+leukocytes), the device and model; status "final" only with --verified once
+every cell of the selection is reviewed, else "preliminary". Research use only.
+Exit status: 0 ok, 1 the log cannot be read or the report not written, 2 usage.
 """
 
 from __future__ import annotations
@@ -13,20 +21,23 @@ import csv
 import sys
 from pathlib import Path
 
+from ..report import FORMULA_PREFIXES, escape_formula  # noqa: F401 - FORMULA_PREFIXES: re-exported for older imports
+
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("report", help="print a station session's differential; export its cells as CSV",
+    p = sub.add_parser("report", help="print a station session's differential; export its cells as CSV and FHIR",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", required=True, type=Path, help="the station's SQLite log")
     p.add_argument("--session", default="latest", help="session id, 'latest' (default) or 'all'")
+    p.add_argument("--verified", action="store_true", help="count the verified labels of reviewed cells (see `review`)")
     p.add_argument("--csv", type=Path, help="write the session's cells to this CSV file")
+    p.add_argument("--fhir", type=Path, help="write a FHIR R4 Bundle (DiagnosticReport + Observations) to this JSON file")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
-    from ..differential import Differential
-    from ..errors import StationLogError
-    from ..stationlog import CELL_COLUMNS, StationLog
+    from ..errors import HematoVisionError
+    from ..stationlog import StationLog
 
     which = str(args.session).strip().lower()
     if which not in ("latest", "all") and not which.isdigit():
@@ -34,40 +45,92 @@ def run(args) -> int:
         return 2
     try:
         with StationLog(args.db, create=False) as db:
-            if which == "all":
-                sessions = db.sessions()
-            elif which == "latest":
-                sessions = [s for s in [db.latest_session()] if s is not None]
-            else:
-                sessions = [db.session(int(which))]
+            sessions = select_sessions(db, which)
             if not sessions:
-                print(f"{args.db}: no sessions yet")
-                return 0
-            total = Differential(sessions[-1].labels)
-            for s in sessions:
-                diff = db.differential(s.id)
-                frames = ", ".join(f"{k} {v}" for k, v in db.frame_counts(s.id).items()) or "none"
-                state = f"ended {s.ended} ({s.stop_reason})" if s.ended else "running or interrupted"
-                print(f"session {s.id}: started {s.started}, {state}\n  model {s.model_name} (sha256 {s.model_sha256[:12]}), "
-                      f"source {s.source}, mode {s.mode}\n  frames: {frames}")
-                print(diff.format())
-                total.extend(diff)
-            if len(sessions) > 1:
-                print(total.format(title=f"All {len(sessions)} sessions: {total.total} cells"))
+                print(f"{args.db}: no sessions yet" + ("; no FHIR report written" if args.fhir else ""))
+                return 1 if args.fhir else 0
+            _print_sessions(db, sessions, verified=args.verified)
             if args.csv:
-                n = _write_csv(args.csv, CELL_COLUMNS, (row for s in sessions for row in db.cells(s.id)))
+                n = _write_csv(args.csv, csv_columns(), _csv_rows(db, sessions))
                 print(f"wrote {n} cells to {args.csv}")
-    except StationLogError as exc:
+            if args.fhir:
+                _write_fhir(db, sessions, args.fhir, verified=args.verified)
+    except HematoVisionError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
-        print(f"error: cannot write {args.csv}: {exc}", file=sys.stderr)
+        print(f"error: cannot write the report: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-#: Text a spreadsheet would run as a formula (a watched folder's file names come from outside).
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+def select_sessions(db, which: str) -> list:
+    if which == "all":
+        return db.sessions()
+    if which == "latest":
+        return [s for s in [db.latest_session()] if s is not None]
+    return [db.session(int(which))]
+
+
+def _print_sessions(db, sessions, *, verified: bool) -> None:
+    from ..differential import Differential
+    from ..review import verified_count
+
+    total = Differential(sessions[-1].labels)
+    for s in sessions:
+        frames = ", ".join(f"{k} {v}" for k, v in db.frame_counts(s.id).items()) or "none"
+        state = f"ended {s.ended} ({s.stop_reason})" if s.ended else "running or interrupted"
+        print(f"session {s.id}: started {s.started}, {state}\n  model {s.model_name} (sha256 {s.model_sha256[:12]}), "
+              f"source {s.source}, mode {s.mode}\n  frames: {frames}")
+        if verified:
+            count = verified_count(db, [s.id], s.labels)
+            diff = count.differential
+            print(diff.format(title=f"Verified differential: {diff.total} cells ({count.verified} of {count.cells} reviewed)"))
+        else:
+            diff = db.differential(s.id)
+            print(diff.format())
+        total.extend(diff)
+    if len(sessions) > 1:
+        print(total.format(title=f"All {len(sessions)} sessions: {total.total} cells"))
+
+
+def _write_fhir(db, sessions, path: Path, *, verified: bool) -> None:
+    from ..fhir import DifferentialReport, FhirExportError, build_bundle, write_bundle
+    from ..review import verified_count
+    from ..stationlog import now_iso
+
+    models = {(s.model_name, s.model_sha256, s.labels) for s in sessions}
+    if len(models) > 1:
+        raise FhirExportError("the selected sessions used different models; write one FHIR report per model (--session N).")
+    name, sha, labels = models.pop()
+    ids = [s.id for s in sessions]
+    count = verified_count(db, ids, labels)
+    diff = count.differential if verified else _model_differential(db, ids, labels)
+    report = DifferentialReport(labels=labels, counts=dict(diff.counts), model_name=name, model_sha256=sha, verified=verified,
+                                cells=count.cells, cells_verified=count.verified, excluded=dict(diff.excluded),
+                                reviewers=count.reviewers, effective=sessions[0].started, sessions=tuple(ids))
+    write_bundle(build_bundle(report, issued=now_iso()), path)
+    print(f"wrote FHIR R4 Bundle ({'final' if report.final else 'preliminary'}) to {path}")
+
+
+def _model_differential(db, ids, labels):
+    from ..differential import Differential
+
+    total = Differential(labels)
+    for i in ids:
+        total.extend(db.differential(i, labels=labels))
+    return total
+
+
+def _csv_rows(db, sessions):
+    from ..review import latest_reviews
+
+    latest = latest_reviews(db, [s.id for s in sessions])
+    for s in sessions:
+        for row in db.cells(s.id):
+            review = latest.get(row["id"])
+            yield {**row, "verified_label": review.label if review else None, "reviewer": review.reviewer if review else None,
+                   "reviewed_at": review.time if review else None}
 
 
 def _write_csv(path: Path, columns, rows) -> int:
@@ -77,6 +140,13 @@ def _write_csv(path: Path, columns, rows) -> int:
         writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         for row in rows:
-            writer.writerow({k: "'" + v if isinstance(v, str) and v.startswith(FORMULA_PREFIXES) else v for k, v in row.items()})
+            writer.writerow({k: escape_formula(v) if isinstance(v, str) else v for k, v in row.items()})
             n += 1
     return n
+
+
+def csv_columns() -> tuple[str, ...]:
+    """Columns of the cells CSV: the log's cells, then the latest review of each."""
+    from ..stationlog import CELL_COLUMNS
+
+    return (*CELL_COLUMNS, "verified_label", "reviewer", "reviewed_at")

@@ -41,7 +41,8 @@ def add_parser(sub) -> None:
                         "crops at the PBC scale, 5 red cells wide (default: size limits from the frame size, --fill framing)")
     p.add_argument("--summary-every", type=float, help="seconds between printed differentials (default 30; 0: only on exit)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the last session in --db if it was interrupted (killed, power cut, error) with the same model")
+                   help="continue the last session in --db if it was interrupted (killed, power cut, error) with the same model; "
+                        "refused if it read another source; a folder's files already done (same name and sha256) are skipped")
     p.add_argument("--no-watch", action="store_true", help="folder source: process the files present, then stop")
     p.add_argument("--width", type=int, help="camera frame width (camera/picamera; default 640 for picamera)")
     p.add_argument("--height", type=int, help="camera frame height")

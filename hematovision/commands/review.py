@@ -1,0 +1,131 @@
+"""``python -m hematovision review --db station.sqlite (--list | --set CELL_ID LABEL | --import CSV | --export CSV)``
+
+The technologist's review of a station's cells, headless. Verified labels are
+appended to the database's ``reviews`` table; the model's labels are never
+changed, and the latest review of a cell wins. Labels: the model's classes,
+or smudge, artefact, unidentified, other (other needs --note); those four are
+left out of a verified differential (`report --verified`).
+
+  --list [--uncertain] [--unverified]     the cells, their model label and verified label
+  --set CELL_ID LABEL --reviewer NAME [--note TEXT]
+  --import CSV                            rows cell_id,label,reviewer[,note]; all or nothing
+  --export CSV                            every cell with its latest review (re-importable)
+
+Exit status: 0 ok, 1 bad input or an unusable database (nothing written), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("review", help="verify or correct the station's cells (verified labels, CSV import/export)",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--db", required=True, type=Path, help="the station's SQLite log")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--list", action="store_true", help="list the cells with their model and verified labels")
+    what.add_argument("--set", nargs=2, metavar=("CELL_ID", "LABEL"), help="record a verified label for one cell")
+    what.add_argument("--import", dest="import_csv", type=Path, metavar="CSV", help="record the reviews of a CSV file")
+    what.add_argument("--export", dest="export_csv", type=Path, metavar="CSV", help="write every cell and its latest review")
+    p.add_argument("--reviewer", help="who reviewed (required with --set)")
+    p.add_argument("--note", default="", help="free text kept with the review (required for the label 'other')")
+    p.add_argument("--session", default="all", help="with --list/--export: session id, 'latest' or 'all' (default)")
+    p.add_argument("--uncertain", action="store_true", help="with --list: only cells flagged uncertain or out of distribution")
+    p.add_argument("--unverified", action="store_true", help="with --list: only cells without a review")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from ..errors import HematoVisionError
+
+    if args.set is not None and args.reviewer is None:
+        print("error: --set needs --reviewer NAME (who verified the cell)", file=sys.stderr)
+        return 2
+    if args.set is not None and not args.set[0].strip().isdigit():
+        print(f"error: CELL_ID must be a cell id number (see --list), not {args.set[0]!r}", file=sys.stderr)
+        return 2
+    which = str(args.session).strip().lower()
+    if which not in ("latest", "all") and not which.isdigit():
+        print(f"error: --session must be a number, 'latest' or 'all', not {args.session!r}", file=sys.stderr)
+        return 2
+    try:
+        return _run(args, which)
+    except HematoVisionError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args, which: str) -> int:
+    from ..stationlog import StationLog
+    from ..stationschema import CorruptDatabaseError
+
+    with StationLog(args.db, create=False) as db:
+        if args.set is not None or args.import_csv is not None:
+            check = db.quick_check()
+            if check != "ok":
+                raise CorruptDatabaseError(f"{args.db}: damaged database ({check.splitlines()[0]}); nothing written. Restore it "
+                                           "from a backup or recover it with `sqlite3 DB .recover`.")
+        if args.set is not None:
+            return _set(db, args)
+        if args.import_csv is not None:
+            return _import(db, args.import_csv)
+        sessions = _sessions(db, which)
+        if args.export_csv is not None:
+            from ..reviewcsv import write_reviews_csv
+
+            n = write_reviews_csv(db, args.export_csv, session_ids=sessions)
+            print(f"wrote {n} cells to {args.export_csv}")
+            return 0
+        return _list(db, sessions, uncertain=args.uncertain, unverified=args.unverified)
+
+
+def _sessions(db, which: str) -> list[int] | None:
+    if which == "all":
+        return None
+    if which == "latest":
+        last = db.latest_session()
+        return [last.id] if last else []
+    return [db.session(int(which)).id]
+
+
+def _set(db, args) -> int:
+    from ..review import add_review
+
+    review = add_review(db, cell_id=int(args.set[0]), label=args.set[1], reviewer=args.reviewer, note=args.note)
+    cell = db.cell(review.cell_id)
+    change = "confirmed" if cell["label"] == review.label else f"corrected from {cell['label']}"
+    print(f"cell {review.cell_id}: {review.label} ({change}) by {review.reviewer} at {review.time}")
+    return 0
+
+
+def _import(db, path: Path) -> int:
+    from ..reviewcsv import import_reviews
+
+    result = import_reviews(db, path)
+    print(f"{path}: {result.written} review(s) recorded, {result.unchanged} unchanged, {result.blank} blank row(s) skipped")
+    return 0
+
+
+def _list(db, sessions, *, uncertain: bool, unverified: bool) -> int:
+    from ..review import cell_reviews
+
+    rows = cell_reviews(db, sessions, uncertain_only=uncertain)
+    total = len(rows)
+    verified = sum(1 for r in rows if r.review is not None)
+    if unverified:
+        rows = [r for r in rows if r.review is None]
+    print(f"{'cell':>7} {'session':>7} {'model label':<14} {'conf':>5} {'flags':<9} {'verified':<14} {'reviewer':<16} crop")
+    for r in rows:
+        c = r.cell
+        flags = ",".join(f for f, on in (("unc", c["uncertain"]), ("ood", c["out_of_distribution"])) if on) or "-"
+        who = r.review.reviewer if r.review else "-"
+        print(f"{c['id']:>7} {c['session_id']:>7} {c['label']:<14} {c['confidence']:>5.2f} {flags:<9} "
+              f"{r.verified_label or '-':<14} {who:<16} {c['crop_path']}")
+    print(f"{verified} of {total} {'flagged ' if uncertain else ''}cells verified")
+    return 0
