@@ -19,6 +19,14 @@ class ImageTooLargeError(InvalidImageError):
     """The image has more pixels than the budget; refused before it is decoded."""
 
 
+class ZStackError(InvalidImageError):
+    """A file or array is not a usable z-stack: a single page, channels or time points, pages of different sizes."""
+
+
+class ZStackTooLargeError(ZStackError, ImageTooLargeError):
+    """A z-stack over the voxel, page or page-size budget; refused from its header, before any pixel is decoded."""
+
+
 class ImageNotFoundError(HematoVisionError, FileNotFoundError):
     """An image path that does not exist."""
 

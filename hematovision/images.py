@@ -4,12 +4,18 @@ Accepts a path, raw bytes, a PIL image or a numpy array: 8/16-bit, float,
 grayscale, RGB, RGBA/LA/P (composited on white, the colour of an empty smear),
 CMYK. Refuses corrupt, truncated, animated/multi-page and oversized images with
 an :class:`~hematovision.errors.InvalidImageError` subclass.
+
+Pillow's decompression-bomb guard (``PIL.Image.MAX_IMAGE_PIXELS``) is left as
+it is, for the whole process: this module never changes it. Our pixel budget
+is checked from the header as soon as Pillow has opened the file; what
+Pillow itself refuses as a bomb becomes the same :class:`ImageTooLargeError`.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Union
@@ -28,9 +34,6 @@ MAX_PIXELS = 40_000_000
 MIN_SIDE = 16
 #: File name suffixes treated as images by folder walks (CLI, station, adapt, training).
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
-
-# PIL's own bomb guard would warn, then raise at 2x its limit; ours comes first.
-Image.MAX_IMAGE_PIXELS = None
 
 
 def load_image(image: ImageInput, *, max_pixels: int | None = None) -> np.ndarray:
@@ -67,10 +70,14 @@ def load_image(image: ImageInput, *, max_pixels: int | None = None) -> np.ndarra
 def _open_and_convert(fh, budget: int, where: str) -> np.ndarray:
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow warns above Image.MAX_IMAGE_PIXELS and raises above twice that. The warning is
+            # moot: our budget is checked right after the open, before any pixel is decoded.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(fh)
             return _from_pil(im, budget, where)
-    except (UnidentifiedImageError, Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+    except Image.DecompressionBombError as exc:
+        raise _bomb_error(exc, budget, where) from exc
+    except UnidentifiedImageError as exc:
         raise InvalidImageError(f"{where}: not a readable image ({_first_line(exc)}).") from exc
     except InvalidImageError:
         raise
@@ -79,6 +86,20 @@ def _open_and_convert(fh, budget: int, where: str) -> np.ndarray:
         raise InvalidImageError(
             f"{where}: the image data is corrupt or truncated ({_first_line(exc)}); re-export or re-upload it."
         ) from exc
+
+
+def _bomb_error(exc: Exception, budget: int, where: str) -> ImageTooLargeError:
+    """Pillow's decompression-bomb refusal, in the words of our pixel budget."""
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    pixels = int(found.group(1)) if found else None
+    if pixels is None or pixels > budget:
+        size = f"{pixels:,} pixels" if pixels else "the image"
+        return ImageTooLargeError(f"{where}: {size} exceeds the budget of {budget:,}; crop or downscale "
+                                  "the image to the cell of interest.")
+    return ImageTooLargeError(
+        f"{where}: {pixels:,} pixels is within max_pixels={budget:,} but over Pillow's decompression-bomb limit "
+        f"(PIL.Image.MAX_IMAGE_PIXELS = {Image.MAX_IMAGE_PIXELS:,}, refused above twice that); raise that limit "
+        "in your program, or crop or downscale the image.")
 
 
 def _from_pil(im: "Image.Image", budget: int, where: str) -> np.ndarray:

@@ -1,46 +1,60 @@
-"""3D views of cells: a 2.5D surface from a stained image, an isosurface from a z-stack.
+"""3D views of cells: the mesh type and its file writers; the builders and operations are reachable from here.
 
-Numpy + OpenCV at import time; scikit-image (marching cubes), tifffile and
-Open3D are imported only inside the functions that need them.
+Numpy at import time, nothing heavier. The builders live in their own
+modules and their public names are also reachable from here (loaded on first
+use: no import cycle), e.g. ``from hematovision.mesh import mesh_from_zstack``:
+the 2.5D surface of a stained image in :mod:`hematovision.surface`, the
+z-stack isosurface in :mod:`hematovision.isosurface`, z-stack reading in
+:mod:`hematovision.zstack`, and decimation / smoothing / checks (numpy, or
+Open3D on a server) in :mod:`hematovision.mesh_post`.
 
 Public API::
 
     Mesh(vertices (N, 3) float32, faces (M, 3) int32, colors (N, 3) uint8 sRGB)
-    mesh_from_image(image, *, color="image", cam=None, max_triangles=None, segmentation=None) -> Mesh
-    mesh_from_zstack(stack_or_path, *, spacing=None, level=None, max_triangles=None) -> Mesh
-    read_zstack(path) -> (Z, Y, X) array;  is_zstack(path) -> bool
-    decimate(mesh, max_triangles, *, method="cluster") -> Mesh
-    taubin_smooth(mesh, *, iterations=10) -> Mesh
+    mesh_from_image(image, *, color="image", cam=None, options=IMAGE_OPTIONS, segmentation=None) -> Mesh   (surface)
+    image_surface(...same) -> MeshResult   (surface: the mesh, the engine that ran, closedness, volume)
+    mesh_from_zstack(stack_or_path, *, spacing=(1, 1, 1), level=None, options=ZSTACK_OPTIONS) -> Mesh   (isosurface)
+    zstack_surface(...same) -> MeshResult   (isosurface)
+    read_zstack(path) -> (Z, Y, X) float32;  load_zstack(path) -> ZStack;  is_zstack(path) -> bool   (zstack)
+    MeshOptions(*, decimate_to=50000, smooth_iterations=10, engine="auto");  postprocess(mesh, *, options) -> MeshResult
+    decimate(mesh, max_triangles, *, method="cluster"|"quadric");  taubin_smooth(mesh, *, iterations=10);  is_closed(mesh)
     write_glb(mesh, path), write_ply(mesh, path), write_obj(mesh, path), write_mesh(mesh, path)
 
-Image meshes: a height field over the segmented cell only (see
-:func:`mesh_from_image`), in units of the cell's bounding-box side (the mesh
-spans about 1 x 1), x right, y up, z towards the viewer (glTF is y-up).
-Z-stack meshes are in the units of ``spacing`` (um for a microscope stack;
+Image meshes are in units of the cell's bounding-box side (the mesh spans
+about 1 x 1), x right, y up, z towards the viewer (glTF is y-up). Z-stack
+meshes are in the units of ``spacing`` (um for a microscope stack; source
 voxels when no spacing is given), centred on the object.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, field, replace
+import importlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import cv2
 import numpy as np
 
-from . import glb, stain
-from .errors import InvalidImageError, MissingDependencyError
-from .images import ImageInput, load_image
-from .morphology import segment
+from . import glb
 
 #: Triangle budget of every mesh (keeps a .glb under ~2 MB and a browser smooth).
 MAX_TRIANGLES = 50_000
-#: Height of the image surface relative to the cell's equivalent diameter.
-HEIGHT_RATIO = 0.35
-#: Share of the height that comes from the dome (distance to the cell border);
-#: the rest comes from the stain density (the nucleus stands out).
-DOME_SHARE = 0.7
+#: Public names of the builder and operation modules, importable from here (loaded on first use: no import cycle).
+_LAZY_NAMES = {
+    **dict.fromkeys(("mesh_from_image", "image_surface", "cam_colors", "IMAGE_OPTIONS", "HEIGHT_RATIO", "DOME_SHARE"),
+                    "surface"),
+    **dict.fromkeys(("mesh_from_zstack", "zstack_surface", "normalise_stack", "gaussian_3d", "ZSTACK_OPTIONS"),
+                    "isosurface"),
+    **dict.fromkeys(("is_zstack", "read_zstack", "load_zstack", "inspect_zstack", "ZStack"), "zstack"),
+    **dict.fromkeys(("MeshOptions", "MeshResult", "postprocess", "decimate", "taubin_smooth", "is_closed",
+                     "resolve_engine"), "mesh_post"),
+}
+
+
+def __getattr__(name: str):
+    module = _LAZY_NAMES.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__package__}.{module}"), name)
 
 
 @dataclass(frozen=True, eq=False)
@@ -98,364 +112,6 @@ class Mesh:
         v = self.vertices.astype(np.float64)
         f = self.faces
         return float(np.einsum("ij,ij->i", v[f[:, 0]], np.cross(v[f[:, 1]], v[f[:, 2]])).sum() / 6.0)
-
-
-# --------------------------------------------------------------------------- 2D image -> 2.5D surface
-
-
-def mesh_from_image(image: ImageInput, *, color: str = "image", cam: np.ndarray | None = None,
-                    max_triangles: int | None = None, segmentation=None) -> Mesh:
-    """A 2.5D surface over the segmented cell of a stained image.
-
-    Height = ``HEIGHT_RATIO`` x cell diameter x (``DOME_SHARE`` x dome +
-    (1 - ``DOME_SHARE``) x stain density), where the dome is a hemisphere
-    profile of the distance to the cell border, sqrt(2u - u^2) with u = distance
-    / max distance, and the density is the optical density normalised to its
-    99th percentile in the cell; smoothed by a masked (normalised) Gaussian.
-    The pixel grid is subsampled so that the mesh has at most ``max_triangles``
-    (default :data:`MAX_TRIANGLES`) triangles; two per grid square inside the cell.
-
-    Args:
-        color: ``"image"`` (vertex colours from the image) or ``"cam"``
-            (``cam``, a float (H, W) map in [0, 1], coloured with JET).
-        segmentation: a :class:`hematovision.morphology.Segmentation` of this
-            image; by default the cell nearest the centre is segmented.
-
-    Raises:
-        SegmentationError: no cell in the image.
-        ValueError: bad ``color`` / ``cam`` / ``max_triangles``.
-    """
-    budget = _budget(max_triangles)
-    if color not in ("image", "cam"):
-        raise ValueError(f"color must be 'image' or 'cam', got {color!r}.")
-    rgb = load_image(image)
-    heat = _check_cam(cam, rgb.shape[:2]) if color == "cam" else None
-    seg = segment(rgb) if segmentation is None else segmentation
-    x0, y0, x1, y1 = seg.bbox
-    x0, y0, x1, y1 = max(0, x0 - 1), max(0, y0 - 1), min(rgb.shape[1], x1 + 1), min(rgb.shape[0], y1 + 1)
-    mask = seg.cell_mask[y0:y1, x0:x1]
-    crop = rgb[y0:y1, x0:x1]
-    height = _height_field(crop, mask)
-
-    n_pixels = int(mask.sum())
-    step = max(1, math.ceil(math.sqrt(2.0 * n_pixels / budget)))
-    while True:
-        mesh = _grid_mesh(mask, height, crop if heat is None else cam_colors(heat[y0:y1, x0:x1]), step)
-        if mesh.n_faces <= budget:
-            break
-        step += 1
-    # Centre on the cell and scale to unit bounding-box side.
-    side = float(max(x1 - x0, y1 - y0))
-    v = mesh.vertices.copy()
-    v[:, 0] = (v[:, 0] - (x1 - x0) / 2.0) / side
-    v[:, 1] = -(v[:, 1] - (y1 - y0) / 2.0) / side
-    v[:, 2] = v[:, 2] / side
-    return Mesh(v, mesh.faces, mesh.colors)
-
-
-def cam_colors(cam: np.ndarray) -> np.ndarray:
-    """A [0, 1] map -> RGB uint8 with the JET colour map (the same as the 2D overlay)."""
-    from .cam import heatmap
-
-    return heatmap(cam)
-
-
-def _check_cam(cam, shape: tuple[int, int]) -> np.ndarray:
-    if cam is None:
-        raise ValueError("color='cam' needs cam=, a float (H, W) heatmap in [0, 1] (Prediction.cam).")
-    cam = np.asarray(cam, dtype=np.float32)
-    if cam.ndim != 2 or not np.all(np.isfinite(cam)):
-        raise ValueError(f"cam must be a finite 2D float array, got shape {cam.shape}.")
-    if cam.shape != shape:
-        cam = cv2.resize(cam, (shape[1], shape[0]), interpolation=cv2.INTER_LINEAR)
-    return np.clip(cam, 0.0, 1.0)
-
-
-def _height_field(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    m8 = mask.astype(np.uint8)
-    dist = cv2.distanceTransform(np.pad(m8, 1), cv2.DIST_L2, 5)[1:-1, 1:-1]
-    u = dist / max(float(dist.max()), 1e-6)
-    dome = np.sqrt(np.clip(2.0 * u - u * u, 0.0, 1.0))
-    density = stain.stain_density(crop)
-    top = float(np.percentile(density[mask], 99)) if mask.any() else 1.0
-    density = np.clip(density / max(top, 1e-6), 0.0, 1.0)
-    diameter = 2.0 * math.sqrt(max(1, int(mask.sum())) / math.pi)
-    raw = HEIGHT_RATIO * diameter * (DOME_SHARE * dome + (1.0 - DOME_SHARE) * density)
-    # Normalised convolution: blur(h * m) / blur(m) smooths inside the cell without
-    # pulling the border down towards the zero outside.
-    sigma = max(1.0, diameter / 40.0)
-    num = cv2.GaussianBlur((raw * mask).astype(np.float32), (0, 0), sigma)
-    den = cv2.GaussianBlur(m8.astype(np.float32), (0, 0), sigma)
-    smooth = np.where(den > 1e-3, num / np.maximum(den, 1e-3), 0.0)
-    return (smooth * np.minimum(1.0, dome * 4.0)).astype(np.float32)  # back to 0 right at the border
-
-
-def _grid_mesh(mask: np.ndarray, height: np.ndarray, colors: np.ndarray, step: int) -> Mesh:
-    """Two triangles per ``step``-pixel grid square whose four corners lie in ``mask``."""
-    rows = np.arange(0, mask.shape[0], step)
-    cols = np.arange(0, mask.shape[1], step)
-    inside = mask[np.ix_(rows, cols)]
-    quad = inside[:-1, :-1] & inside[1:, :-1] & inside[:-1, 1:] & inside[1:, 1:]
-    used = np.zeros_like(inside)
-    used[:-1, :-1] |= quad
-    used[1:, :-1] |= quad
-    used[:-1, 1:] |= quad
-    used[1:, 1:] |= quad
-    index = np.full(inside.shape, -1, np.int64)
-    index[used] = np.arange(int(used.sum()))
-    rr, cc = np.nonzero(used)
-    r_px, c_px = rows[rr], cols[cc]
-    vertices = np.stack([c_px, r_px, height[r_px, c_px]], axis=1).astype(np.float32)
-    qr, qc = np.nonzero(quad)
-    a, b = index[qr, qc], index[qr, qc + 1]  # top-left, top-right
-    c, d = index[qr + 1, qc], index[qr + 1, qc + 1]  # bottom-left, bottom-right
-    # Counter-clockwise seen from +z once y is flipped to point up: (a, c, b), (b, c, d).
-    faces = np.concatenate([np.stack([a, c, b], 1), np.stack([b, c, d], 1)]).astype(np.int32)
-    return Mesh(vertices, faces, colors[r_px, c_px])
-
-
-# --------------------------------------------------------------------------- z-stack -> isosurface
-
-
-def is_zstack(path: str | Path) -> bool:
-    """True for a multi-page TIFF (the z-stack input of the ``mesh`` command)."""
-    path = Path(path)
-    if path.suffix.lower() not in (".tif", ".tiff"):
-        return False
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return getattr(im, "n_frames", 1) > 1
-    except (OSError, ValueError) as exc:
-        raise InvalidImageError(f"{path}: not a readable TIFF ({exc}).") from exc
-
-
-def read_zstack(path: str | Path) -> np.ndarray:
-    """A multi-page TIFF as a (Z, Y, X) array (tifffile when installed, else Pillow page by page)."""
-    path = Path(path)
-    if not path.is_file():
-        from .errors import ImageNotFoundError
-
-        raise ImageNotFoundError(f"{path}: no such file; check the path.")
-    try:
-        import tifffile  # noqa: PLC0415
-    except ImportError:
-        tifffile = None
-    try:
-        if tifffile is not None:
-            stack = np.asarray(tifffile.imread(path))
-        else:
-            from PIL import Image, ImageSequence
-
-            with Image.open(path) as im:
-                stack = np.stack([np.asarray(page) for page in ImageSequence.Iterator(im)])
-    except (OSError, ValueError, TypeError) as exc:  # tifffile/Pillow report corrupt files so
-        raise InvalidImageError(f"{path}: not a readable TIFF z-stack ({exc}).") from exc
-    if stack.ndim == 4 and stack.shape[-1] in (3, 4):
-        stack = stack[..., :3].mean(axis=-1)
-    if stack.ndim != 3 or min(stack.shape) < 2:
-        raise InvalidImageError(f"{path}: shape {stack.shape} is not a (z, y, x) stack of at least 2 pages.")
-    return stack
-
-
-def mesh_from_zstack(stack_or_path, *, spacing: tuple[float, float, float] | None = None,
-                     level: float | None = None, max_triangles: int | None = None,
-                     smooth_iterations: int = 10) -> Mesh:
-    """Isosurface of a (Z, Y, X) stack (array or multi-page TIFF path).
-
-    The stack is normalised to [0, 1] (0.5th-99.5th percentile), blurred
-    (Gaussian, 1 voxel), thresholded at ``level`` (in [0, 1] of the
-    normalised stack; default Otsu), zero-padded so the surface closes at the
-    borders, and meshed with marching cubes (scikit-image) at the voxel
-    ``spacing`` (z, y, x); over ``max_triangles`` the marching step is
-    coarsened (when 4x or more over) and vertex clustering does the rest.
-    Taubin smoothing (volume-preserving) follows, and each vertex is coloured
-    (viridis) by the stack intensity one voxel inside the surface. Vertices are (x, y, z) in spacing units, centred.
-
-    Raises:
-        MissingDependencyError: scikit-image is not installed.
-        InvalidImageError: not a 3D stack, or a constant one.
-        ValueError: bad ``spacing`` / ``level`` / ``max_triangles``; nothing above ``level``.
-    """
-    budget = _budget(max_triangles)
-    spacing = _check_spacing(spacing)
-    stack = read_zstack(stack_or_path) if isinstance(stack_or_path, (str, Path)) else np.asarray(stack_or_path)
-    if stack.ndim != 3 or min(stack.shape) < 2:
-        raise InvalidImageError(f"a z-stack must be a (z, y, x) array with every side >= 2, got {stack.shape}.")
-    try:
-        from skimage.measure import marching_cubes  # noqa: PLC0415
-    except ImportError as exc:
-        raise MissingDependencyError("z-stack meshes need scikit-image: pip install scikit-image") from exc
-    vol = normalise_stack(stack)
-    smooth = gaussian_3d(vol, 1.0)
-    if level is None:
-        level = stain.otsu_threshold(smooth)
-    elif not 0.0 < float(level) < 1.0:
-        raise ValueError(f"level is a fraction of the normalised intensity, in (0, 1); got {level}.")
-    level = float(level)
-    if not (smooth.min() < level < smooth.max()):
-        raise ValueError(f"no surface at level {level:.3g}: the normalised stack spans "
-                         f"[{smooth.min():.3g}, {smooth.max():.3g}]; pick a level inside.")
-    padded = np.pad(smooth, 1)
-    verts, faces, _, _ = marching_cubes(padded, level, spacing=spacing, allow_degenerate=False)
-    step = int(math.sqrt(len(faces) / budget))  # faces scale as 1 / step^2
-    if step >= 2:  # far over budget: a coarser marching step is the cheapest decimation
-        verts, faces, _, _ = marching_cubes(padded, level, spacing=spacing, step_size=step, allow_degenerate=False)
-    verts = verts - np.asarray(spacing)  # undo the one-voxel pad
-    xyz = verts[:, ::-1].astype(np.float32)  # (z, y, x) -> (x, y, z)
-    mesh = Mesh(xyz, faces, np.zeros((len(xyz), 3), np.uint8))
-    if mesh.volume() < 0:  # the axis swap mirrors the mesh: restore outward winding
-        mesh = replace(mesh, faces=mesh.faces[:, ::-1])
-    if mesh.n_faces > budget:
-        mesh = decimate(mesh, budget)
-    if smooth_iterations:
-        mesh = taubin_smooth(mesh, iterations=smooth_iterations)
-    colors = _intensity_colors(vol, mesh, spacing)
-    centre = (mesh.vertices.min(axis=0) + mesh.vertices.max(axis=0)) / 2.0
-    return Mesh(mesh.vertices - centre, mesh.faces, colors)
-
-
-def normalise_stack(stack: np.ndarray) -> np.ndarray:
-    """float32 in [0, 1] by the 0.5th and 99.5th percentiles (robust to hot pixels)."""
-    stack = np.asarray(stack, np.float32)
-    if not np.all(np.isfinite(stack)):
-        raise InvalidImageError("the z-stack contains NaN or infinite values.")
-    lo, hi = np.percentile(stack, [0.5, 99.5])
-    if hi <= lo:
-        lo, hi = float(stack.min()), float(stack.max())
-    if hi <= lo:
-        raise InvalidImageError("the z-stack is constant: there is no object to mesh.")
-    return np.clip((stack - lo) / (hi - lo), 0.0, 1.0)
-
-
-def gaussian_3d(vol: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable 3D Gaussian blur (in-plane with OpenCV per slice, then along z)."""
-    out = np.stack([cv2.GaussianBlur(s, (0, 0), sigma) for s in vol])
-    z, y, x = out.shape
-    flat = out.reshape(z, y * x)
-    k = int(2 * math.ceil(3 * sigma) + 1)
-    # ksize (1, k) blurs along rows only (axis 0 = z); OpenCV reflects at the ends.
-    flat = cv2.GaussianBlur(flat, (1, k), sigmaX=1e-6, sigmaY=sigma) if z > 1 else flat
-    return flat.reshape(z, y, x)
-
-
-def _intensity_colors(vol: np.ndarray, mesh: Mesh, spacing) -> np.ndarray:
-    # Sample one voxel inside the surface (the isosurface itself is all ~level).
-    normals = mesh.vertex_normals()
-    zyx = (mesh.vertices[:, ::-1] - normals[:, ::-1] * np.asarray(spacing, np.float32)) / np.asarray(spacing)
-    idx = np.rint(zyx).astype(np.int64)
-    for axis in range(3):
-        np.clip(idx[:, axis], 0, vol.shape[axis] - 1, out=idx[:, axis])
-    values = vol[idx[:, 0], idx[:, 1], idx[:, 2]]
-    lo, hi = np.percentile(values, [2, 98]) if values.size else (0.0, 1.0)
-    scaled = np.clip((values - lo) / max(hi - lo, 1e-6), 0.0, 1.0)
-    bgr = cv2.applyColorMap(np.rint(scaled * 255).astype(np.uint8).reshape(-1, 1), cv2.COLORMAP_VIRIDIS)
-    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB).reshape(-1, 3)
-
-
-def _check_spacing(spacing) -> tuple[float, float, float]:
-    if spacing is None:
-        return (1.0, 1.0, 1.0)
-    values = tuple(float(s) for s in spacing)
-    if len(values) != 3 or not all(math.isfinite(s) and s > 0 for s in values):
-        raise ValueError(f"spacing must be three positive numbers (z, y, x), got {spacing!r}.")
-    return values
-
-
-def _budget(max_triangles: int | None) -> int:
-    if max_triangles is None:
-        return MAX_TRIANGLES
-    if int(max_triangles) < 2:
-        raise ValueError(f"max_triangles must be at least 2, got {max_triangles}.")
-    return int(max_triangles)
-
-
-# --------------------------------------------------------------------------- mesh operations
-
-
-def decimate(mesh: Mesh, max_triangles: int, *, method: str = "cluster") -> Mesh:
-    """Reduce ``mesh`` to at most ``max_triangles`` faces.
-
-    ``"cluster"`` (numpy, default): vertex clustering; vertices in the same
-    cubic cell are merged (mean position and colour) and collapsed faces
-    dropped, the cell size growing by 15 % until the budget holds.
-    ``"quadric"``: Open3D's quadric error decimation (better shape, needs open3d).
-    """
-    if mesh.n_faces <= max_triangles:
-        return mesh
-    if method == "quadric":
-        return _decimate_open3d(mesh, max_triangles)
-    if method != "cluster":
-        raise ValueError(f"method must be 'cluster' or 'quadric', got {method!r}.")
-    v = mesh.vertices.astype(np.float64)
-    e = mesh.faces
-    mean_edge = float(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1).mean())
-    cell = mean_edge * math.sqrt(mesh.n_faces / max_triangles)
-    while True:
-        out = _cluster(mesh, cell)
-        if out.n_faces <= max_triangles:
-            return out
-        cell *= 1.15
-
-
-def _cluster(mesh: Mesh, cell: float) -> Mesh:
-    v = mesh.vertices.astype(np.float64)
-    keys = np.floor((v - v.min(axis=0)) / cell).astype(np.int64)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    n = len(counts)
-    new_v = np.stack([np.bincount(inverse, weights=v[:, k], minlength=n) for k in range(3)], 1) / counts[:, None]
-    new_c = np.stack([np.bincount(inverse, weights=mesh.colors[:, k], minlength=n) for k in range(3)], 1) / counts[:, None]
-    f = inverse[mesh.faces]
-    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
-    _, first = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
-    f = f[np.sort(first)]
-    return _compact(Mesh(new_v, f, np.rint(new_c)))
-
-
-def _compact(mesh: Mesh) -> Mesh:
-    """Drop vertices that no face uses."""
-    used = np.unique(mesh.faces)
-    remap = np.full(mesh.n_vertices, -1, np.int64)
-    remap[used] = np.arange(len(used))
-    return Mesh(mesh.vertices[used], remap[mesh.faces], mesh.colors[used])
-
-
-def _decimate_open3d(mesh: Mesh, max_triangles: int) -> Mesh:
-    try:
-        import open3d as o3d  # noqa: PLC0415
-    except (ImportError, OSError) as exc:  # OSError: a missing system library (libusb)
-        raise MissingDependencyError(f"quadric decimation needs Open3D ({exc}); use method='cluster'.") from exc
-    m = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(mesh.vertices.astype(np.float64)),
-                                  o3d.utility.Vector3iVector(mesh.faces.astype(np.int32)))
-    m.vertex_colors = o3d.utility.Vector3dVector(mesh.colors.astype(np.float64) / 255.0)
-    m = m.simplify_quadric_decimation(target_number_of_triangles=int(max_triangles))
-    colors = np.rint(np.asarray(m.vertex_colors) * 255.0)
-    return _compact(Mesh(np.asarray(m.vertices), np.asarray(m.triangles), colors))
-
-
-def taubin_smooth(mesh: Mesh, *, iterations: int = 10, lam: float = 0.5, mu: float = -0.53) -> Mesh:
-    """Taubin's lambda/mu smoothing: alternate shrink (lam) and inflate (mu) Laplacian steps.
-
-    Each step moves a vertex by ``factor x (mean of neighbours - vertex)``;
-    the pair acts as a low-pass filter that removes marching-cubes
-    staircases without the shrinkage of plain Laplacian smoothing.
-    """
-    if iterations <= 0 or mesh.n_faces == 0:
-        return mesh
-    f = mesh.faces
-    edges = np.concatenate([f[:, [0, 1]], f[:, [1, 2]], f[:, [2, 0]]])
-    edges = np.unique(np.concatenate([edges, edges[:, ::-1]]), axis=0)
-    i, j = edges[:, 0], edges[:, 1]
-    n = mesh.n_vertices
-    degree = np.maximum(np.bincount(i, minlength=n), 1)[:, None]
-    v = mesh.vertices.astype(np.float64)
-    for _ in range(iterations):
-        for factor in (lam, mu):
-            mean = np.stack([np.bincount(i, weights=v[j, k], minlength=n) for k in range(3)], 1) / degree
-            v = v + factor * (mean - v)
-    return Mesh(v, mesh.faces, mesh.colors)
 
 
 # --------------------------------------------------------------------------- files

@@ -37,7 +37,8 @@ def ball_stack(radius: float, spacing=(1.0, 1.0, 1.0), shape=(40, 40, 40)) -> np
 @pytest.mark.parametrize("budget", [300, 2000, None])
 def test_image_mesh_respects_the_triangle_budget(cell_image, budget):
     rgb, _ = cell_image
-    mesh = M.mesh_from_image(rgb, max_triangles=budget)
+    options = M.IMAGE_OPTIONS if budget is None else M.MeshOptions(decimate_to=budget, smooth_iterations=0)
+    mesh = M.mesh_from_image(rgb, options=options)
     assert 0 < mesh.n_faces <= (budget or M.MAX_TRIANGLES)
     assert mesh.vertices.dtype == np.float32 and mesh.faces.dtype == np.int32 and mesh.colors.dtype == np.uint8
     assert np.abs(mesh.vertices[:, :2]).max() <= 0.55  # unit bounding box, centred
@@ -79,8 +80,7 @@ def test_cam_of_another_size_is_resized(cell_image):
     assert len(np.unique(colors, axis=0)) > 10
 
 
-@pytest.mark.parametrize("kwargs", [dict(color="cam"), dict(color="rainbow"), dict(color="cam", cam=np.ones(5)),
-                                    dict(max_triangles=1)])
+@pytest.mark.parametrize("kwargs", [dict(color="cam"), dict(color="rainbow"), dict(color="cam", cam=np.ones(5))])
 def test_image_mesh_refuses_bad_options(cell_image, kwargs):
     with pytest.raises(ValueError):
         M.mesh_from_image(cell_image[0], **kwargs)
@@ -105,7 +105,7 @@ def test_sphere_volume_and_area_are_analytic(radius, spacing):
 
 
 def test_zstack_mesh_budget_and_default_otsu_level():
-    mesh = M.mesh_from_zstack(ball_stack(15.0, shape=(48, 48, 48)), max_triangles=1500)
+    mesh = M.mesh_from_zstack(ball_stack(15.0, shape=(48, 48, 48)), options=M.MeshOptions(decimate_to=1500))
     assert 0 < mesh.n_faces <= 1500 and mesh.volume() > 0
 
 
@@ -232,7 +232,8 @@ def test_glb_reread_with_pygltflib_and_trimesh(tmp_path, cell_image):
 
 
 def test_glb_of_a_full_budget_mesh_is_under_2_mb(tmp_path):
-    mesh = M.mesh_from_zstack(ball_stack(40.0, shape=(90, 90, 90)), level=0.5, smooth_iterations=0)
+    options = M.MeshOptions(smooth_iterations=0)
+    mesh = M.mesh_from_zstack(ball_stack(40.0, shape=(90, 90, 90)), level=0.5, options=options)
     assert 0.5 * M.MAX_TRIANGLES < mesh.n_faces <= M.MAX_TRIANGLES
     assert M.write_glb(mesh, tmp_path / "big.glb").stat().st_size <= 2 * 1024 * 1024
 

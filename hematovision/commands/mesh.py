@@ -1,13 +1,21 @@
-"""``python -m hematovision mesh INPUT -o OUT.glb [--color image|cam] [--spacing Z Y X] [--level L]``
+"""``python -m hematovision mesh INPUT -o OUT.glb [--color image|cam] [--spacing Z Y X] [--level L] [--engine E]``
 
-A 3D mesh of a cell. A multi-page TIFF is a z-stack (z, y, x): its
-isosurface is meshed at the voxel ``--spacing`` (um; default 1 1 1) and
-``--level`` (fraction of the normalised intensity; default Otsu). Any other
+A 3D mesh of a cell. A multi-page TIFF is a z-stack (z, y, x): its layout
+and size are checked from the header first (one plane per page, one z axis,
+at most 2^28 voxels; see hematovision.zstack), it is reduced to the analysis
+resolution while read (at most 256 px in-plane), and its isosurface is
+meshed at the voxel ``--spacing`` (um; default 1 1 1) and ``--level``
+(fraction of the normalised intensity; default Otsu). Any other
 image is a stained smear crop: a 2.5D surface over the central cell, coloured
 by the image or (``--color cam``, needs ``--model``) by the classifier's
-Grad-CAM. The format follows the suffix of ``-o``: .glb (glTF 2.0 binary,
-what Gradio's Model3D shows), .ply or .obj. Prints one JSON line. Exit
-status: 0 written, 1 the input could not be meshed, 2 usage error.
+Grad-CAM. A mesh over ``--max-triangles`` is decimated by ``--engine``:
+``auto`` uses Open3D's quadric decimation where Open3D imports and numpy
+vertex clustering otherwise (docs/mesh.md); a z-stack is then
+Taubin-smoothed. The format follows
+the suffix of ``-o``: .glb (glTF 2.0 binary, what Gradio's Model3D shows),
+.ply or .obj. Prints one JSON line, with the engine that ran, whether the
+surface is watertight and its enclosed volume. Exit status: 0 written, 1 the
+input could not be meshed, 2 usage error.
 """
 
 from __future__ import annotations
@@ -15,10 +23,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 
 def add_parser(sub) -> None:
+    from ..mesh import MAX_TRIANGLES
+    from ..mesh_post import ENGINES, MIN_TRIANGLES
+
     p = sub.add_parser("mesh", help="3D mesh (.glb/.ply/.obj) of a cell image or a z-stack TIFF", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("input", type=Path, metavar="IMAGE_OR_TIFF", help="cell image, or multi-page TIFF z-stack")
@@ -28,13 +40,19 @@ def add_parser(sub) -> None:
     p.add_argument("--model", default="wbc", help="model for --color cam: name (wbc, all) or path (default: wbc)")
     p.add_argument("--spacing", type=float, nargs=3, metavar=("Z", "Y", "X"), help="z-stack voxel size (um)")
     p.add_argument("--level", type=float, help="z-stack iso level in (0, 1) of the normalised intensity (default: Otsu)")
-    p.add_argument("--max-triangles", type=int, default=None, help="triangle budget (default: 50000)")
+    p.add_argument("--max-triangles", type=int, default=MAX_TRIANGLES,
+                   help=f"triangle budget, at least {MIN_TRIANGLES} (default: {MAX_TRIANGLES})")
+    p.add_argument("--engine", choices=ENGINES, default="auto",
+                   help="decimation to the budget: open3d (quadric), numpy (clustering), or auto (open3d when it "
+                        "imports; default)")
     p.set_defaults(run=run)
 
 
 def run(args) -> int:
+    from .. import isosurface, surface, zstack as stacks
     from .. import mesh as meshes
     from ..errors import HematoVisionError
+    from ..mesh_post import MIN_TRIANGLES
 
     suffix = args.output.suffix.lower()
     if suffix not in meshes.WRITERS:
@@ -46,16 +64,21 @@ def run(args) -> int:
     if args.level is not None and not 0.0 < args.level < 1.0:
         print("error: --level is a fraction of the normalised intensity, in (0, 1)", file=sys.stderr)
         return 2
+    if args.max_triangles < MIN_TRIANGLES:
+        print(f"error: --max-triangles must be at least {MIN_TRIANGLES}", file=sys.stderr)
+        return 2
+    stack = None
     try:
-        zstack = meshes.is_zstack(args.input) if args.input.exists() else False
-        if zstack:
+        if stacks.is_zstack(args.input):
             if args.color == "cam":
                 print("error: --color cam applies to 2D images; a z-stack is coloured by intensity", file=sys.stderr)
                 return 2
-            mesh = meshes.mesh_from_zstack(args.input, spacing=args.spacing, level=args.level,
-                                           max_triangles=args.max_triangles)
+            stack = stacks.load_zstack(args.input)
+            options = replace(isosurface.ZSTACK_OPTIONS, decimate_to=args.max_triangles, engine=args.engine)
+            result = isosurface.zstack_surface(stack, spacing=args.spacing, level=args.level, options=options)
         else:
-            mesh = _image_mesh(args, meshes)
+            result = _image_mesh(args, surface)
+        mesh = result.mesh
         args.output.parent.mkdir(parents=True, exist_ok=True)
         meshes.write_mesh(mesh, args.output)
     except (HematoVisionError, ValueError, OSError) as exc:
@@ -63,12 +86,16 @@ def run(args) -> int:
         where = "" if str(args.input) in message else f"{args.input}: "
         print(f"error: {where}{message}", file=sys.stderr)
         return 1
-    print(json.dumps({"input": str(args.input), "output": str(args.output), "kind": "zstack" if zstack else "image",
-                      "vertices": mesh.n_vertices, "faces": mesh.n_faces, "bytes": args.output.stat().st_size}))
+    line = {"input": str(args.input), "output": str(args.output), "kind": "image" if stack is None else "zstack",
+            "vertices": mesh.n_vertices, "faces": mesh.n_faces, "bytes": args.output.stat().st_size,
+            **result.summary()}  # the engine that ran, the steps, watertight, volume
+    if stack is not None:  # the voxels read, and those meshed (the analysis resolution)
+        line.update(voxels=list(stack.source_shape), analysis_voxels=list(stack.voxels.shape))
+    print(json.dumps(line))
     return 0
 
 
-def _image_mesh(args, meshes):
+def _image_mesh(args, surface):
     from ..images import load_image
 
     rgb = load_image(args.input)
@@ -80,4 +107,5 @@ def _image_mesh(args, meshes):
         cam = prediction.cam
         if cam is None:
             raise ValueError(f"model {args.model!r} gives no Grad-CAM heatmap; use --color image")
-    return meshes.mesh_from_image(rgb, color=args.color, cam=cam, max_triangles=args.max_triangles)
+    options = replace(surface.IMAGE_OPTIONS, decimate_to=args.max_triangles, engine=args.engine)
+    return surface.image_surface(rgb, color=args.color, cam=cam, options=options)
