@@ -2,7 +2,9 @@
 
     python -m bench [--model wbc] [--models-dir DIR] [--data DIR] [--only latency,macs,...] [--quick]
 
-Sections: latency, macs, size, throughput, app, station (default: all). The
+Sections: latency, macs, size, throughput, scaling, app, station (default: all); scaling is
+``classify --workers 1,2`` and ``archive`` local/Ray at 1 and 2 workers (Ray rows only with
+``pip install .[scale]``; ``python -m bench.scaling`` runs it alone). The
 float Keras reference is ``<model>.keras`` beside the model JSON (``--keras`` to
 override); without TensorFlow (e.g. on a Raspberry Pi with requirements-edge.txt)
 the Keras rows are skipped and the rest still runs. Test images come from
@@ -23,12 +25,13 @@ from pathlib import Path
 from . import report
 from .common import ROOT, default_data_dir, example_images, idleness, machine, split_images
 
-SECTIONS = ("latency", "macs", "size", "throughput", "app", "station")
+SECTIONS = ("latency", "macs", "size", "throughput", "scaling", "app", "station")
 #: The dataset in <data>/ that each shipped model was trained on, and the examples/ folder of each dataset.
 DATASETS = {"wbc": "pbc", "all": "all"}
 EXAMPLES_OF = {"pbc": "wbc", "all": "all"}
 LATENCY_TARGET_MS = 3.0
 SPEEDUP_TARGET = 20.0
+WORKERS_TARGET = 1.6  # classify --workers 2 over --workers 1, images/s
 TIME_BUDGET_S = 600.0
 
 
@@ -94,6 +97,7 @@ def main(argv=None) -> int:
         "macs": lambda: _macs(clf, keras_path, results),
         "size": lambda: _size(clf),
         "throughput": lambda: _throughput(args, test_images, source),
+        "scaling": lambda: _scaling(args, test_images, source),
         "app": lambda: _app(args, name, test_images),
         "station": lambda: _station(args, data),
     }
@@ -152,13 +156,20 @@ def _macs(clf, keras_path, results):
 def _size(clf):
     from . import size
 
-    return size.run(clf.spec.tflite_path.parent, [ROOT / "requirements-edge.txt", ROOT / "requirements.txt"])
+    return size.run(clf.spec.tflite_path.parent, [ROOT / "requirements-edge.txt", ROOT / "requirements.txt", ROOT / "requirements-dev.txt"])
 
 
 def _throughput(args, images, source):
     from . import throughput
 
     return throughput.run(args.model, images, n=args.images, source_name=source)
+
+
+def _scaling(args, images, source):
+    from . import scaling
+
+    engines = ("local", "ray") if _has("ray") else ("local",)
+    return scaling.run(args.model, images, n=args.images, workers=(1, 2), engines=engines, source_name=source)
 
 
 def _app(args, name, images):
@@ -184,16 +195,22 @@ def checks(results: dict) -> list[report.Check]:
     if lat is not None:
         rows = [("tflite_net", f"int8 `{lat.model}` network, one pass, median, 1 thread")]
         if lat.tta_views > 1:
-            rows.append(("tflite_forward", f"int8 `{lat.model}` network per image as shipped ({lat.tta_views} TTA passes), median, 1 thread"))
+            rows.append(("tflite_forward", f"int8 `{lat.model}` network per image as shipped ({lat.tta_views} TTA views, one batch invoke), median, 1 thread"))
         for name, what in rows:
             t = lat.timing(name)
             if t:
                 out.append(report.Check(what, f"<= {LATENCY_TARGET_MS:g} ms", f"{t.median_ms:.2f} ms", t.median_ms <= LATENCY_TARGET_MS))
-        for den, what in (("tflite_net", "one pass"), ("tflite_forward", f"per image, {lat.tta_views} TTA passes")):
+        for den, what in (("tflite_net", "one pass"), ("tflite_forward", f"per image, {lat.tta_views} TTA views")):
             r = next((r for r in lat.ratios if r.name == f"keras_predict/{den}"), None)
             if r:
                 out.append(report.Check(f"speed-up vs float Keras `model.predict` ({what})", f">= {SPEEDUP_TARGET:g}x",
                                         f"{r.value:.1f}x", r.value >= SPEEDUP_TARGET))
+    sc = results.get("scaling")
+    if sc is not None and "classify 2/1" in sc.speedups:
+        out.append(report.Check(f"`classify --workers 2` vs `--workers 1`, {sc.images} images", f">= {WORKERS_TARGET:g}x images/s",
+                                f"{sc.speedups['classify 2/1']:.2f}x", sc.speedups["classify 2/1"] >= WORKERS_TARGET))
+        out.append(report.Check("`classify` JSON lines, workers 1 vs 2", "identical", "identical" if sc.identical_output else "differ",
+                                sc.identical_output))
     app = results.get("app")
     if app is not None and app.load is not None:
         out.append(report.Check(f"app under load ({app.load.clients} clients x {app.load.requests_per_client})", "0 errors",

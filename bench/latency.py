@@ -4,11 +4,12 @@ Rows (all after warm-up, ``runs`` timed calls each, images cycled):
 
 - ``tflite_net``       int8 TFLite network alone, one pass: ``clf.model.run(x)`` on a prepared tensor (runtime default threads = 1);
 - ``tflite_net_2t``    the same with 2 interpreter threads;
-- ``tflite_forward``   the network as shipped, per image: ``clf.forward(x)``, i.e. one pass per test-time-augmentation
-  view (8 for a ``dihedral8`` model) and the averaging;
-- ``tflite_batch8``, ``tflite_batch8_2t`` (TTA models only) the same 8 views in ONE batch-8 invoke, 1 and 2 threads:
-  not what the core does, a measured what-if for making TTA cheaper;
+- ``tflite_forward``   the network as shipped, per image: ``clf.forward(x)``, i.e. the test-time-augmentation
+  views (8 for a ``dihedral8`` model) in ONE batch-8 invoke, and the averaging;
+- ``tflite_forward_8invokes``, ``tflite_forward_2t`` (TTA models only) the same with one invoke per view
+  (``Classifier(spec, batch_views=False)``, the previous path; identical outputs), and batch-8 on 2 threads;
 - ``tflite_predict``   the whole public path ``clf.predict(path)``: decode, resize, network, softmax, CAM, OOD;
+- ``tflite_predict_8invokes`` (TTA models only) the same with one invoke per view;
 - ``tflite_predict_nocam`` the same with ``cam=False`` (what the CLI and the station do);
 - ``keras_predict``    the float Keras model, ``model.predict(x, verbose=0)`` per image (what most apps do per request);
 - ``keras_call``       the float Keras model called directly, ``model(x, training=False)``;
@@ -104,15 +105,21 @@ def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: 
                                       + ("es (TTA " + str(tta) + ")" if views > 1 else ""),
                                       lambda i: clf.forward(xs[i % k]), runs=runs, warmup=warmup)
     if views == 8:
-        for threads, name in ((1, "tflite_batch8"), (2, "tflite_batch8_2t")):
-            batch = _batch_invoke(spec.tflite_path, xs, views, threads)
-            if batch is not None:
-                t[name] = measure(name, f"what-if: the {views} TTA views in one batch-{views} invoke, {threads} thread"
-                                  + ("s" if threads > 1 else ""), batch, runs=runs, warmup=warmup)
-            else:
-                notes.append(f"batch-{views} invoke not supported by this runtime/model")
+        from hematovision.classifier import Classifier
+
+        per_view = Classifier(spec, batch_views=False)
+        two_t = Classifier(spec, num_threads=2)
+        t["tflite_forward_8invokes"] = measure("tflite_forward_8invokes", f"the {views} TTA views one invoke each (previous path)",
+                                               lambda i: per_view.forward(xs[i % k]), runs=runs, warmup=warmup)
+        t["tflite_forward_2t"] = measure("tflite_forward_2t", f"the {views} TTA views in one batch-{views} invoke, 2 threads",
+                                         lambda i: two_t.forward(xs[i % k]), runs=runs, warmup=warmup)
+        if not clf.views_batched:
+            notes.append(f"batch-{views} invoke not supported by this runtime/model: one invoke per view")
     t["tflite_predict"] = measure("tflite_predict", "whole path `clf.predict(path)`: decode + resize + network + CAM + OOD",
                                   lambda i: clf.predict(images[i % k]), runs=runs, warmup=warmup)
+    if views == 8:
+        t["tflite_predict_8invokes"] = measure("tflite_predict_8invokes", "whole path `clf.predict(path)`, one invoke per TTA view",
+                                               lambda i: per_view.predict(images[i % k]), runs=runs, warmup=warmup)
     t["tflite_predict_nocam"] = measure("tflite_predict_nocam", "whole path `clf.predict(path, cam=False)`",
                                         lambda i: clf.predict(images[i % k], cam=False), runs=runs, warmup=warmup)
 
@@ -150,6 +157,8 @@ def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: 
     ratios = tuple(r for r in (
         _ratio(all_t, "keras_predict", "tflite_net"),
         _ratio(all_t, "keras_predict", "tflite_forward") if views > 1 else None,
+        _ratio(all_t, "tflite_forward_8invokes", "tflite_forward") if views > 1 else None,
+        _ratio(all_t, "tflite_predict_8invokes", "tflite_predict") if views > 1 else None,
         _ratio(all_t, "keras_call", "tflite_net"),
         _ratio(all_t, "keras_predict_path", "tflite_predict"),
         _ratio(all_t, "keras_predict_path", "tflite_predict_nocam"),
@@ -160,29 +169,6 @@ def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: 
         model=spec.name, tflite_path=str(spec.tflite_path), keras_path=str(keras_path) if keras_path else None,
         images=k, runs=runs, warmup=warmup, tflite_threads_default=1, tta=tta, tta_views=views, timings=tuple(t.values()),
         gradcam=tuple(gradcam), ratios=ratios, top1_agreement=agreement, cam_correlation=cam_corr, notes=tuple(notes))
-
-
-def _batch_invoke(tflite_path, xs, views: int, threads: int):
-    """A callable running ``views`` copies of an input in one invoke, or None if the model cannot be resized."""
-    from hematovision import tta as tta_views
-    from hematovision.runtime import interpreter_class, quantize
-
-    cls, _ = interpreter_class()
-    it = cls(model_path=str(tflite_path), num_threads=threads)
-    detail = it.get_input_details()[0]
-    try:
-        it.resize_tensor_input(detail["index"], [views, *detail["shape"][1:]])
-        it.allocate_tensors()
-    except (ValueError, RuntimeError):
-        return None
-    batches = [quantize(np.stack([np.ascontiguousarray(tta_views.forward(x[0], kk, flip)) for kk, flip in tta_views.DIHEDRAL8]),
-                        detail) for x in xs]
-
-    def run(i: int) -> None:
-        it.set_tensor(detail["index"], batches[i % len(batches)])
-        it.invoke()
-
-    return run
 
 
 def _keras_rows(keras_path, xs, images, spec, tops, feats, head_weights, *, runs, warmup, gradcam_runs):

@@ -64,8 +64,9 @@ def markdown(results: dict) -> str:
         out += [f"## Latency per image: `{lat['model']}`", "",
                 f"{lat['images']} images (the same for every row), {lat['runs']} timed runs each after {lat['warmup']} warm-up runs, "
                 "one process. Network rows take a prepared tensor; path rows start from the JPEG file."
-                + (f" The shipped model uses test-time augmentation ({lat['tta']}): {lat['tta_views']} network passes per image "
-                   "in `clf.forward` and `clf.predict`; the float Keras rows do one pass, as a typical app does."
+                + (f" The shipped model uses test-time augmentation ({lat['tta']}): {lat['tta_views']} views per image, run as one "
+                   f"batch-{lat['tta_views']} invoke in `clf.forward` and `clf.predict` (the `8invokes` rows: one invoke per view, "
+                   "the previous path); the float Keras rows do one pass, as a typical app does."
                    if (lat.get("tta_views") or 1) > 1 else ""), "",
                 "| what | median ms | p95 ms |", "|---|---|---|"]
         out += [f"| {t['label']} | {_f(t['median_ms'])} | {_f(t['p95_ms'])} |" for t in lat["timings"]]
@@ -94,6 +95,11 @@ def markdown(results: dict) -> str:
                 for r in thr["runs"]]
         out += ["", f"Start-up (interpreter + imports + model load, one image): {_f(thr['startup_s'])} s; "
                 f"steady rate without it: **{_f(thr['steady_images_per_s'], 0)} images/s**.", ""]
+    sc = results.get("scaling")
+    if isinstance(sc, dict) and "runs" in sc:
+        from .scaling import markdown as scaling_markdown
+
+        out += scaling_markdown(sc)
     app = results.get("app")
     if isinstance(app, dict) and "endpoint" in app:
         rt, load = app.get("round_trip"), app.get("load")

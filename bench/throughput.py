@@ -50,12 +50,13 @@ class ThroughputReport:
 
 
 def run_cli(args: list, *, name: str, images: int, env: dict | None = None, timeout_s: float = 300.0,
-            shown: list | None = None) -> CliRun:
+            shown: list | None = None, stdout_to: Path | None = None) -> CliRun:
     """Run ``python -m hematovision ARGS`` and return its wall time, peak RSS and JSON-line counts.
 
-    ``shown``: the arguments as reported (temporary paths replaced by placeholders)."""
+    ``shown``: the arguments as reported (temporary paths replaced by placeholders); ``stdout_to``: keep
+    the command's stdout in that file (e.g. to compare the lines of two runs)."""
     cmd = [sys.executable, "-m", "hematovision", *map(str, args)]
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    with (open(stdout_to, "w+") if stdout_to else tempfile.TemporaryFile("w+")) as out, tempfile.TemporaryFile("w+") as err:
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT, stdout=out, stderr=err, env=env)
         timed_out, peak_kib = False, 0

@@ -1,4 +1,4 @@
-"""``python -m hematovision <command>``: classify | mesh | station | report | adapt.
+"""``python -m hematovision <command>``: classify | mesh | station | review | report | adapt | archive.
 
 Each command lives in ``hematovision/commands/<name>.py`` with
 ``add_parser(subparsers)`` and ``run(args) -> int``; heavy libraries are
@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("classify", "mesh", "station", "report", "adapt")
+COMMANDS = ("classify", "mesh", "station", "review", "report", "adapt", "archive")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -50,14 +50,21 @@ class Prediction:
 
 
 class Classifier:
-    """A verified model ready to classify; load it once with :func:`load_model`."""
+    """A verified model ready to classify; load it once with :func:`load_model`.
 
-    def __init__(self, spec: ModelSpec, *, num_threads: int | None = None):
+    ``batch_views=False`` runs the test-time augmentation views one invoke each
+    (the previous path: identical int8 outputs; which one is faster depends on the
+    CPU's caches, see docs/benchmarks.md).
+    """
+
+    def __init__(self, spec: ModelSpec, *, num_threads: int | None = None, batch_views: bool = True):
         self.spec = spec
         self.model = TFLiteModel(spec.tflite_path, num_threads=num_threads)
         expected = (1, spec.input.height, spec.input.width, 3)
         if self.model.input_shape != expected:
             raise ModelFormatError(f"{spec.tflite_path}: input shape {self.model.input_shape} does not match {expected} in its JSON.")
+        self.views = tta.DIHEDRAL8 if spec.tta == "dihedral8" else ((0, False),)
+        self.views_batched = batch_views and len(self.views) > 1 and self._prepare_batch()
         shapes = self.model.output_shapes
         n_out = len(shapes)
         if spec.outputs.logits_index >= n_out or shapes[spec.outputs.logits_index] != (1, len(spec.labels)):
@@ -93,21 +100,32 @@ class Classifier:
         """Network input (1, h, w, 3) -> (logits (C,), feature map (h', w', K) or None).
 
         With the model's test-time augmentation, logits and feature maps are
-        averaged over the 8 dihedral transforms (maps turned back first).
+        averaged over the 8 dihedral transforms (maps turned back first). The 8
+        views run as ONE batch-8 invoke (``views_batched``), else one invoke each;
+        the int8 outputs are the same either way.
         """
         fi = self.spec.outputs.features_index
-        views = tta.DIHEDRAL8 if self.spec.tta == "dihedral8" else ((0, False),)
-        logits, feats = [], []
-        for k, flip in views:
-            out = self.model.run(np.ascontiguousarray(tta.forward(x[0], k, flip))[None])
-            logits.append(out[self.spec.outputs.logits_index][0])
-            if fi is not None:
-                feats.append(tta.inverse(out[fi][0], k, flip))
+        if self.views_batched:
+            outs = self.model.run_batch(tta.stack(x[0], self.views))
+            per_view = [[o[j] for o in outs] for j in range(len(self.views))]
+        else:
+            per_view = [[o[0] for o in self.model.run(np.ascontiguousarray(tta.forward(x[0], k, flip))[None])]
+                        for k, flip in self.views]
+        logits = [out[self.spec.outputs.logits_index] for out in per_view]
+        feats = [tta.inverse(out[fi], k, flip) for out, (k, flip) in zip(per_view, self.views)] if fi is not None else []
         fmap = np.mean(feats, axis=0) if feats else None
         if self.logits_from_head:
             # GAP and the dense head are linear, so this equals the mean of the per-view head logits.
             return pooled(fmap) @ self.head_weights + self.head_bias, fmap
         return np.mean(logits, axis=0), fmap
+
+    def _prepare_batch(self) -> bool:
+        """Make the batch interpreter for the TTA views; False (one invoke per view) where the model cannot take it."""
+        try:
+            self.model.prepare_batch(len(self.views))
+        except ModelFormatError:
+            return False
+        return True
 
     def predict(self, image: ImageInput, *, cam: bool = True) -> Prediction:
         """Classify one image (path, bytes, PIL image or array; see :func:`load_image`)."""

@@ -62,6 +62,7 @@ def dequantize(q: np.ndarray, detail: dict) -> np.ndarray:
 class TFLiteModel:
     """One loaded .tflite model; :meth:`run` takes and returns float32 arrays.
 
+    :meth:`run_batch` runs several inputs in one invoke (the test-time augmentation views).
     A TFLite interpreter is not thread-safe, so calls are serialised by a lock.
     """
 
@@ -79,6 +80,8 @@ class TFLiteModel:
             raise ModelFormatError(f"{path}: the TFLite runtime could not load it ({exc}).") from exc
         self.input_detail = self._interpreter.get_input_details()[0]
         self.output_details = self._interpreter.get_output_details()
+        self.path, self._cls, self._num_threads = path, cls, num_threads
+        self._batched: dict[int, object] = {}  # batch size -> an interpreter resized to it (made once, kept)
         self._lock = threading.Lock()
 
     @property
@@ -94,6 +97,50 @@ class TFLiteModel:
         if tuple(x.shape) != self.input_shape:
             raise ValueError(f"input shape {x.shape} does not match the model's {self.input_shape}")
         with self._lock:
-            self._interpreter.set_tensor(self.input_detail["index"], quantize(x, self.input_detail))
-            self._interpreter.invoke()
-            return [dequantize(self._interpreter.get_tensor(d["index"]), d) for d in self.output_details]
+            return self._invoke(self._interpreter, x)
+
+    def run_batch(self, x: np.ndarray) -> list[np.ndarray]:
+        """Run ``n`` inputs stacked on axis 0 in ONE invoke; the outputs are those of ``n`` :meth:`run` calls, stacked.
+
+        The first call for a batch size makes a second interpreter of the same file, resized to it
+        (``resize_tensor_input`` + ``allocate_tensors``), and keeps it: later calls only invoke.
+        Raises :class:`ModelFormatError` when the model cannot take that batch size.
+        """
+        if x.ndim != len(self.input_shape) or x.shape[0] < 1 or tuple(x.shape[1:]) != self.input_shape[1:]:
+            raise ValueError(f"input shape {x.shape} is not a batch of the model's {self.input_shape[1:]}")
+        n = int(x.shape[0])
+        if n == self.input_shape[0]:
+            return self.run(x)
+        with self._lock:
+            interpreter = self._batched.get(n) or self._resized(n)
+            return self._invoke(interpreter, x)
+
+    def prepare_batch(self, n: int) -> None:
+        """Make the batch-``n`` interpreter now (see :meth:`run_batch`), so a model that cannot take it fails here."""
+        if n != self.input_shape[0]:
+            with self._lock:
+                if n not in self._batched:
+                    self._resized(n)
+
+    def _resized(self, n: int):
+        shape = [n, *self.input_shape[1:]]
+        try:
+            interpreter = self._cls(model_path=str(self.path), num_threads=self._num_threads)
+            interpreter.resize_tensor_input(self.input_detail["index"], shape)
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelFormatError(f"{self.path}: the runtime cannot resize its input to a batch of {n} ({exc}); "
+                                   "run the inputs one at a time, or re-export the model with a free batch dimension.") from exc
+        shapes = {d["index"]: tuple(int(v) for v in d["shape"]) for d in interpreter.get_output_details()}
+        got = [shapes.get(d["index"]) for d in self.output_details]
+        want = [(n, *s[1:]) for s in self.output_shapes]
+        if got != want:
+            raise ModelFormatError(f"{self.path}: with a batch of {n} the outputs are {got}, not {want} (a fixed batch "
+                                   "size inside the graph); run the inputs one at a time.")
+        self._batched[n] = interpreter
+        return interpreter
+
+    def _invoke(self, interpreter, x: np.ndarray) -> list[np.ndarray]:
+        interpreter.set_tensor(self.input_detail["index"], quantize(x, self.input_detail))
+        interpreter.invoke()
+        return [dequantize(interpreter.get_tensor(d["index"]), d) for d in self.output_details]

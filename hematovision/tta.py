@@ -4,7 +4,8 @@ A cell on a slide has no "up", so the model is asked about all eight
 rotations/reflections of the input and the logits are averaged. Feature maps
 are mapped back to the original orientation before averaging, so the CAM
 still lines up with the image. Enabled per model by ``"test_time_augmentation":
-"dihedral8"`` in its JSON (chosen and measured on val at export).
+"dihedral8"`` in its JSON (chosen and measured on val at export). The
+classifier runs the 8 views as one batch-8 invoke (:func:`stack`).
 """
 
 from __future__ import annotations
@@ -25,3 +26,8 @@ def inverse(image: np.ndarray, k: int, flip: bool) -> np.ndarray:
     """Undo :func:`forward` on an (h, w, C) array."""
     out = image[:, ::-1] if flip else image
     return np.rot90(out, -k, axes=(0, 1))
+
+
+def stack(image: np.ndarray, views=DIHEDRAL8) -> np.ndarray:
+    """The ``views`` of an (H, W, C) array as one contiguous (len(views), H, W, C) batch, in order."""
+    return np.stack([forward(image, k, flip) for k, flip in views])

@@ -1,12 +1,18 @@
 import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import ROOT
+from tests.conftest import EXAMPLES, ROOT
+
+#: The shipped model (no TensorFlow needed); the file-kind tests never reach the network.
+MODEL = ROOT / "models" / "wbc.json"
 
 
 def cli(*args, env=None):
@@ -62,3 +68,84 @@ def test_missing_model_exit_1_with_instructions(tmp_path):
 def test_help_documents_output():
     r = cli("classify", "--help")
     assert r.returncode == 0 and "JSON" in r.stdout and "--cam-dir" in r.stdout
+
+
+def _empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    return tmp_path / "empty"
+
+
+def _no_images(tmp_path):
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not an image")
+    (folder / "sub").mkdir()
+    return folder
+
+
+def _folder_named_jpg(tmp_path):
+    (tmp_path / "x.jpg").mkdir()
+    return tmp_path / "x.jpg"
+
+
+def _fifo(tmp_path):
+    os.mkfifo(tmp_path / "pipe.jpg")
+    return tmp_path / "pipe.jpg"
+
+
+def _device(tmp_path):
+    return Path("/dev/null")
+
+
+def _symlink_loop(tmp_path):
+    (tmp_path / "loop.jpg").symlink_to(tmp_path / "loop.jpg")
+    return tmp_path / "loop.jpg"
+
+
+#: kind -> (make the path, a phrase only its message has)
+NOT_IMAGES = {
+    "empty folder": (_empty_folder, "the folder is empty"),
+    "folder without images": (_no_images, "no image files in this folder"),
+    "folder named x.jpg": (_folder_named_jpg, "is a folder, not an image file"),
+    "fifo": (_fifo, "named pipe (FIFO)"),
+    "device": (_device, "character device"),
+    "symlink loop": (_symlink_loop, "symbolic link loop"),
+}
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX file kinds")
+@pytest.mark.parametrize("kind", sorted(NOT_IMAGES))
+def test_each_kind_of_non_image_gets_its_own_row_and_exit_1(kind, tmp_path):
+    make, phrase = NOT_IMAGES[kind]
+    path = make(tmp_path)
+    r = cli("classify", "--model", MODEL, "--workers", "1", path)
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 1, (kind, r.stdout, r.stderr)
+    assert len(rows) == 1 and rows[0]["path"] == str(path) and set(rows[0]) == {"path", "error"}
+    assert phrase in rows[0]["error"], rows[0]["error"]
+    others = [p for k, (_, p) in NOT_IMAGES.items() if k != kind]
+    assert not any(p in rows[0]["error"] for p in others)  # its own message
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="POSIX file kinds")
+def test_special_files_inside_a_folder_are_rows_not_skipped(tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    shutil.copy(sorted((EXAMPLES / "wbc").glob("*.jpg"))[0], folder / "a_cell.jpg")
+    os.mkfifo(folder / "b_pipe.png")
+    (folder / "c_loop.jpg").symlink_to(folder / "c_loop.jpg")
+    (folder / "d_dangling.jpg").symlink_to(folder / "gone.jpg")
+    r = cli("classify", "--model", MODEL, "--workers", "2", folder)
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 1
+    assert [Path(row["path"]).name for row in rows] == ["a_cell.jpg", "b_pipe.png", "c_loop.jpg", "d_dangling.jpg"]
+    assert "label" in rows[0]
+    assert "named pipe" in rows[1]["error"] and "link loop" in rows[2]["error"] and "broken symbolic link" in rows[3]["error"]
+
+
+def test_cli_uses_the_core_image_suffixes():
+    from hematovision.commands import _pool, classify
+    from hematovision.images import IMAGE_SUFFIXES
+
+    assert classify.IMAGE_SUFFIXES is IMAGE_SUFFIXES and _pool.IMAGE_SUFFIXES is IMAGE_SUFFIXES

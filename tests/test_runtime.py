@@ -90,3 +90,70 @@ def test_tta_inverse_undoes_forward():
     for k, flip in tta.DIHEDRAL8:
         np.testing.assert_array_equal(tta.inverse(tta.forward(x, k, flip), k, flip), x)
     assert len({tta.forward(x, k, f).tobytes() for k, f in tta.DIHEDRAL8}) == 8
+
+
+def test_shipped_tta_runs_as_one_batch8_invoke_with_identical_results():
+    """Golden check on real PBC images: the batch-8 path equals the 8-invoke path (int8: bit for bit)."""
+    from hematovision.classifier import Classifier
+    from tests.conftest import EXAMPLES, ROOT
+
+    if not (ROOT / "models" / "wbc.json").exists():
+        pytest.skip("models/wbc.json not shipped")
+    batched = load_model("wbc")
+    assert batched.spec.tta == "dihedral8" and batched.views_batched
+    per_view = Classifier(batched.spec, batch_views=False)
+    assert not per_view.views_batched
+    calls = []
+    batched.model._invoke = (lambda f: lambda it, x: calls.append(x.shape[0]) or f(it, x))(batched.model._invoke)
+    images = sorted((EXAMPLES / "wbc").glob("*.jpg"))
+    assert len(images) >= 8
+    for path in images:
+        a, b = batched.predict(path), per_view.predict(path)
+        assert a.label == b.label
+        assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) <= 1e-6
+        np.testing.assert_allclose(a.cam, b.cam, atol=1e-6)
+        assert a.ood_score == pytest.approx(b.ood_score, abs=1e-6)
+    assert calls == [8] * len(images)  # one invoke per image, of batch 8
+
+
+def test_run_batch_equals_single_runs_stacked(tiny_models, disc):
+    from hematovision.preprocessing import prepare
+
+    clf = load_model(tiny_models["tiny-int8"])
+    xs = [prepare(disc(c, seed=i), clf.spec.input) for i, c in enumerate(("red", "green", "blue"))]
+    batch = clf.model.run_batch(np.concatenate(xs))
+    single = [clf.model.run(x) for x in xs]
+    for j, out in enumerate(batch):
+        np.testing.assert_array_equal(out, np.concatenate([s[j] for s in single]))
+    with pytest.raises(ValueError):
+        clf.model.run_batch(xs[0][0])  # no batch axis
+    with pytest.raises(ValueError):
+        clf.model.run_batch(np.zeros((2, 7, 7, 3), np.float32))
+
+
+def test_batched_tta_on_a_float_model_and_fallback(tiny_models, disc, tmp_path, monkeypatch):
+    import json
+
+    from hematovision.classifier import Classifier
+    from tests.conftest import copy_model
+
+    path = copy_model(tiny_models["tiny-float32"], tmp_path)
+    meta = json.loads(path.read_text())
+    meta["test_time_augmentation"] = "dihedral8"
+    path.write_text(json.dumps(meta))
+    batched = load_model(path)
+    per_view = Classifier(batched.spec, batch_views=False)
+    assert batched.views_batched and not per_view.views_batched
+    for seed, label in enumerate(("red", "green", "blue")):
+        img = disc(label, seed=seed)
+        a, b = batched.predict(img), per_view.predict(img)
+        for k in a.probabilities:  # float GEMMs may sum in another order over a batch
+            assert a.probabilities[k] == pytest.approx(b.probabilities[k], abs=1e-5)
+        np.testing.assert_allclose(a.cam, b.cam, atol=1e-5)
+
+    def refuse(self, n):
+        raise ModelFormatError("fixed batch size")
+
+    monkeypatch.setattr(TFLiteModel, "prepare_batch", refuse)
+    fallback = load_model(path)
+    assert not fallback.views_batched and fallback.predict(disc("red", seed=0)).label == "red"

@@ -1,9 +1,12 @@
-"""``python -m hematovision classify [--model NAME_OR_PATH] [--cam-dir DIR] PATH...``
+"""``python -m hematovision classify [--model NAME_OR_PATH] [--cam-dir DIR] [--workers N] PATH...``
 
 Prints one JSON object per input on stdout:
 ``{"path", "label", "confidence", "probabilities", "uncertain", "out_of_distribution"}``, or
 ``{"path", "error"}`` with a one-line reason (the run goes on). Folders expand
-to the image files inside them (sorted, not recursive). Exit status: 0 all
+to the image files inside them (sorted, not recursive); an empty folder, a
+folder without images, a FIFO, a device or a symlink loop gets its own error
+row. ``--workers N`` classifies in N processes (default: every core), one model
+each; the lines and their order are the same for any N. Exit status: 0 all
 classified, 1 some input failed or the model could not be loaded, 2 usage error.
 """
 
@@ -12,30 +15,33 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
+from ..images import IMAGE_SUFFIXES
+from ._pool import Task, default_workers, expand, iter_rows
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
+    return value
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify cell images, one JSON line each", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("paths", nargs="+", metavar="PATH", help="image files or folders of images")
+    p.add_argument("paths", nargs="+", metavar="PATH", help=f"image files or folders of images ({', '.join(IMAGE_SUFFIXES)})")
     p.add_argument("--model", default="wbc", help="model name (wbc, all) or path to a .json/.tflite (default: wbc)")
     p.add_argument("--cam-dir", type=Path, help="write a Grad-CAM overlay PNG per input into this folder")
-    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads (default: runtime's choice)")
+    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: runtime's choice)")
+    p.add_argument("--workers", type=positive_int, default=None,
+                   help=f"worker processes, one model each (default: every core, {default_workers()} here; 1: in this process)")
     p.set_defaults(run=run)
-
-
-def expand(paths: list[str]) -> list[Path]:
-    out: list[Path] = []
-    for text in paths:
-        path = Path(text)
-        if path.is_dir():
-            out.extend(sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            out.append(path)
-    return out
 
 
 def _emit(obj: dict) -> None:
@@ -54,24 +60,14 @@ def run(args) -> int:
         return 1
     if args.cam_dir:
         args.cam_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [Task(index=i, item=item, cam_dir=args.cam_dir) for i, item in enumerate(expand(args.paths))]
+    workers = args.workers or default_workers()
     failed = 0
-    for i, path in enumerate(expand(args.paths)):
-        try:
-            pred = clf.predict(path, cam=bool(args.cam_dir))
-            if args.cam_dir:
-                _write_overlay(path, pred.cam, args.cam_dir / f"{i:05d}_{path.stem}_cam.png")
-        except (HematoVisionError, OSError) as exc:
-            failed += 1
-            _emit({"path": str(path), "error": str(exc).splitlines()[0] if str(exc) else type(exc).__name__})
-            continue
-        _emit({"path": str(path), **pred.to_json()})
+    try:
+        for row in iter_rows(tasks, clf=clf, model=args.model, threads=args.threads, workers=workers):
+            failed += "error" in row
+            _emit(row)
+    except BrokenProcessPool as exc:
+        print(f"error: a worker process died ({exc}); re-run with --workers 1 to see which file stops it.", file=sys.stderr)
+        return 1
     return 1 if failed else 0
-
-
-def _write_overlay(path: Path, cam, out: Path) -> None:
-    import cv2
-
-    from ..cam import overlay
-    from ..images import load_image
-
-    cv2.imwrite(str(out), cv2.cvtColor(overlay(load_image(path), cam), cv2.COLOR_RGB2BGR))

@@ -1,0 +1,130 @@
+"""Scaling over cores: ``classify --workers N`` and ``archive`` (local pool vs Ray), images/s at each N.
+
+    python -m bench.scaling [--model wbc] [--images 1000] [--workers 1,2] [--engines local,ray] [--data DIR]
+
+Every run is a child process (``bench/throughput.py``'s runner: wall time around
+the whole command, start-up included, and its peak RSS). The classify runs must
+print byte-identical JSON lines for every N (their sha256 is compared); the archive
+runs write a fresh Parquet dataset each and must hold one row per image. Images
+are the PBC test split (``--data``), copied round-robin into one folder; without
+the data the repo's examples are cycled. Ray rows need ``pip install .[scale]``
+and include Ray's own start-up (a local instance, ``ray.init(num_cpus=N)``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from .common import default_data_dir, example_images, idleness, machine, split_images
+from .throughput import CliRun, run_cli
+
+
+@dataclass(frozen=True)
+class ScalingRun:
+    tool: str  # "classify" or "archive-local" / "archive-ray"
+    workers: int
+    run: CliRun
+    images_per_s: float
+    output_sha256: str | None  # classify: sha256 of its stdout; archive: None
+    rows: int | None  # archive: rows in the Parquet output
+
+
+@dataclass(frozen=True)
+class ScalingReport:
+    model: str
+    images: int
+    source: str
+    runs: tuple[ScalingRun, ...]
+    identical_output: bool  # classify: the same JSON lines (order included) for every N
+    speedups: dict  # "<tool> <N>/1" -> images/s at N over images/s at 1
+
+
+def _classify(model: str, folder: Path, n: int, workers: int) -> ScalingRun:
+    out = Path(tempfile.mkstemp(prefix="hv-scaling-", suffix=".jsonl")[1])
+    run = run_cli(["classify", "--model", model, "--workers", workers, folder], name=f"classify_w{workers}", images=n,
+                  shown=["classify", "--model", _shown(model), "--workers", workers, "IMAGES_DIR"], stdout_to=out)
+    digest = hashlib.sha256(out.read_bytes()).hexdigest()
+    out.unlink()
+    return ScalingRun("classify", workers, run, n / run.wall_s, digest, None)
+
+
+def _archive(model: str, folder: Path, n: int, workers: int, engine: str, tmp: Path) -> ScalingRun:
+    import pyarrow.parquet as pq
+
+    output = tmp / f"archive-{engine}-{workers}.parquet"
+    run = run_cli(["archive", "--model", model, "--engine", engine, "--workers", workers, "--input", folder, "--output", output],
+                  name=f"archive_{engine}_w{workers}", images=n, timeout_s=900,
+                  shown=["archive", "--model", _shown(model), "--engine", engine, "--workers", workers,
+                         "--input", "IMAGES_DIR", "--output", "OUT.parquet"])
+    rows = pq.read_table(output, columns=["path"]).num_rows if output.exists() else 0
+    return ScalingRun(f"archive-{engine}", workers, run, n / run.wall_s, None, rows)
+
+
+def _shown(model: str) -> str:
+    return Path(model).name if Path(model).suffix else model
+
+
+def run(model: str, sources: list[Path], *, n: int = 1000, workers: tuple[int, ...] = (1, 2),
+        engines: tuple[str, ...] = ("local", "ray"), source_name: str = "") -> ScalingReport:
+    from .common import fill_folder
+
+    runs: list[ScalingRun] = []
+    with tempfile.TemporaryDirectory(prefix="hv-bench-scaling-") as tmp:
+        folder = fill_folder(sources, n, Path(tmp) / "images")
+        runs += [_classify(model, folder, n, w) for w in workers]
+        for engine in engines:
+            runs += [_archive(model, folder, n, w, engine, Path(tmp)) for w in workers]
+    base = {r.tool: r.images_per_s for r in runs if r.workers == 1}
+    speedups = {f"{r.tool} {r.workers}/1": r.images_per_s / base[r.tool] for r in runs if r.workers != 1 and r.tool in base}
+    digests = {r.output_sha256 for r in runs if r.tool == "classify"}
+    return ScalingReport(model=model, images=n, source=source_name or f"{len(sources)} distinct images", runs=tuple(runs),
+                         identical_output=len(digests) == 1, speedups=speedups)
+
+
+def markdown(rep: dict) -> list[str]:
+    out = [f"## Scaling over cores ({rep['images']} images: {rep['source']})", "",
+           "| run | workers | wall s | images/s | rows | peak RSS MiB (parent) |", "|---|---|---|---|---|---|"]
+    for r in rep["runs"]:
+        c = r["run"]
+        rows = r["rows"] if r["rows"] is not None else f"{c['classified']} + {c['errors']} errors"
+        out.append(f"| `{c['command']}` | {r['workers']} | {c['wall_s']:.2f} | {r['images_per_s']:.1f} | {rows} | {c['peak_rss_mib']:.0f} |")
+    out += ["", "Speed-up: " + ", ".join(f"{k} = **{v:.2f}x**" for k, v in rep["speedups"].items())
+            + f"; classify JSON lines identical for every N: **{'yes' if rep['identical_output'] else 'NO'}**.", ""]
+    return out
+
+
+def main(argv=None) -> int:
+    from .report import to_jsonable
+
+    p = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", default="wbc")
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
+    p.add_argument("--engines", default="local,ray", help="archive engines to run, of local,ray ('' for none)")
+    p.add_argument("--data", type=Path, default=None)
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "scaling.json")
+    args = p.parse_args(argv)
+    sources = split_images(args.data or default_data_dir(), "pbc" if args.model == "wbc" else args.model, args.images)
+    source = "PBC test split" if sources else "examples/ cycled (no data folder)"
+    before = idleness()
+    rep = run(args.model, sources or example_images(args.model), n=args.images,
+              workers=tuple(int(w) for w in args.workers.split(",")), engines=tuple(e for e in args.engines.split(",") if e),
+              source_name=source)
+    result = {"command": " ".join(["python -m bench.scaling", *(sys.argv[1:] if argv is None else argv)]),
+              "machine": machine(), "idleness": {"start": before, "end": idleness()}, "scaling": rep}
+    data = to_jsonable(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    idle = all(i["idle"] for i in data["idleness"].values())
+    print("\n".join(markdown(data["scaling"]) + [f"Machine idle: {'yes' if idle else 'NO (see idleness in ' + str(args.out) + ')'}."]))
+    return 0 if rep.identical_output and all(r.run.exit_code in (0, 1) and not r.run.timed_out for r in rep.runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""``python -m hematovision archive --input DIR --output OUT.parquet [--model M] [--engine local|ray] [--address ADDR] [--workers N]``
+
+Classifies every image under DIR (recursive, sorted) into a Parquet dataset:
+OUT.parquet is a folder of part files, one row per file with the columns path,
+label, confidence, probabilities (label -> p), uncertain, ood, ood_score, model,
+model_sha256 and error (null unless the file could not be classified; then the
+prediction columns are null). Each file's bytes are checked and decoded by the
+core (``hematovision.images``), with either engine.
+
+``--engine local`` (default) uses a process pool on this machine (``--workers``,
+default every core); ``--engine ray`` runs Ray Data (``read_binary_files`` ->
+``map_batches`` with one classifier per actor -> ``write_parquet``) on a local
+Ray instance or the cluster at ``--address`` (needs ``pip install .[scale]``).
+Re-running with the same OUTPUT resumes: files already in it are skipped. Exit
+status: 0 every file classified, 1 some file failed, or the model/input/output/
+engine could not be used, 2 usage error. See docs/scale.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import HematoVisionError
+from . import _parquet
+from ._parquet import ArchiveError
+from .classify import positive_int
+
+ENGINES = ("local", "ray")
+
+
+@dataclass(frozen=True)
+class ArchiveOptions:
+    input: Path
+    output: Path
+    model: str = "wbc"
+    engine: str = "local"
+    address: str | None = None  # a Ray cluster (``ray start --head`` prints it); None: a local Ray instance
+    workers: int | None = None  # processes (local) or actors (ray); None: every core here / every CPU of the cluster
+    threads: int | None = None  # TFLite threads per worker
+    rows_per_file: int = 4096  # local engine: rows per part file (what a crash can lose)
+
+
+@dataclass(frozen=True)
+class ArchiveResult:
+    found: int  # files under the input
+    skipped: int  # already in the output (resume)
+    written: int  # rows this run added
+    errors: int  # error rows among them
+    earlier_errors: int  # error rows of files skipped now (written by an earlier run; not retried)
+    seconds: float
+    engine: str
+    workers: int
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("archive", help="classify a folder tree into a Parquet dataset (local pool or Ray), resumable",
+                       description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--input", required=True, type=Path, help="folder of images (searched recursively)")
+    p.add_argument("--output", required=True, type=Path, help="Parquet dataset folder (created; an existing one is resumed)")
+    p.add_argument("--model", default="wbc", help="model name (wbc, all) or path to a .json/.tflite (default: wbc)")
+    p.add_argument("--engine", choices=ENGINES, default="local", help="local process pool (default) or Ray Data")
+    p.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or head:6379 (--engine ray; default: local Ray)")
+    p.add_argument("--workers", type=positive_int, help="worker processes / Ray actors (default: every core or cluster CPU)")
+    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: runtime's choice)")
+    p.set_defaults(run=run)
+
+
+def run(args) -> int:
+    if args.address and args.engine != "ray":
+        print("error: --address is for --engine ray; add --engine ray or drop --address.", file=sys.stderr)
+        return 2
+    opts = ArchiveOptions(input=args.input, output=args.output, model=args.model, engine=args.engine,
+                          address=args.address, workers=args.workers, threads=args.threads)
+    try:
+        result = archive(opts)
+    except (HematoVisionError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"archive: {result.found} files, {result.skipped} already in {opts.output}, {result.written} written "
+          f"({result.errors} errors) in {result.seconds:.1f} s with {result.workers} {result.engine} worker(s)", file=sys.stderr)
+    if result.earlier_errors:
+        print(f"archive: {result.earlier_errors} error rows from an earlier run are kept, not retried; to retry those "
+              "files, archive them into a new --output.", file=sys.stderr)
+    return 1 if result.errors or result.earlier_errors else 0
+
+
+def archive(options: ArchiveOptions) -> ArchiveResult:
+    """Classify the images under ``options.input`` not yet in ``options.output``; append their rows."""
+    from ..classifier import load_model
+    from ._pool import default_workers, expand, path_problem
+
+    t0 = time.perf_counter()
+    pa = _parquet.pyarrow()
+    if options.engine not in ENGINES:
+        raise ArchiveError(f"unknown engine {options.engine!r}; choose one of {', '.join(ENGINES)}.")
+    folder = options.input.absolute()
+    if not folder.is_dir():
+        raise ArchiveError(f"{folder}: not a folder; --input takes the folder that holds the images.")
+    clf = load_model(options.model, num_threads=options.threads)
+    model = _parquet.ModelId(clf.spec.name, clf.spec.sha256)
+    items = expand([str(folder)], recursive=True)
+    if len(items) == 1 and items[0].path == folder:
+        raise ArchiveError(items[0].problem or f"{folder}: no images found.")
+    done = _parquet.done_paths(options.output, model)
+    todo = [it for it in items if str(it.path) not in done]
+    problems = [it.problem or path_problem(it.path) for it in todo]  # FIFOs, devices, loops: never opened
+    refused = [{"path": str(it.path), "error": why} for it, why in zip(todo, problems) if why]
+    readable = [it for it, why in zip(todo, problems) if not why]
+    writer = _parquet.PartWriter(options.output, model, pa=pa, rows_per_file=options.rows_per_file)
+    writer.add(refused)
+    workers = options.workers or default_workers()
+    if options.engine == "ray" and readable:
+        writer.close()
+        from ._ray import run_ray
+
+        workers = run_ray([str(it.path) for it in readable], output=options.output, spec=clf.spec, model=model,
+                          workers=options.workers, address=options.address, threads=options.threads)
+    else:
+        _run_local(readable, writer, clf=clf, options=options, workers=workers)
+    writer.close()
+    (written, errors), (_, earlier) = _parquet.count_rows(options.output, [{str(it.path) for it in todo},
+                                                                          {str(it.path) for it in items} & done])
+    return ArchiveResult(found=len(items), skipped=len(items) - len(todo), written=written, errors=errors,
+                         earlier_errors=earlier, seconds=time.perf_counter() - t0, engine=options.engine, workers=workers)
+
+
+def _run_local(items, writer, *, clf, options: ArchiveOptions, workers: int) -> None:
+    from ._pool import Task, iter_rows
+
+    tasks = [Task(index=i, item=it, archive=True) for i, it in enumerate(items)]
+    for row in iter_rows(tasks, clf=clf, model=options.model, threads=options.threads, workers=workers):
+        writer.add([row])

@@ -1,0 +1,165 @@
+"""``archive``: a folder tree -> a Parquet dataset, with the local pool or Ray Data; resumable."""
+
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import EXAMPLES, ROOT
+
+pa = pytest.importorskip("pyarrow", reason="archive needs pyarrow (pip install .[scale])")
+pq = pytest.importorskip("pyarrow.parquet")
+
+from hematovision.commands._parquet import ArchiveError  # noqa: E402
+from hematovision.commands.archive import ArchiveOptions, archive  # noqa: E402
+
+WBC = ROOT / "models" / "wbc.json"
+COLUMNS = ["path", "label", "confidence", "probabilities", "uncertain", "ood", "ood_score", "model", "model_sha256", "error"]
+
+
+def make_tree(root, n):
+    """``n`` copies of the PBC examples (a fifth in a subfolder) and two bad files; returns (root, bad paths)."""
+    if not WBC.exists():
+        pytest.skip("models/wbc.json not shipped")
+    sources = sorted((EXAMPLES / "wbc").glob("*.jpg"))
+    (root / "sub").mkdir(parents=True)
+    for i in range(n):
+        src = sources[i % len(sources)]
+        shutil.copy(src, root / ("sub" if i % 5 == 0 else "") / f"{i:04d}_{src.name}")
+    bad = [root / "0003_truncated.jpg", root / "sub" / "0007_text.png"]
+    bad[0].write_bytes(sources[0].read_bytes()[:400])
+    bad[1].write_text("not an image")
+    return root, [str(p) for p in bad]
+
+
+def read_rows(output):
+    return {r["path"]: r for r in pq.read_table(output).to_pylist()}
+
+
+def classify_labels(*folders):
+    r = subprocess.run([sys.executable, "-m", "hematovision", "classify", "--model", str(WBC), "--workers", "2",
+                        *map(str, folders)], capture_output=True, text=True, cwd=ROOT, timeout=600)
+    return {row["path"]: row.get("label") for row in map(json.loads, r.stdout.splitlines())}
+
+
+def check_against_classify(rows, root, bad):
+    assert set(rows) == set(classify_labels(root, root / "sub"))
+    assert {p: r["label"] for p, r in rows.items()} == classify_labels(root, root / "sub")
+    errors = [p for p, r in rows.items() if r["error"] is not None]
+    assert sorted(errors) == sorted(bad)  # one error row per bad file, none for a good one
+    assert all(rows[p]["label"] is None and "\n" not in rows[p]["error"] for p in bad)
+    good = [r for r in rows.values() if r["error"] is None]
+    assert all(abs(sum(v for _, v in r["probabilities"]) - 1) < 1e-6 and r["model"] == "wbc" for r in good)
+
+
+def test_local_engine_rows_resume_and_new_files(tmp_path):
+    root, bad = make_tree(tmp_path / "slides", 40)
+    out = tmp_path / "out.parquet"
+    first = archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=2, rows_per_file=16))
+    assert (first.found, first.skipped, first.written, first.errors) == (42, 0, 42, 2)
+    assert pq.read_schema(next(out.glob("*.parquet"))).names == COLUMNS
+    rows = read_rows(out)
+    check_against_classify(rows, root, bad)
+    parts = sorted(out.iterdir())
+    assert len(parts) == 3 and not any(p.name.startswith(".") for p in parts)  # 16 + 16 + 10 rows, no temp files left
+
+    again = archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=2))
+    assert (again.skipped, again.written, again.earlier_errors) == (42, 0, 2)
+    assert sorted(out.iterdir()) == parts  # nothing re-classified, nothing written
+
+    shutil.copy(next(root.glob("0001_*")), root / "new_cell.jpg")
+    more = archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=1))
+    assert (more.skipped, more.written, more.errors) == (42, 1, 0)
+    assert len(read_rows(out)) == 43
+
+
+def test_cli_exit_status_and_refusals(tmp_path):
+    root, _ = make_tree(tmp_path / "slides", 6)
+    out = tmp_path / "o.parquet"
+    cmd = [sys.executable, "-m", "hematovision", "archive", "--model", str(WBC), "--workers", "2"]
+    r = subprocess.run([*cmd, "--input", root, "--output", out], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    assert r.returncode == 1 and "8 written (2 errors)" in r.stderr and "Traceback" not in r.stderr
+    (root / "0003_truncated.jpg").unlink()
+    (root / "sub" / "0007_text.png").unlink()
+    ok = subprocess.run([*cmd, "--input", root, "--output", tmp_path / "fresh.parquet"], capture_output=True, text=True,
+                        cwd=ROOT, timeout=300)
+    assert ok.returncode == 0, ok.stderr
+    for args, phrase in (([*cmd, "--input", tmp_path / "nope", "--output", out], "not a folder"),
+                         ([*cmd, "--input", root, "--output", out, "--address", "x:1"], "--engine ray")):
+        r = subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert r.returncode in (1, 2) and phrase in r.stderr and "Traceback" not in r.stderr
+
+
+def test_refuses_an_output_of_another_model_or_a_file(tmp_path):
+    root, _ = make_tree(tmp_path / "slides", 3)
+    out = tmp_path / "out.parquet"
+    archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=1))
+    with pytest.raises(ArchiveError, match="holds results of model 'wbc'"):
+        archive(ArchiveOptions(input=root, output=out, model=str(ROOT / "models" / "all.json"), workers=1))
+    (tmp_path / "file.parquet").write_bytes(b"PAR1")
+    with pytest.raises(ArchiveError, match="is a file"):
+        archive(ArchiveOptions(input=root, output=tmp_path / "file.parquet", model=str(WBC), workers=1))
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ArchiveError, match="the folder is empty"):
+        archive(ArchiveOptions(input=empty, output=tmp_path / "e.parquet", model=str(WBC), workers=1))
+
+
+def test_unreadable_part_file_is_set_aside_and_redone(tmp_path):
+    root, _ = make_tree(tmp_path / "slides", 4)
+    out = tmp_path / "out.parquet"
+    archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=1))
+    part = next(out.glob("part-*.parquet"))
+    part.write_bytes(part.read_bytes()[:100])  # a crash mid-write by another tool
+    redo = archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=1))
+    assert redo.written == 6 and (out / f"_unreadable-{part.name}").exists()
+    assert len(read_rows(out)) == 6
+
+
+def test_missing_extras_say_how_to_install(monkeypatch):
+    from hematovision.commands import _parquet, _ray
+    from hematovision.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install \.\[scale\]"):
+        _ray.run_ray(["x.jpg"], output=ROOT, spec=None, model=None)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)
+    with pytest.raises(MissingDependencyError, match=r"pip install \.\[scale\]"):
+        _parquet.pyarrow()
+
+
+def test_the_command_imports_neither_ray_nor_pyarrow():
+    code = ("import sys, hematovision.__main__ as m; m.build_parser(); "
+            "print(sorted({'ray', 'pyarrow'} & {k.split('.')[0] for k in sys.modules}))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stderr
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray = pytest.importorskip("ray", reason="the Ray engine needs `pip install .[scale]`")
+    ray.init(num_cpus=2, include_dashboard=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_engine_same_labels_as_classify_and_resumes(local_ray, tmp_path):
+    root, bad = make_tree(tmp_path / "slides", 200)
+    out = tmp_path / "ray.parquet"
+    first = archive(ArchiveOptions(input=root, output=out, model=str(WBC), engine="ray", workers=2))
+    assert (first.found, first.written, first.errors, first.workers) == (202, 202, 2, 2)
+    rows = read_rows(out)
+    assert len(rows) == 202 and pq.read_table(out).num_rows == 202  # one row per file
+    check_against_classify(rows, root, bad)
+    parts = sorted(out.iterdir())
+
+    again = archive(ArchiveOptions(input=root, output=out, model=str(WBC), engine="ray", workers=2))
+    assert (again.skipped, again.written) == (202, 0) and sorted(out.iterdir()) == parts  # nothing re-classified
+
+    shutil.copy(next(root.glob("0001_*")), root / "sub" / "late.jpg")
+    more = archive(ArchiveOptions(input=root, output=out, model=str(WBC), engine="ray", workers=2))
+    assert (more.skipped, more.written, more.errors) == (202, 1, 0)
+    assert pq.read_table(out).num_rows == 203
