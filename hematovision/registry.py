@@ -38,6 +38,36 @@ HUB_MODELS = {
 }
 
 
+def models_folder(models_dir: str | os.PathLike | None = None) -> Path:
+    """The local models folder: ``models_dir``, else ``$HEMATOVISION_MODELS``, else this checkout's ``models/``."""
+    return Path(models_dir) if models_dir else Path(os.environ.get("HEMATOVISION_MODELS", REPO_MODELS_DIR))
+
+
+def list_models(models_dir: str | os.PathLike | None = None) -> list[ModelSpec]:
+    """Every model in the models folder: each ``<name>.json`` that is model metadata (other JSON is ignored).
+
+    A lab model is a file dropped in the folder (``python -m hematovision adapt --out models``): it is listed
+    here, so the app, CLI and station offer it without code changes. Sorted by name; not yet sha256-verified
+    (``resolve`` verifies before use).
+    """
+    folder = models_folder(models_dir)
+    specs = []
+    for path in sorted(folder.glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            continue
+        if isinstance(data, dict) and "format_version" in data and "labels" in data and path.stem == data.get("name"):
+            specs.append(ModelSpec.from_json(data, json_path=path))
+    return specs
+
+
+def model_names(models_dir: str | os.PathLike | None = None) -> list[str]:
+    """Names ``load_model`` accepts: the local models folder's models, then Hub-registered ones not present locally."""
+    local = [s.name for s in list_models(models_dir)]
+    return local + [n for n in HUB_MODELS if n not in local]
+
+
 def sha256_file(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -60,7 +90,7 @@ def resolve(name_or_path: str | os.PathLike, *, revision: str | None = None, off
     if path.suffix in (".json", ".tflite") or os.sep in text or path.exists():
         spec = _from_path(path)
     else:
-        folder = Path(models_dir) if models_dir else Path(os.environ.get("HEMATOVISION_MODELS", REPO_MODELS_DIR))
+        folder = models_folder(models_dir)
         local = folder / f"{text}.json"
         spec = ModelSpec.from_file(local) if local.exists() else _from_hub(text, folder, revision=revision, offline=is_offline(offline))
     verify(spec)

@@ -60,6 +60,10 @@ def _tta(value, json_path: Path) -> str | None:
     return value
 
 
+def _beside(folder: Path, name: str | None) -> Path | None:
+    return folder / str(name) if name else None
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """Which TFLite output holds the logits and which the last feature map."""
@@ -86,6 +90,10 @@ class ModelSpec:
     descriptions: Mapping[str, str] = field(default_factory=dict)
     red_cell_fraction: float | None = None
     tta: str | None = None
+    task: str = ""
+    display_name: str = ""
+    examples: str | None = None
+    morphology_reference: Path | None = None
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def red_cell_px(self, shape: tuple[int, ...]) -> float | None:
@@ -141,6 +149,10 @@ class ModelSpec:
                 descriptions=dict(data.get("descriptions", {})),
                 red_cell_fraction=(data.get("morphology") or {}).get("red_cell_fraction"),
                 tta=_tta(data.get("test_time_augmentation"), json_path),
+                task=str(data.get("task", "")),
+                display_name=str(data.get("display_name") or data.get("task") or data["name"]),
+                examples=data.get("examples"),
+                morphology_reference=_beside(folder, (data.get("morphology") or {}).get("reference_file")),
                 raw=dict(data),
             )
         except ModelFormatError:

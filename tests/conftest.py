@@ -32,7 +32,7 @@ def require_data(*parts: str) -> Path:
 @pytest.fixture(scope="session")
 def tiny_models(tmp_path_factory):
     """Tiny TFLite test models (float32 and int8), built once per session with TensorFlow."""
-    pytest.importorskip("tensorflow", reason="building test models needs TensorFlow (requirements.txt)")
+    pytest.importorskip("tensorflow", reason="building test models needs TensorFlow (requirements-dev.txt)")
     from tests.tiny_model import build
 
     return build(tmp_path_factory.mktemp("tiny-models"))

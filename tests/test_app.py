@@ -7,11 +7,13 @@ and the real example images; skips with a reason when the models are not there.
 import contextlib
 import csv
 import json
+import logging
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -55,7 +57,7 @@ def free_port() -> int:
 @contextlib.contextmanager
 def serve(app):
     """The app launched in-process on a free local port, as `python app.py` launches it; yields its URL."""
-    app.demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True, **app.LAUNCH_KWARGS)
+    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     try:
         yield app.demo.local_url
     finally:
@@ -166,7 +168,7 @@ def test_batch_gives_table_differential_and_csv(app, client, tmp_path):
     table, diff, plot, csv_path, summary = client.predict([handle_file(f) for f in files], "wbc", api_name="/batch")
     rows = rows_of(table)
     assert [r["file"] for r in rows] == [f.name for f in files]
-    assert all(r["label"] in app.MODELS["wbc"].labels and 0 < r["confidence"] <= 1 for r in rows[:-1])
+    assert all(r["label"] in app.MODELS["wbc"].labels and 0 < float(r["confidence"]) <= 1 for r in rows[:-1])
     assert rows[-1]["label"] is None and "notes.jpg" in rows[-1]["error"] and str(tmp_path) not in rows[-1]["error"]
     counts = rows_of(diff)
     assert [r["class"] for r in counts] == list(app.MODELS["wbc"].labels)
@@ -175,6 +177,9 @@ def test_batch_gives_table_differential_and_csv(app, client, tmp_path):
     with open(csv_path, newline="", encoding="utf-8") as fh:
         parsed = list(csv.DictReader(fh))
     assert [r["file"] for r in parsed] == [f.name for f in files]
+    # The page shows what the CSV says: the same 4-decimal confidence strings (not 1 for 1.0000).
+    assert [r["confidence"] or "" for r in rows] == [r["confidence"] for r in parsed]
+    assert all(re.fullmatch(r"[01]\.\d{4}", r["confidence"]) for r in rows[:-1])
     assert "6** of 7 files classified" in summary
 
 
@@ -248,7 +253,7 @@ def test_unknown_model_is_an_error(client):
 
 
 def test_server_paths_are_never_opened(url):
-    """A request naming a file outside Gradio's upload folder is refused before any handler runs."""
+    """A request naming a file outside Gradio's upload folder is refused before any handler runs, with what to do."""
     import httpx
 
     secret = ROOT / "README.md"
@@ -257,35 +262,230 @@ def test_server_paths_are_never_opened(url):
         event = http.post("/gradio_api/call/classify", json=payload)
         event.raise_for_status()
         stream = http.get(f"/gradio_api/call/classify/{event.json()['event_id']}").text
-    assert "event: error" in stream and "HematoVision" not in stream.split("event: error", 1)[1]
+    assert "event: error" in stream
+    error = json.loads(stream.split("event: error", 1)[1].split("data:", 1)[1].strip())["error"]
+    assert error and "upload the file first" in error and "handle_file" in error, error
+
+
+# --------------------------------------------------------------------------- the server log: one line per user error
+
+
+def test_a_user_error_logs_one_line_and_no_traceback(client, tmp_path, caplog, capfd):
+    bad = tmp_path / "notes.jpg"
+    bad.write_text("this is a text file, not an image\n")
+    capfd.readouterr()
+    with caplog.at_level(logging.WARNING, logger="hematovision.app"):
+        with pytest.raises(AppError, match="not a readable image"):
+            client.predict(handle_file(bad), "wbc", api_name="/classify")
+    out, err = capfd.readouterr()
+    assert "Traceback" not in out + err, out + err
+    records = [r for r in caplog.records if r.name == "hematovision.app"]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    assert records[0].levelno == logging.WARNING and records[0].exc_info is None
+    message = records[0].getMessage()
+    assert "notes.jpg" in message and "not a readable image" in message and "\n" not in message
+
+
+def test_a_bug_still_logs_its_traceback(app, client, tmp_path, monkeypatch, caplog):
+    """Not every exception is the user's: an unexpected one keeps its traceback in the log, and the caller is told."""
+    def broken(*args, **kwargs):
+        raise RuntimeError("boom inside the classifier")
+
+    monkeypatch.setattr(app.MODELS["wbc"], "predict", broken)
+    cell = tmp_path / "cell.png"  # new content: not answered from the cache
+    rgb = np.asarray(Image.open(WBC_EXAMPLE).convert("RGB")).copy()
+    rgb[0, 0] = (1, 2, 3)
+    Image.fromarray(rgb).save(cell)
+    with caplog.at_level(logging.WARNING, logger="hematovision.app"):
+        with pytest.raises(AppError, match="server log"):
+            client.predict(handle_file(cell), "wbc", api_name="/classify")
+    bugs = [r for r in caplog.records if r.name == "hematovision.app" and r.levelno == logging.ERROR]
+    assert len(bugs) == 1 and bugs[0].exc_info and "boom inside the classifier" in caplog.text
+
+
+def test_a_multi_page_tiff_points_to_the_3d_tab(client, tmp_path):
+    """The core's hint names the CLI; a web user is pointed to the page's own z-stack input."""
+    pages = [Image.open(WBC_EXAMPLE).convert("RGB"), Image.open(WBC_EXAMPLE).convert("RGB").rotate(90)]
+    stack = tmp_path / "stack.tif"
+    pages[0].save(stack, save_all=True, append_images=pages[1:])
+    with pytest.raises(AppError) as info:
+        client.predict(handle_file(stack), "wbc", api_name="/classify")
+    message = str(info.value)
+    assert "frames" in message and "3D tab" in message and "python -m hematovision" not in message
+
+
+# --------------------------------------------------------------------------- memory and time for large uploads
+
+
+def _large_image(folder: Path, seed: int, size=(7300, 5470)) -> Path:
+    """A 40 MP JPEG of the example cell (upscaled), made unique by ``seed``."""
+    import cv2
+
+    rgb = cv2.resize(np.asarray(Image.open(WBC_EXAMPLE).convert("RGB")), size, interpolation=cv2.INTER_LINEAR)
+    rgb[seed, :16] = 0
+    path = folder / f"large-{seed}.jpg"
+    cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return path
+
+
+@pytest.fixture
+def as_upload(app):
+    """Copy a file into Gradio's upload folder (removed afterwards); returns the FileData dict a handler receives."""
+    import shutil
+    import uuid
+
+    folders = []
+
+    def copy(path: Path) -> dict:
+        folders.append(app.UPLOAD_DIR / f"test-{uuid.uuid4().hex}")
+        folders[-1].mkdir(parents=True)
+        return {"path": str(shutil.copy(path, folders[-1] / path.name))}
+
+    yield copy
+    for folder in folders:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_result_cache_is_bounded_by_bytes(app):
+    cache = app.ResultCache(limit_bytes=10_000)
+    for key in range(6):
+        cache.get_or_compute(key, lambda: _Sized(3_000))
+        assert cache.nbytes <= 10_000
+    assert len(cache) == 3
+    assert cache.get_or_compute(5, lambda: pytest.fail("a cached key is computed again")).nbytes == 3_000
+    cache.get_or_compute(2, lambda: _Sized(3_000))  # evicted long ago: computed again, the oldest goes
+    assert len(cache) == 3 and cache.nbytes == 9_000
+
+
+class _Sized:
+    """A cache entry of a given size."""
+
+    def __init__(self, nbytes):
+        self.nbytes = nbytes
+
+
+def test_large_uploads_leave_a_compact_bounded_cache(app, tmp_path, monkeypatch, as_upload):
+    """Several 40 MP uploads: the cache holds heatmaps and images at the analysis resolution, within its byte bound."""
+    monkeypatch.setattr(app.PREDICTIONS, "limit_bytes", 12 * 2**20)  # room for two compact 40 MP analyses, not three
+    app.PREDICTIONS.clear()
+    for seed in range(3):
+        upload = as_upload(_large_image(tmp_path, seed))
+        _, _, result = app.classify(upload, "wbc")
+        assert result["label"] in app.MODELS["wbc"].labels
+        assert app.PREDICTIONS.nbytes <= 12 * 2**20
+    assert len(app.PREDICTIONS) == 2
+    for entry in app.PREDICTIONS._items.values():
+        assert max(entry.image.shape[:2]) == app.ANALYSIS_SIDE and entry.prediction.cam.shape == entry.image.shape[:2]
+        assert entry.nbytes < 6 * 2**20  # the full-resolution heatmap alone would be 160 MB
+    app.PREDICTIONS.clear()
+    assert app.CACHE_BYTES <= 64 * 2**20
+
+
+def test_overlay_equals_the_core_overlay(app):
+    from hematovision import cam as cams
+
+    rgb = np.asarray(Image.open(WBC_EXAMPLE).convert("RGB"))
+    cam = app.MODELS["wbc"].predict(rgb).cam
+    for alpha in (0.0, 0.45, 1.0):
+        ours = app.draw_overlay(rgb, app.downscale(cam), alpha)
+        assert ours.shape == rgb.shape and ours.dtype == np.uint8
+        assert np.abs(ours.astype(int) - cams.overlay(rgb, cam, alpha=alpha).astype(int)).max() <= 4
+
+
+def test_a_40_mp_image_does_not_hold_a_queue_slot(app, client, tmp_path):
+    """/mesh and /morphology analyse a downscaled copy: a 40 MP upload answers in seconds, not half a minute."""
+    large = handle_file(_large_image(tmp_path, 7))
+    start = time.perf_counter()
+    path = client.predict(large, "wbc", "cam", api_name="/mesh")  # cold: includes classifying the 40 MP image
+    mesh_s = time.perf_counter() - start
+    load_glb(path)
+    start = time.perf_counter()
+    table, _, summary = client.predict(large, "wbc", api_name="/morphology")
+    morphology_s = time.perf_counter() - start
+    print(f"40 MP: /mesh {mesh_s:.1f} s (cold), /morphology {morphology_s:.1f} s")
+    assert rows_of(table) and "normal" in summary
+    assert mesh_s < 20 and morphology_s < 10, (mesh_s, morphology_s)
+
+
+# --------------------------------------------------------------------------- agents: the MCP server
+
+
+@contextlib.contextmanager
+def app_process(*args: str, env: dict | None = None):
+    """``python app.py ARGS`` on a free port; yields (url, output lines so far) once it prints that it is ready."""
+    import_app()  # skips without the models
+    port = free_port()
+    env = dict(os.environ if env is None else env, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
+    proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        lines, deadline, ready = [], time.monotonic() + 90, None
+        while time.monotonic() < deadline and ready is None:
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+            ready = re.search(r"ready in ([\d.]+) s at (\S+)", line)
+        assert ready, "app.py did not print its start-up time:\n" + "".join(lines)
+        assert f":{port}" in ready.group(2)
+        # Keep reading, so that a chatty server never blocks on a full pipe.
+        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
+        yield ready.group(2), lines
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+
+def test_mcp_server_lists_the_tools_and_classifies(tmp_path):
+    """`python app.py --mcp`: an agent lists the tools (research-use limits in their descriptions), classifies an
+    example and gets the core's message for a file that is not an image."""
+    import asyncio
+    import base64
+
+    pytest.importorskip("mcp", reason="the MCP test needs gradio[mcp] (requirements.txt)")
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    def data_uri(data: bytes, mime: str) -> str:
+        return f"data:{mime};base64,{base64.b64encode(data).decode()}"
+
+    async def session(url):
+        async with streamablehttp_client(f"{url}gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as s:
+                await s.initialize()
+                tools = {t.name: t for t in (await s.list_tools()).tools}
+                good = await s.call_tool("classify", {"image": data_uri(WBC_EXAMPLE.read_bytes(), "image/jpeg"),
+                                                      "model_name": "wbc"})
+                bad = await s.call_tool("classify", {"image": data_uri(b"not an image\n" * 10, "image/jpeg"),
+                                                     "model_name": "wbc"})
+                return tools, good, bad
+
+    with app_process("--mcp") as (url, lines):
+        assert any("gradio_api/mcp" in line for line in lines), "".join(lines)
+        tools, good, bad = asyncio.run(asyncio.wait_for(session(url), 120))
+    assert {"classify", "explain", "cell_mesh", "measure", "zstack_mesh", "batch", "model_card"} <= set(tools)
+    for name in ("classify", "explain", "cell_mesh", "measure", "batch"):
+        assert "not a diagnostic device" in tools[name].description, (name, tools[name].description)
+    image = tools["classify"].inputSchema["properties"]["image"]
+    assert "blood-cell image" in image["description"]
+    # The model choices are the models folder's (issue 14): the product models first, then any other model there.
+    enum = tools["classify"].inputSchema["properties"]["model_name"]["enum"]
+    assert enum[:2] == ["wbc", "all"] and enum == import_app().STORE.names()
+    assert not good.isError, good.content
+    assert "neutrophil" in good.content[0].text and "confidence" in good.content[0].text
+    assert bad.isError and "not a readable image" in bad.content[0].text, bad.content
 
 
 # --------------------------------------------------------------------------- python app.py
 
 
-@pytest.mark.slow
-def test_python_app_py_serves_quickly():
-    import_app()  # skips without the models
-    port = free_port()
-    env = dict(os.environ, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port), GRADIO_ANALYTICS_ENABLED="False")
-    proc = subprocess.Popen([sys.executable, "app.py"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        lines, deadline = [], time.monotonic() + 90
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            if m := re.search(r"ready in ([\d.]+) s at (\S+)", line):
-                break
-        else:
-            m = None
-        assert m, "app.py did not print its start-up time:\n" + "".join(lines)
-        assert f":{port}" in m.group(2)
+def test_python_app_py_serves_quickly_with_analytics_off():
+    """`python app.py` as a Space runs it, GRADIO_ANALYTICS_ENABLED unset: it serves, and Gradio's telemetry is off."""
+    env = {k: v for k, v in os.environ.items() if k != "GRADIO_ANALYTICS_ENABLED"}
+    with app_process(env=env) as (url, lines):
         import httpx
 
-        assert httpx.get(m.group(2), timeout=30).status_code == 200
-        assert float(m.group(1)) < 20, f"start-up took {m.group(1)} s"
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+        assert httpx.get(url, timeout=30).status_code == 200
+        seconds = float(next(m for line in lines if (m := re.search(r"ready in ([\d.]+) s", line))).group(1))
+        assert seconds < 20, f"start-up took {seconds} s"
+        assert httpx.get(f"{url}config", timeout=30).json()["analytics_enabled"] is False

@@ -371,7 +371,10 @@ def test_cli_every_case_then_a_good_image(corpus, tiny_models, tmp_path):
 def test_cli_folder_without_images(tiny_models, tmp_path):
     (tmp_path / "empty").mkdir()
     r = cli("classify", "--model", tiny_models["tiny-int8"], tmp_path / "empty")
-    assert r.returncode in (0, 1) and "Traceback" not in r.stderr and r.stdout == ""
+    # Issue 16: an empty folder is its own error row (not silence) and exit 1.
+    rows = [json.loads(line) for line in r.stdout.splitlines()]
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert len(rows) == 1 and "folder is empty" in rows[0]["error"]
 
 
 def test_cli_folder_with_the_corpus_and_cam_dir(corpus, tiny_models, tmp_path):
@@ -415,10 +418,9 @@ def app_url():
     pytest.importorskip("gradio_client")
     import app
 
-    # The production upload limit (the rest of LAUNCH_KWARGS is looks).
-    limits = {k: v for k, v in getattr(app, "LAUNCH_KWARGS", {}).items() if k == "max_file_size"}
+    # As `python app.py` launches it: the production upload limit and the app's upload middleware.
     port = _free_port()
-    app.demo.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True, **limits)
+    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
     try:
         yield f"http://127.0.0.1:{port}/"
     finally:
@@ -567,6 +569,30 @@ def test_app_never_opens_a_path_the_user_supplies(api, form, app_url, outside_im
     assert event != "complete", (
         f"/{api} processed {outside_image}, a server file the user named but never uploaded ({form}): {payload[:300]}")
     assert str(outside_image.parent) not in payload  # no server path echoed back
+    # ... and the refusal says what to do instead (not Gradio's bare {"error": null}).
+    assert event == "error", payload[:300]
+    error = json.loads(payload)["error"]
+    assert error and "upload" in error.lower() and "handle_file" in error, f"/{api} ({form}) refused without saying why: {payload[:300]}"
+
+
+@pytest.mark.parametrize("disposition", ['form-data; name="files"', 'form-data; name="files"; filename=""'])
+def test_app_upload_without_a_file_name_is_a_client_error(app_url, app_client, tmp_path, disposition):
+    """A multipart upload whose file part has no (or an empty) file name: never a 500; a 4xx says what to send."""
+    import httpx
+
+    boundary = uuid.uuid4().hex
+    body = (f"--{boundary}\r\nContent-Disposition: {disposition}\r\nContent-Type: image/jpeg\r\n\r\n").encode() \
+        + CELL.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+    r = httpx.post(f"{app_url}gradio_api/upload", content=body, timeout=DEADLINE_S,
+                   headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert r.status_code < 500, (r.status_code, r.text[:300])
+    if r.status_code >= 400:
+        assert "file name" in r.text and "Traceback" not in r.text, r.text[:300]
+    else:  # stored under a name Gradio makes up, inside its upload folder
+        from gradio import utils as gutils
+
+        assert all(Path(p).resolve().is_relative_to(Path(gutils.get_upload_folder()).resolve()) for p in r.json())
+    assert "label" in app_classify(app_client, fresh_cell(tmp_path))[2]
 
 
 def test_app_upload_with_a_crafted_filename_stays_in_the_upload_folder(app_url, tmp_path, monkeypatch):

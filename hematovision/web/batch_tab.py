@@ -1,0 +1,83 @@
+"""The Batch tab: many single-cell images at once, the differential count and a CSV."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import gradio as gr
+import pandas as pd
+
+from .. import report
+from ..errors import HematoVisionError
+from .errors import log, public, refusal, user_errors
+from .files import output_file, upload_path
+from .models import STORE
+
+
+def _table_cell(value):
+    """A per-file table cell as the CSV writes it: confidence with 4 decimals, so page and CSV agree."""
+    return f"{value:.4f}" if isinstance(value, float) else value
+
+
+def _classify_files(files, clf, progress):
+    rows = []
+    for path in progress.tqdm(files, desc="Classifying"):
+        name = Path(path).name
+        try:
+            rows.append(report.BatchRow.from_prediction(name, clf.predict(upload_path(path), cam=False)))
+        except gr.Error as exc:
+            rows.append(report.BatchRow.failed(name, exc.message))
+        except (HematoVisionError, ValueError) as exc:
+            rows.append(report.BatchRow.failed(name, public(exc)))
+    return rows
+
+
+@user_errors
+def batch(files, model_name, progress=gr.Progress()):
+    """Classify many single-cell images and count them: a per-file table, the differential count (percent per
+    class, like a manual differential) and a CSV. Unreadable files are listed with their error, not counted.
+    Research use only, not a diagnostic device.
+
+    Args:
+        files: a list of image files, one cell each.
+        model_name: the model: "wbc", "all" or a lab model of the models folder.
+
+    Returns:
+        The per-file table (file, label, confidence, uncertain, error), the differential table and chart data,
+        the CSV file and a summary.
+    """
+    clf = STORE.get(model_name)
+    if not files:
+        raise refusal("Add one or more image files first.")
+    rows = _classify_files(files, clf, progress)
+    diff = report.differential(rows, clf.labels)
+    csv_path = report.write_csv(rows, output_file(f"hematovision-{model_name}-batch.csv"))
+    table = pd.DataFrame([[_table_cell(v) for v in r.values()] for r in rows], columns=list(report.COLUMNS))
+    diff_table = pd.DataFrame(report.differential_rows(diff), columns=list(report.DIFFERENTIAL_COLUMNS))
+    failed = len(rows) - diff.total
+    if failed:
+        log.warning("batch: %d of %d files could not be read", failed, len(rows))
+    summary = (f"**{diff.total}** of {len(rows)} files classified"
+               + (f"; **{diff.uncertain} uncertain**: review them with a specialist" if diff.uncertain else "")
+               + (f"; {failed} could not be read (see the error column)." if failed else "."))
+    return table, diff_table, diff_table, str(csv_path), summary
+
+
+def build():
+    """Lay out the tab (inside ``gr.Tab``) and wire its event; returns its components."""
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=1, min_width=280):
+            files = gr.File(label="Images (one cell each)", file_count="multiple", type="filepath", elem_id="batch-files")
+            model = gr.Radio(STORE.choices(), value=STORE.default(), label="Model")
+            run = gr.Button("Classify all", variant="primary")
+            summary = gr.Markdown()
+            csv = gr.File(label="CSV download", interactive=False, elem_id="batch-csv")
+        with gr.Column(scale=2, min_width=280):
+            plot = gr.BarPlot(x="class", y="percent", label="Differential count (%)", y_lim=[0, 100], height=300,
+                              x_label_angle=-35)
+            differential = gr.Dataframe(headers=list(report.DIFFERENTIAL_COLUMNS), label="Differential", interactive=False)
+            table = gr.Dataframe(headers=list(report.COLUMNS), label="Per file", interactive=False)
+    run.click(batch, [files, model], [table, differential, plot, csv, summary], api_name="batch")
+    return SimpleNamespace(files=files, model=model, run=run, summary=summary, csv=csv, plot=plot,
+                           differential=differential, table=table)

@@ -1,0 +1,145 @@
+"""What a reviewer does in the Review tab: record a label, confirm a page, export the reviews, Grad-CAM of a
+cell, adapt the model from the verified cells. Writes go through hematovision.review (append-only reviews,
+checked before anything is written); the adapted model goes into the app's models folder."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from .. import registry
+from ..adapt import DEFAULT_L2
+from ..commands.adapt import adapt_from_db
+from ..images import load_image
+from ..review import ReviewInput, add_review, add_reviews, latest_reviews
+from ..reviewcsv import write_reviews_csv
+from .errors import refusal
+from .files import output_file
+from .imaging import draw_overlay
+from .models import STORE
+from .review_db import crop_file, is_upload
+from .review_view import page_rows
+
+MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
+NO_REVIEWER = "Enter your name under Reviewer first: every review records who made it."
+
+
+def reviewer_name(reviewer) -> str:
+    name = str(reviewer or "").strip()
+    if not name:
+        raise refusal(NO_REVIEWER, where="review")
+    return name
+
+
+def cell_number(value) -> int:
+    """A cell id as sent (a number, or its text); refused clearly when it is not one."""
+    if value is None or value == "":
+        raise refusal("Pick a cell in the gallery first.", where="review")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not number.is_integer():
+        raise refusal(f"cell id {str(value)[:20]!r} is not a cell's number (#id in the gallery).", where="review")
+    return int(number)
+
+
+def set_label(db, cell_id, label, note, reviewer):
+    """Record one verified label (its own transaction); returns the review. The label is checked by the core
+    against the cell's own model (its classes, or smudge, artefact, unidentified, other)."""
+    name = reviewer_name(reviewer)
+    cell = cell_number(cell_id)
+    label, note = str(label or "").strip(), str(note or "")
+    if not label:
+        raise refusal("Choose the cell's label.", where="review")
+    if label == "other" and not note.strip():
+        raise refusal("Type what the cell is under Note, then choose 'other'.", where="review")
+    return add_review(db, cell_id=cell, label=label, reviewer=name, note=note)
+
+
+def confirm_page(db, slide, label, page, reviewer) -> int:
+    """Verify every unverified cell of the page as the model labelled it, in one transaction; returns how many."""
+    name = reviewer_name(reviewer)
+    if label not in slide.labels:
+        raise refusal(f"Choose a class page first (one of {', '.join(slide.labels)}).", where="review")
+    rows, _ = page_rows(slide, label, page)
+    todo = [ReviewInput(cell_id=r.cell["id"], label=r.cell["label"], reviewer=name) for r in rows if r.review is None]
+    return len(add_reviews(db, todo)) if todo else 0
+
+
+def export_csv(db) -> str:
+    path = output_file(f"{db.path.stem}-reviews.csv")
+    write_reviews_csv(db, path)
+    return str(path)
+
+
+def model_of(slide):
+    """The app's copy of the model that classified this database's latest session (same name and network)."""
+    clf = STORE.models.get(slide.model_name)
+    if clf is None or clf.spec.sha256 != slide.model_sha256:
+        raise refusal(f"This database was classified by the model {slide.model_name!r} (sha256 {slide.model_sha256[:12]}...), "
+                      f"which the app does not have; copy that model's files into {STORE.folder.name}/ and reload the page.",
+                      where="review")
+    return clf
+
+
+def cell_cam(db, slide, cell_id):
+    """The Grad-CAM overlay of a cell's saved crop, by the model that classified it, and what it shows."""
+    cell = db.cell(int(cell_id)) if cell_id is not None else None
+    if cell is None:
+        raise refusal("Pick a cell in the gallery first.", where="review")
+    crop = crop_file(slide.db_path, cell)
+    if crop is None:
+        raise refusal(f"Cell #{cell['id']}: its crop is not beside the database, so there is nothing to explain.",
+                      where="review")
+    clf = model_of(slide)
+    pred = clf.predict(crop, cam=True)
+    if pred.cam is None:
+        raise refusal(f"The {clf.spec.name} model has no CAM head; it cannot show where it looked.", where="review")
+    return draw_overlay(load_image(crop), pred.cam, 0.45), pred.label
+
+
+def adapted_name(name, slide) -> str:
+    name = (name or "").strip() or f"{slide.model_name}-lab"
+    if not MODEL_NAME.fullmatch(name):
+        raise refusal(f"{name[:40]!r} is not a usable model name: letters, digits, - and _ (e.g. wbc-lab).", where="review")
+    existing = STORE.models.get(name)
+    if name in registry.HUB_MODELS or (existing is not None and "adaptation" not in existing.spec.raw):
+        raise refusal(f"{name} is a model the app already has (not a lab adaptation); choose another name, e.g. "
+                      f"{slide.model_name}-lab.", where="review")
+    return name
+
+
+def adapt_model(db, slide, name):
+    """Adapt the session's model from the verified cells into the models folder; returns the adapted JSON's data."""
+    source = model_of(slide)
+    name = adapted_name(name, slide)
+    if is_upload(slide.db_path):
+        outside = [i for i, r in latest_reviews(db).items() if crop_file(slide.db_path, db.cell(i)) is None]
+        if outside:
+            raise refusal(f"{len(outside)} verified cell(s) have no crop inside the uploaded folder (e.g. cell {outside[0]}); "
+                          "upload a .zip of the station folder with its crops.", where="review")
+    path = adapt_from_db(str(source.spec.json_path), Path(slide.db_path), STORE.folder, name=name, l2=DEFAULT_L2,
+                         session_ids=None)
+    STORE.refresh()
+    return name, json.loads(path.read_text(encoding="utf-8"))
+
+
+def adaptation_summary(name, data) -> str:
+    """Before/after accuracy of the adaptation, cross-validated on the verified cells, and how to use the model."""
+    adaptation = data["adaptation"]
+    cv = adaptation["cross_validation"]
+    before, after = cv["before"], cv["after"]
+    counts = adaptation["cells"]["count_per_class"]
+    left_out = adaptation["cells"].get("from_station_db", {}).get("left_out", [])
+    lines = [f"**{name}** written to the models folder from {sum(counts.values())} verified cells "
+             f"({', '.join(f'{k} {v}' for k, v in counts.items())}).", "",
+             f"| {cv['folds']}-fold cross-validation on these cells | before | after |", "|---|---|---|",
+             f"| accuracy | {before['accuracy']:.3f} | {after['accuracy']:.3f} |",
+             f"| balanced accuracy | {before['balanced_accuracy']:.3f} | {after['balanced_accuracy']:.3f} |", "",
+             f"Choose **{name}** under Model in Classify or Batch, or run the station with `--model {name}`. "
+             "Compare before switching: a few cells give a noisy estimate. Research use only."]
+    if left_out:
+        lines += ["", "Left out: " + "; ".join(left_out)]
+    return "\n".join(lines)

@@ -1,0 +1,197 @@
+"""Which station database the Review tab works on: the app's own (``--review-db``) or an uploaded one.
+
+``python app.py --review-db PATH`` (or ``HEMATOVISION_REVIEW_DB=PATH``) names the
+lab's station database on the server: it is opened in place, so every browser
+session reviews the same cells and the station's CLI sees the reviews at once.
+
+An upload (the ``.sqlite`` alone, or a ``.zip`` of the station folder with its
+crops) becomes a working copy in the app's review folder, one per uploaded
+content: uploading the same file again (another technologist, another browser)
+reopens that copy with the reviews made so far. The working copy is the app's,
+not the lab's: download the reviews CSV and import it into the station's
+database (``python -m hematovision review --db DB --import CSV``). Crops of an
+uploaded database are only read inside its working folder.
+
+Every read and write goes through :mod:`hematovision.review` and
+:class:`hematovision.stationlog.StationLog`; the app writes no SQL.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+import zipfile
+from contextlib import contextmanager
+from pathlib import Path, PurePosixPath
+
+import gradio as gr
+
+from ..errors import StationLogError
+from ..registry import sha256_file
+from ..stationlog import StationLog
+from .errors import public, refusal
+from .files import upload_path
+from .paths import REVIEW_DIR
+
+DB_SUFFIXES = (".sqlite", ".sqlite3", ".db")
+UPLOAD_TYPES = [*DB_SUFFIXES, ".zip"]
+#: A station folder unpacked from a zip may hold at most this much (the crops are small JPEGs).
+MAX_UNZIPPED_BYTES = 2 * 2**30
+MAX_ZIP_MEMBERS = 200_000
+HOW_TO_UPLOAD = ("In the Review tab, upload the station's database (the --db file of `python -m hematovision station`), "
+                 "or a .zip of its folder with the crops.")
+
+_configured: Path | None = None
+
+
+def set_configured_db(path):
+    """The server's station database (``python app.py --review-db PATH``); None: HEMATOVISION_REVIEW_DB, if set."""
+    global _configured
+    _configured = Path(path).expanduser().resolve() if path else None
+
+
+def configured_db() -> Path | None:
+    if _configured is not None:
+        return _configured
+    env = os.environ.get("HEMATOVISION_REVIEW_DB", "").strip()
+    return Path(env).expanduser().resolve() if env else None
+
+
+def is_upload(db_path) -> bool:
+    return Path(db_path).resolve().is_relative_to(REVIEW_DIR.resolve())
+
+
+SERVER_ID = "server"
+NOT_OPEN = "Open a station database first (upload it above, or open the app's own)."
+
+
+def database_id(path) -> str:
+    """What names an open database in the API: ``server`` (the configured one) or ``upload/<working copy>``."""
+    path = Path(path).resolve()
+    if is_upload(path):
+        return "upload/" + path.relative_to(REVIEW_DIR.resolve()).as_posix()
+    return SERVER_ID
+
+
+def resolve_database(database) -> Path:
+    """The database an id from :func:`database_id` names; anything else is refused (no other server path)."""
+    text = str(database or "").strip()
+    if not text:
+        raise refusal(NOT_OPEN, where="review")
+    if text == SERVER_ID:
+        path = configured_db()
+        if path is None:
+            raise refusal("The app was started without a station database (--review-db); upload one.", where="review")
+        return path
+    kind, _, rest = text.partition("/")
+    path = (REVIEW_DIR / rest).resolve()
+    if (kind != "upload" or not path.is_relative_to(REVIEW_DIR.resolve()) or path.suffix.lower() not in DB_SUFFIXES
+            or not path.is_file()):
+        raise refusal(f"{text[:60]!r} names no open station database: {NOT_OPEN}", where="review")
+    return path
+
+
+def crop_file(db_path, cell) -> Path | None:
+    """The crop of a cell (relative paths are relative to the database's folder); None when it cannot be shown:
+    missing, or (an uploaded database) outside its working folder."""
+    db_path = Path(db_path)
+    crop = Path(cell["crop_path"])
+    crop = (crop if crop.is_absolute() else db_path.parent / crop).resolve()
+    if is_upload(db_path) and not crop.is_relative_to(db_path.parent.resolve()):
+        return None
+    return crop if crop.is_file() else None
+
+
+@contextmanager
+def station(db_path):
+    """The station database, opened for one request (SQLite connections stay in the thread that made them)."""
+    try:
+        db = StationLog(db_path, create=False)
+    except StationLogError as exc:  # named by its file name: the server's folders are not the user's business
+        message = public(exc).replace(f"{Path(db_path).parent}/", "")
+        raise refusal(f"{message} {HOW_TO_UPLOAD}", where="review") from None
+    try:
+        yield db
+    finally:
+        db.close()
+
+
+def open_database(upload) -> Path:
+    """The database to review: a working copy of ``upload``, else the configured one; checked before use."""
+    if upload is None:
+        path = configured_db()
+        if path is None:
+            raise refusal("No station database to open: upload one (.sqlite, or a .zip of the station folder with its "
+                          "crops), or start the app with `python app.py --review-db PATH` (or HEMATOVISION_REVIEW_DB).")
+        if not path.is_file():
+            raise refusal(f"{path.name}: the station database the app was started with is not there; check "
+                          "--review-db / HEMATOVISION_REVIEW_DB.", where="review")
+    else:
+        path = working_copy(Path(upload_path(upload)))
+    try:
+        with station(path) as db:
+            check = db.quick_check()
+    except gr.Error:
+        if upload is not None:  # not a station database: its working copy is of no use
+            shutil.rmtree(REVIEW_DIR / path.resolve().relative_to(REVIEW_DIR.resolve()).parts[0], ignore_errors=True)
+        raise
+    if check != "ok":
+        raise refusal(f"{path.name}: damaged database ({check.splitlines()[0]}); restore it from a backup or recover it "
+                      "with `sqlite3 DB .recover`.", where="review")
+    return path
+
+
+def working_copy(upload: Path) -> Path:
+    """The working copy of an uploaded database or station zip (made once per uploaded content)."""
+    folder = REVIEW_DIR / sha256_file(upload)[:24]
+    if not folder.is_dir():
+        tmp = REVIEW_DIR / f".{folder.name}.{uuid.uuid4().hex}"
+        tmp.mkdir(parents=True)
+        try:
+            if upload.suffix.lower() == ".zip":
+                _unzip(upload, tmp)
+            else:
+                shutil.copyfile(upload, tmp / upload.name)
+            os.replace(tmp, folder)
+        except OSError:
+            if not folder.is_dir():  # not another request's copy of the same upload that won the race
+                raise
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        return _the_database(folder, upload.name)
+    except gr.Error:
+        shutil.rmtree(folder, ignore_errors=True)  # of no use: the next upload of it is refused the same way
+        raise
+
+
+def _the_database(folder: Path, name: str) -> Path:
+    found = sorted(p for p in folder.rglob("*") if p.suffix.lower() in DB_SUFFIXES and p.is_file())
+    if len(found) != 1:
+        what = "no station database" if not found else f"{len(found)} databases"
+        raise refusal(f"{name}: {what} in the upload; zip one station folder (its .sqlite and crops folder).",
+                      where="review")
+    return found[0]
+
+
+def _unzip(upload: Path, dest: Path) -> None:
+    """Unpack a station zip: plain files only, every path inside ``dest``, within size limits."""
+    try:
+        archive = zipfile.ZipFile(upload)
+    except zipfile.BadZipFile:
+        raise refusal(f"{upload.name}: not a readable zip file. {HOW_TO_UPLOAD}", where="review") from None
+    with archive:
+        members = [m for m in archive.infolist() if not m.is_dir()]
+        if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
+            raise refusal(f"{upload.name}: more than {MAX_ZIP_MEMBERS} files or {MAX_UNZIPPED_BYTES >> 30} GiB unpacked; "
+                          "zip one station folder.", where="review")
+        for member in members:
+            parts = PurePosixPath(member.filename.replace("\\", "/")).parts
+            if not parts or parts[0] == "/" or ".." in parts or ":" in parts[0]:
+                raise refusal(f"{upload.name}: unsafe path {member.filename!r} in the zip; zip the station folder itself.",
+                              where="review")
+            target = dest.joinpath(*parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with archive.open(member) as src, open(target, "wb") as out:
+                shutil.copyfileobj(src, out)
