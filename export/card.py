@@ -16,6 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from . import card_crosslab
+
 DATA = {
     "pbc": {
         "name": "PBC (peripheral blood cells), Acevedo et al. 2020",
@@ -256,12 +258,29 @@ def main(argv=None) -> int:
     p.add_argument("--adaptation", help="JSON summary of python -m export.adapt --report")
     p.add_argument("--baseline", help="robustness report of the plain model, shown beside this one")
     p.add_argument("--comparison", help="JSON of python -m export.compare (the candidates this model was chosen from)")
+    p.add_argument("--crosslab", help="JSON report of python -m training.crosslab")
+    p.add_argument("--crosslab-disclosure", default="", help="what was looked at while choosing (printed under the table)")
+    p.add_argument("--fewshot", nargs="*", default=[], help="JSON reports of python -m training.fewshot")
+    p.add_argument("--cam-localisation", help="JSON report of python -m training.cam_localisation")
+    p.add_argument("--cam-baseline", help="the same report for the model this one replaces")
     p.add_argument("--out", help="card path (default: <model>.md beside the JSON)")
     args = p.parse_args(argv)
     meta = json.loads(Path(args.model).read_text())
     reports = (_read_json(path) for path in (args.robustness, args.adaptation, args.baseline, args.comparison))
     out = Path(args.out) if args.out else Path(args.model).with_suffix(".md")
-    out.write_text(render(meta, *reports))
+    text = render(meta, *reports)
+    extra = []
+    if args.crosslab:
+        extra += card_crosslab.crosslab_section(_read_json(args.crosslab), disclosure=args.crosslab_disclosure)
+    if args.fewshot:
+        extra += card_crosslab.fewshot_section([_read_json(f) for f in args.fewshot])
+    if args.cam_localisation:
+        extra += card_crosslab.cam_section(_read_json(args.cam_localisation), _read_json(args.cam_baseline))
+    if extra:
+        # After the results and calibration, before the data/provenance part.
+        head, sep, tail = text.partition("\n## Data\n")
+        text = head + "\n" + "\n".join(extra) + sep + tail
+    out.write_text(text)
     print(out)
     return 0
 

@@ -30,7 +30,7 @@ import numpy as np
 from hematovision.registry import sha256_file
 from hematovision.spec import FORMAT_VERSION, InputSpec
 from training import metrics
-from training.data import DESCRIPTIONS, MORPHOLOGY_REFERENCE, RED_CELL_FRACTION, load_split, make_dataset, standardized
+from training.data import DESCRIPTIONS, FACTS, load_split, make_dataset, standardized
 
 MAX_INT8_ACCURACY_DROP = 0.005
 
@@ -102,6 +102,11 @@ def write_model(model, *, name: str, labels, spec: InputSpec, calibration_images
     return json_path
 
 
+def _stride_text(args: dict) -> str:
+    """Architecture note for a backbone whose last stage runs at output stride 16 (8x8 map at 128 px)."""
+    return ", output stride 16 (last stage dilated)" if args.get("output_stride", 32) == 16 else ""
+
+
 def _git_commit() -> str | None:
     try:
         return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True).stdout.strip() or None
@@ -146,16 +151,18 @@ def main(argv=None) -> int:
     labels = tuple(config["labels"])
     spec = InputSpec.from_json(config["input"])
     a = config["args"]
+    # Runs made before config.json carried the dataset's facts fall back to training/data.py's table.
+    facts = config.get("dataset_facts") or FACTS[config["dataset"]].to_json()
     t0 = time.time()
     splits = {s: load_split(a["data"], s, spec.height, labels, limit=a.get("limit_per_class")) for s in ("train", "val", "test")}
     model = keras.models.load_model(run / "best.keras")
     two_out = with_feature_output(model)
     json_path = write_model(
         model, name=args.name, labels=labels, spec=spec, calibration_images=splits["train"].images, quant=args.quant, out_dir=out,
-        extra={"task": "white-cell type (PBC, 8 classes)" if config["dataset"] == "pbc" else "B-lymphoblast ALL stage (4 classes)",
-               "architecture": f"MobileNetV2 alpha {a['alpha']} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}",
-               "morphology": {"reference_file": MORPHOLOGY_REFERENCE[config["dataset"]],
-                              "red_cell_fraction": RED_CELL_FRACTION[config["dataset"]],
+        extra={"task": facts["task"], "display_name": facts["display_name"], "examples": facts["examples"],
+               "architecture": f"MobileNetV2 alpha {a['alpha']}{_stride_text(a)} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}",
+               "morphology": {"reference_file": facts["morphology_reference"],
+                              "red_cell_fraction": facts["red_cell_fraction"],
                               "meaning": "red-cell diameter in px = red_cell_fraction * sqrt(H * W) of a typical input image"}},
     )
     metadata = json.loads(json_path.read_text())

@@ -37,12 +37,11 @@ import numpy as np
 from . import tta
 from .classifier import Classifier, load_model
 from .errors import HematoVisionError, ModelFormatError
-from .images import load_image
+from .images import IMAGE_SUFFIXES, load_image
 from .ood import OODModel
 from .preprocessing import prepare
 from .registry import sha256_file
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp"}
 MIN_CELLS_PER_CLASS = 2  # one to fit, one to test in the cross-validation
 MIN_CELLS_FOR_CALIBRATION = 30  # below this, temperature and threshold keep their source values
 DEFAULT_L2 = 1e-2

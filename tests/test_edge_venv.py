@@ -76,3 +76,39 @@ def test_edge_venv_runs_station(edge_python, tiny_models, tmp_path):
     assert "Differential: 6 cells" in r.stdout
     assert len((tmp_path / "cells.csv").read_text().splitlines()) == 7
     assert len(list((tmp_path / "log" / "station-crops").rglob("*.jpg"))) == 6
+
+
+def _hundred_cells(folder: Path) -> int:
+    """96 labelled cells from examples/wbc: each of the 16 examples in 6 views (4 rotations, 2 mirrors) at different brightness."""
+    import cv2
+    import numpy as np
+
+    n = 0
+    for path in sorted((EXAMPLES / "wbc").glob("*.jpg")):
+        label = path.name.split("__")[0]
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        img = cv2.imread(str(path))
+        for i, gain in enumerate((0.85, 0.92, 1.0, 1.05, 1.1, 1.15)):
+            view = np.rot90(img, i % 4) if i < 4 else np.fliplr(img)
+            cv2.imwrite(str(folder / label / f"{path.stem}_{i}.png"), np.clip(view * gain, 0, 255).astype(np.uint8))
+            n += 1
+    return n
+
+
+def test_edge_venv_adapts_100_cells_in_under_30_s(edge_python, tmp_path):
+    """Issue 12: `adapt` needs only the edge install (numpy + LiteRT) and runs in seconds on ~100 cells."""
+    if not (ROOT / "models" / "wbc.json").exists() or not (EXAMPLES / "wbc").exists():
+        pytest.skip("shipped wbc model or examples/wbc not present")
+    n = _hundred_cells(tmp_path / "cells")
+    assert n >= 90
+    env = {**os.environ, "HEMATOVISION_MODELS": str(ROOT / "models")}
+    import time
+
+    t0 = time.perf_counter()
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "adapt", "--model", "wbc", "--cells", str(tmp_path / "cells"),
+                        "--out", str(tmp_path / "out"), "--name", "wbc-edge"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    seconds = time.perf_counter() - t0
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "out" / "wbc-edge.json").exists()
+    assert seconds < 30, f"adapt took {seconds:.1f} s on {n} cells"

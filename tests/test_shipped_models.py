@@ -11,7 +11,9 @@ from tests.conftest import EXAMPLES, ROOT, require_data
 
 MODELS = ROOT / "models"
 #: model name -> (dataset folder, examples folder, minimum test accuracy, minimum macro-F1)
-SHIPPED = {"wbc": ("pbc", "wbc", 0.985, 0.98), "all": ("all", "all", 0.99, 0.99)}
+SHIPPED = {"wbc": ("pbc", "wbc", 0.985, 0.98), "all": ("all", "all", 0.99, 0.99),
+           # Cross-lab training (issue 12), experimental: misses the 98.5 % PBC bar; its own measured floor.
+           "wbc-crosslab": ("pbc", "wbc", 0.98, 0.975)}
 
 
 def _json(name):

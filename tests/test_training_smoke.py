@@ -39,12 +39,21 @@ def run(*args):
     return r
 
 
-@pytest.mark.parametrize("stain", ["none", "reinhard"])
-def test_train_evaluate_export_load(tiny_dataset, tmp_path, stain):
+def _crosslab_args(tmp_path):
+    """The cross-lab recipe: wide-zoom/stain/optics augmentation, colour transfer, output stride 16, larger decode."""
+    pool = tmp_path / "pool.npz"
+    run("training.colour_pool", "--images", EXAMPLES / "hard", EXAMPLES / "all", "--out", pool)
+    return ["--augment", "crosslab", "--colour-pool", pool, "--decode-size", "40", "--output-stride", "16"]
+
+
+@pytest.mark.parametrize("stain,recipe", [("reinhard", "lab"), ("none", "crosslab")])
+def test_train_evaluate_export_load(tiny_dataset, tmp_path, stain, recipe):
     weights = data_dir().parent / "weights" / "mobilenet_v2_0.35_imagenet_notop.weights.h5"
     run_dir, models = tmp_path / "run", tmp_path / "models"
+    extra = _crosslab_args(tmp_path) if recipe == "crosslab" else ["--augment", "lab"]
     run("training.train", "--dataset", "pbc", "--data", tiny_dataset, "--weights", weights if weights.exists() else "none",
-        "--img-size", "32", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--stain-norm", stain, "--out", run_dir)
+        "--img-size", "32", "--epochs", "1", "--head-epochs", "1", "--batch-size", "8", "--stain-norm", stain, *extra,
+        "--out", run_dir)
     for name in ("config.json", "history.csv", "curves.png", "best.keras", "backbone.weights.h5", "evaluation.json", "confusion_test.png", "confusion_test.csv"):
         assert (run_dir / name).exists(), name
     evaluation = json.loads((run_dir / "evaluation.json").read_text())
@@ -64,3 +73,9 @@ def test_train_evaluate_export_load(tiny_dataset, tmp_path, stain):
     assert (clf.spec.input.stain is not None) == (stain == "reinhard")
     pred = clf.predict(next((EXAMPLES / "wbc").glob("*.jpg")))
     assert pred.label in clf.labels and abs(sum(pred.probabilities.values()) - 1) < 1e-6
+    # Output stride 16 doubles the CAM's resolution (32 px input: 2x2 instead of 1x1), and the dataset's
+    # facts reach the model JSON through the run config.
+    assert meta["outputs"]["features"]["shape"][1] == (2 if recipe == "crosslab" else 1)
+    assert meta["display_name"] == "White-cell type (8 classes)" and meta["examples"] == "wbc"
+    if recipe == "crosslab":
+        assert config["colour_pool"]["images"] > 0 and "output stride 16" in meta["architecture"]

@@ -38,14 +38,32 @@ DESCRIPTIONS = {
     "pre_b": "Pre-B ALL: leukemic lymphoblasts of the pre-B stage.",
     "pro_b": "Pro-B ALL: leukemic lymphoblasts of the pro-B stage.",
 }
-#: Red-cell diameter as a fraction of sqrt(H * W) of the dataset's images: the
-#: image scale that morphology and field cropping need (PBC: ~32 px at 160 px;
-#: ALL: ~16 px at 224 px, measured on the images). Exported into the model JSON.
-RED_CELL_FRACTION = {"pbc": 0.2, "all": 16 / 224}
-#: Normal morphology reference each model is compared against.
-MORPHOLOGY_REFERENCE = {"pbc": "wbc.morphology.json", "all": "wbc.morphology.json"}
-#: Product model name for each dataset.
-MODEL_NAMES = {"pbc": "wbc", "all": "all"}
+@dataclass(frozen=True)
+class DatasetFacts:
+    """What a model trained on a dataset needs to say about itself: written into config.json by training and
+    into the model JSON by export (the app, CLI and station read it from there, never from here)."""
+
+    labels: tuple[str, ...]
+    model_name: str
+    task: str
+    display_name: str
+    #: Red-cell diameter as a fraction of sqrt(H * W) of the dataset's images: the image scale that
+    #: morphology and field cropping need (PBC: ~32 px at 160 px; ALL: ~16 px at 224 px, measured).
+    red_cell_fraction: float
+    #: Normal morphology reference file (in the models folder) the model's cells are compared against.
+    morphology_reference: str = "wbc.morphology.json"
+
+    def to_json(self) -> dict:
+        return {"labels": list(self.labels), "model_name": self.model_name, "task": self.task,
+                "display_name": self.display_name, "examples": self.model_name,
+                "red_cell_fraction": self.red_cell_fraction, "morphology_reference": self.morphology_reference}
+
+
+FACTS = {
+    "pbc": DatasetFacts(DATASETS["pbc"], "wbc", "white-cell type (PBC, 8 classes)", "White-cell type (8 classes)", 0.2),
+    "all": DatasetFacts(DATASETS["all"], "all", "B-lymphoblast ALL stage (4 classes)", "Leukemia stage, ALL (4 classes)",
+                        16 / 224),
+}
 
 
 @dataclass(frozen=True)

@@ -26,16 +26,7 @@ import numpy as np
 from hematovision import load_model
 from hematovision.adapt import DEFAULT_L2, _samples, deploy_features, extract, fit_head, scan_cells
 from hematovision.images import load_image
-
-
-def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """Wilson score interval for a binomial proportion."""
-    if n == 0:
-        return float("nan"), float("nan")
-    p = correct / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return float(centre - half), float(centre + half)
+from training.metrics import wilson
 
 
 def evaluate(feats, src_logits, y, theta0, spec_tta, k: int, draws: int, l2: float, seed: int) -> dict:

@@ -103,3 +103,17 @@ def coverage(probs: np.ndarray, y_true: np.ndarray, threshold: float) -> dict:
         "accuracy_when_confident": float(correct[keep].mean()) if keep.any() else None,
         "accuracy_when_uncertain": float(correct[~keep].mean()) if (~keep).any() else None,
     }
+
+
+def wilson(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """Wilson score interval for a binomial proportion (95 % for z = 1.96).
+
+    centre = (p + z^2/2n) / (1 + z^2/n), half-width = z sqrt(p(1-p)/n + z^2/4n^2) / (1 + z^2/n);
+    unlike p +- z sqrt(p(1-p)/n) it stays inside [0, 1] and is honest at p = 0 or 1 with small n.
+    """
+    if n == 0:
+        return float("nan"), float("nan")
+    p = correct / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, float(centre - half)), min(1.0, float(centre + half))

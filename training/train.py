@@ -24,7 +24,7 @@ import numpy as np
 from hematovision.spec import InputSpec
 from hematovision.stain_norm import fit_reference
 
-from .data import DATASETS, MODEL_NAMES, class_weights, load_split, make_dataset
+from .data import DATASETS, FACTS, class_weights, load_split, make_dataset
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -33,6 +33,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="folder with splits.csv and images/")
     p.add_argument("--weights", default="none", help="imagenet | none | PATH to backbone .weights.h5")
     p.add_argument("--init-from", help="run folder whose backbone.weights.h5 initialises the backbone (overrides --weights)")
+    p.add_argument("--init-model", help="a run's best.keras (same architecture): start from all its weights, head included "
+                                        "(a second, lower-learning-rate stage; use with --head-epochs 0)")
     p.add_argument("--img-size", type=int, default=128)
     p.add_argument("--alpha", type=float, default=0.35)
     p.add_argument("--epochs", type=int, default=12, help="fine-tuning epochs (after the head epochs)")
@@ -99,7 +101,9 @@ def main(argv=None) -> int:
     weights = class_weights(splits["train"].labels, len(labels)) if not args.no_class_weights else None
     config = {
         "dataset": args.dataset,
-        "model_name": MODEL_NAMES[args.dataset],
+        "model_name": FACTS[args.dataset].model_name,
+        "task": FACTS[args.dataset].task,
+        "dataset_facts": FACTS[args.dataset].to_json(),
         "labels": list(labels),
         "input": spec.to_json(),
         "args": vars(args),
@@ -121,6 +125,8 @@ def main(argv=None) -> int:
         config["colour_pool"] = {"file": args.colour_pool, "images": int(len(pool)),
                                  "sources": [str(x) for x in np.load(args.colour_pool)["sources"]]}
         (out / "config.json").write_text(json.dumps(config, indent=2))
+    if args.init_model:
+        model.load_weights(args.init_model)
     augment = make_augment(args.augment, out_size=args.img_size if train_images is not splits["train"] else None, colour_pool=pool)
     train_ds = make_dataset(train_images, spec, batch_size=args.batch_size, training=True, augment=augment, seed=args.seed)
     val_ds = make_dataset(splits["val"], spec, batch_size=128, training=False)

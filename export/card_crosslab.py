@@ -1,0 +1,92 @@
+"""Model-card sections for the cross-lab report, few-shot adaptation and CAM localisation.
+
+Each function takes the JSON a repo command wrote (``training.crosslab``,
+``training.fewshot``, ``training.cam_localisation``) and returns Markdown
+lines that quote its numbers and its command, so the card never disagrees
+with the report.
+"""
+
+from __future__ import annotations
+
+
+def _ci(x: dict) -> str:
+    if x.get("value") is None:
+        return "-"
+    lo, hi = max(0.0, x["ci95"][0]), min(1.0, x["ci95"][1])
+    return f"{100 * x['value']:.1f} % [{100 * lo:.1f}, {100 * hi:.1f}]"
+
+
+def _row(name: str, s: dict) -> str:
+    return (f"| {name} | {s['n']} | {_ci(s['accuracy'])} | {s['macro_f1_present_classes']:.3f} | {_ci(s['flagged'])} | "
+            f"{_ci(s['accuracy_not_flagged'])} | {_ci(s['confidently_wrong'])} |")
+
+
+def crosslab_section(report: dict, *, disclosure: str = "") -> list[str]:
+    lines = ["## Cross-lab accuracy (other labs' cells; their labels never used for training or selection)", "",
+             "Accuracy, flagged share and the accuracy of the cells not flagged, with 95 % Wilson intervals "
+             "(flagged = uncertain or out-of-distribution; confidently wrong = not flagged and wrong).", "",
+             "| cells | n | accuracy | macro-F1 (classes present) | flagged | accuracy not flagged | confidently wrong |",
+             "|---|---|---|---|---|---|---|"]
+    if "pbc_test" in report:
+        lines.append(_row("PBC test (own lab)", report["pbc_test"]))
+    for name, r in report["labelled"].items():
+        lines.append(_row(name, r["plain"]))
+        if "reframed" in r:
+            lines.append(_row(f"{name}, reframed to PBC framing", r["reframed"]))
+    lines.append("")
+    for name, r in report["labelled"].items():
+        rec = ", ".join(f"{c} {_ci(v)} (n={v['n']})" for c, v in r["plain"]["per_class_recall"].items())
+        lines.append(f"- {name} recall per class: {rec}.")
+    b = report.get("blasts_pbc_framing")
+    if b:
+        lines.append(f"- Unknown cell types: {b['n_crops']} B-lymphoblasts cut from the ALL set's malignant fields at PBC "
+                     f"framing (the core's cell detector): flagged {_ci(b['flagged'])}; confidently named as a mature "
+                     f"normal cell {_ci(b['confidently_named_mature_normal'])} (the most dangerous error).")
+    c = report.get("bccd_wbc_crops")
+    if c:
+        lines.append(f"- BCCD white-cell crops (another lab, no subtype labels): {c['n']} crops, flagged {_ci(c['flagged'])}.")
+    if disclosure:
+        lines.append(f"- {disclosure}")
+    lines += ["", f"Command: `{report['command']}` (training/crosslab.py).", ""]
+    return lines
+
+
+def fewshot_section(reports: list[dict]) -> list[str]:
+    lines = ["## Few-shot lab adaptation (`python -m hematovision adapt`)", "",
+             "k labelled cells per class from the new lab fit a new head on the frozen int8 network (numpy); the rest of "
+             "that lab's cells are the test. Mean and standard deviation over seeded random draws; the pooled 95 % "
+             "Wilson interval counts every test cell of every draw (draws share cells, so it is narrower than the spread "
+             "over draws: read the sd).", "",
+             "| lab cells | k per class | draws | test cells per draw | source model | adapted (mean +- sd) | adapted, pooled 95 % CI |",
+             "|---|---|---|---|---|---|---|"]
+    for rep in reports:
+        for r in rep["results"]:
+            a, src = r["adapted"], r["source"]
+            lo, hi = a["wilson95_pooled"]
+            lines.append(f"| {_lab(rep['cells'])} | {r['k']} | {rep['draws']} | {r['test_cells_per_draw']} | "
+                         f"{100 * src['mean']:.1f} % | {100 * a['mean']:.1f} +- {100 * a['std']:.1f} % | "
+                         f"[{100 * lo:.1f}, {100 * hi:.1f}] |")
+    lines += [""] + [f"Command: `{rep['command']}`." for rep in reports] + [""]
+    return lines
+
+
+def _lab(cells: str) -> str:
+    """``../shared/data/otherlabs/zheng1/images`` -> ``zheng1``."""
+    parts = [p for p in cells.replace("\\", "/").split("/") if p]
+    return parts[-2] if len(parts) > 1 and parts[-1] == "images" else (parts[-1] if parts else cells)
+
+
+def _pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def cam_section(report: dict, baseline: dict | None = None) -> list[str]:
+    def text(r):
+        return (f"{100 * r['mean_cam_mass_inside_cell']:.1f} % of the CAM's mass inside the segmented white cell "
+                f"(median {100 * r['median']:.1f} %; a uniform map would score {100 * r['uniform_map_chance']:.1f} %; "
+                f"n = {r['n']}, {r['skipped_no_cell']} images without a segmented cell skipped)")
+    lines = ["## Does the heatmap point at the cell?", "", f"- This model on PBC {report['split']}: {text(report)}."]
+    if baseline:
+        lines.append(f"- Before (`{baseline['model']}`, {baseline['sha256'][:12]}): {text(baseline)}.")
+    lines += ["", f"Command: `{report['command']}` (training/cam_localisation.py).", ""]
+    return lines

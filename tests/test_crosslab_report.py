@@ -1,0 +1,93 @@
+"""The cross-lab report's arithmetic, the reframing step and the CAM localisation figure, on hand-made data."""
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import pytest
+
+from hematovision.reframe import PBC_FILL, central_object_side, reframe_cell
+from training.cam_localisation import mass_inside
+from training.crosslab import labelled_cells, score
+from training.metrics import wilson
+
+
+@dataclass
+class FakePrediction:
+    label: str
+    uncertain: bool = False
+    out_of_distribution: bool = False
+
+
+def test_score_counts_flagged_and_confidently_wrong():
+    labels = ["neutrophil"] * 6 + ["lymphocyte"] * 4
+    preds = ([FakePrediction("neutrophil")] * 4 + [FakePrediction("ig", uncertain=True), FakePrediction("ig")]
+             + [FakePrediction("lymphocyte")] * 3 + [FakePrediction("monocyte", out_of_distribution=True)])
+    s = score(preds, labels)
+    assert s["accuracy"]["value"] == pytest.approx(0.7)
+    assert s["flagged"]["value"] == pytest.approx(0.2)
+    assert s["accuracy_not_flagged"]["n"] == 8
+    assert s["accuracy_not_flagged"]["value"] == pytest.approx(7 / 8)
+    assert s["confidently_wrong"]["value"] == pytest.approx(0.1)
+    assert s["per_class_recall"]["neutrophil"]["value"] == pytest.approx(4 / 6)
+    assert s["per_class_recall"]["lymphocyte"]["value"] == pytest.approx(3 / 4)
+    # F1 neutrophil: p = 1, r = 2/3 -> 0.8; lymphocyte: p = 1, r = 3/4 -> 6/7.
+    assert s["macro_f1_present_classes"] == pytest.approx((0.8 + 6 / 7) / 2)
+    assert s["confusion"]["true_rows"] == ["lymphocyte", "neutrophil"]
+    assert sum(map(sum, s["confusion"]["matrix"])) == 10
+
+
+@pytest.mark.parametrize("correct,n,lo,hi", [(0, 10, 0.0, 0.2775), (10, 10, 0.7225, 1.0), (50, 100, 0.4038, 0.5962)])
+def test_wilson_interval_golden(correct, n, lo, hi):
+    got = wilson(correct, n)
+    assert got == pytest.approx((lo, hi), abs=2e-4)
+
+
+def test_labelled_cells_reads_both_layouts_and_refuses_empty(tmp_path):
+    img = np.full((20, 20, 3), 200, np.uint8)
+    for root in (tmp_path / "a", tmp_path / "b" / "images"):
+        (root / "lymphocyte").mkdir(parents=True)
+        cv2.imwrite(str(root / "lymphocyte" / "1.png"), img)
+    assert [lab for _, lab in labelled_cells(tmp_path / "a")] == ["lymphocyte"]
+    assert [lab for _, lab in labelled_cells(tmp_path / "b")] == ["lymphocyte"]
+    (tmp_path / "empty" / "x").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match="no images"):
+        labelled_cells(tmp_path / "empty")
+
+
+def _disc_image(size: int, radius: int) -> np.ndarray:
+    img = np.full((size, size, 3), (235, 225, 200), np.uint8)
+    cv2.circle(img, (size // 2, size // 2), radius, (120, 60, 150), -1)
+    return img
+
+
+def test_reframe_pads_a_tight_crop_to_pbc_fill_and_keeps_the_cell_pixels():
+    tight = _disc_image(120, 50)  # the cell spans ~100 of 120 px
+    side = central_object_side(tight)
+    assert 95 <= side <= 105
+    out = reframe_cell(tight)
+    assert out.shape[0] == out.shape[1] == round(side / PBC_FILL)
+    top = (out.shape[0] - 120) // 2
+    np.testing.assert_array_equal(out[top:top + 120, top:top + 120], tight)
+    corner = out[2, 2].astype(int)
+    assert np.abs(corner - (235, 225, 200)).max() <= 6  # padded with the glass colour
+
+
+def test_reframe_leaves_loose_frames_alone():
+    loose = _disc_image(160, 20)
+    assert reframe_cell(loose) is loose
+
+
+def test_reframe_refuses_nonsense_fill():
+    with pytest.raises(ValueError, match="fill"):
+        reframe_cell(_disc_image(60, 10), fill=0.0)
+
+
+def test_mass_inside_golden():
+    cam = np.zeros((4, 4))
+    cam[1:3, 1:3] = 1.0
+    cam[0, 0] = 2.0
+    mask = np.zeros((4, 4), bool)
+    mask[1:3, 1:3] = True
+    assert mass_inside(cam, mask) == pytest.approx(4 / 6)
+    assert np.isnan(mass_inside(np.zeros((4, 4)), mask))
