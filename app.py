@@ -89,7 +89,7 @@ def page_loaded():
 
 with Blocks(title="HematoVision - blood-cell classification", delete_cache=(3600, 3600)) as demo:
     gr.HTML(HEADER)
-    with gr.Tabs():
+    with gr.Tabs() as tabs:
         with gr.Tab("Classify", id="classify"):
             classify_ui = classify_tab.build()
         with gr.Tab("3D", id="3d") as tab3d:
@@ -118,6 +118,7 @@ with Blocks(title="HematoVision - blood-cell classification", delete_cache=(3600
     gr.on([tab3d.select, view3d_ui.colour.change], cell_mesh, [c.image, c.model, view3d_ui.colour], view3d_ui.cell3d,
           api_name="mesh", preprocess=False)
     review_tab.wire_models(model_radios(), publish_models)
+    review_tab.wire_batch(batch_ui.review, tabs)
     demo.load(page_loaded, None, [*model_radios(), review_ui.open_server], api_visibility="private", queue=False)
 
 demo.queue(default_concurrency_limit=2, max_size=64)

@@ -370,3 +370,44 @@ def test_review_db_and_adapt_add_a_lab_model_to_the_choices(app, tmp_path):
         assert result["model"] == "wbc-lab" and result["label"] in app.MODELS["wbc"].labels
         rows, *_ = fresh.predict([handle_file(WBC_FILES[0])], "wbc-lab", api_name="/batch")
         assert rows["data"][0][1] == result["label"]
+
+
+# --------------------------------------------------------------------------- the Batch tab's batch
+
+
+def test_review_this_batch_opens_it_and_its_reviews_export(app, client):
+    """/batch also writes the batch as a station session; /review_batch opens it as /review_open opens an upload."""
+    from hematovision.stationlog import StationLog
+
+    files = sorted((EXAMPLES / "wbc").glob("*.jpg"))[:3]
+    table_, *_ = client.predict([handle_file(f) for f in files], "wbc", api_name="/batch")
+    batch_rows = {row[0]: row for row in table_["data"]}
+    opened = named(OPENED, client.predict(api_name="/review_batch"))
+    assert opened.db.startswith("upload/batch-") and "3 cells" in opened.source and "batch" in opened.source
+    assert opened.progress.startswith("**0 of 3 verified**")
+    db_path = app.UPLOAD_DIR / "hematovision-review" / opened.db.removeprefix("upload/")
+    with StationLog(db_path, create=False) as log:
+        (session,) = log.sessions()
+        cells = list(log.cells())
+    assert session.source == "batch upload" and session.model_name == "wbc" and session.labels == app.MODELS["wbc"].labels
+    assert [c["source_frame"] for c in cells] == [f.name for f in files]
+    for c in cells:  # the model's label and confidence as /batch gave them; the image saved as the crop
+        assert (c["label"], f"{c['confidence']:.4f}") == tuple(batch_rows[c["source_frame"]][1:3])
+        assert (db_path.parent / c["crop_path"]).is_file()
+    assert opened.cell_id in {c["id"] for c in cells} and opened.cell is not None
+
+    cell = cells[1]
+    out = named((*VIEW, *CELL, "note"), client.predict(opened.db, cell["id"], "basophil", "", "A. Smith",
+                                                      api_name="/review_set"))
+    assert out.progress.startswith("**1 of 3 verified**")
+    assert reviews_in(db_path) == [(cell["id"], "basophil", "A. Smith", "")]
+    path = client.predict(opened.db, api_name="/review_export")
+    rows = list(csv.DictReader(open(path, encoding="utf-8")))
+    assert len(rows) == 3
+    row = next(r for r in rows if r["cell_id"] == str(cell["id"]))
+    assert (row["label"], row["reviewer"], row["model_label"]) == ("basophil", "A. Smith", cell["label"])
+
+
+def test_review_this_batch_before_any_batch_says_what_to_do(url):
+    with pytest.raises(AppError, match="No batch to review: classify images in the Batch tab first"):
+        Client(url, verbose=False).predict(api_name="/review_batch")  # a fresh session: it has run no batch

@@ -1,4 +1,5 @@
-"""The Batch tab: many single-cell images at once, the differential count and a CSV."""
+"""The Batch tab: many single-cell images at once, the differential count and a CSV; each batch is also written
+as a station session (review_db.write_batch) that "Review this batch" opens in the Review tab."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from ..errors import HematoVisionError
 from .errors import log, public, refusal, user_errors
 from .files import output_file, upload_path
 from .models import STORE
+from .review_db import remember_batch, write_batch
 
 
 def _table_cell(value):
@@ -21,20 +23,37 @@ def _table_cell(value):
 
 
 def _classify_files(files, clf, progress):
-    rows = []
+    """The table's rows, and (name, path, prediction, error) per file for the batch's station session."""
+    rows, logged = [], []
     for path in progress.tqdm(files, desc="Classifying"):
         name = Path(path).name
         try:
-            rows.append(report.BatchRow.from_prediction(name, clf.predict(upload_path(path), cam=False)))
+            local = upload_path(path)
+            pred = clf.predict(local, cam=False)
+            rows.append(report.BatchRow.from_prediction(name, pred))
+            logged.append((name, local, pred, None))
+            continue
         except gr.Error as exc:
             rows.append(report.BatchRow.failed(name, exc.message))
         except (HematoVisionError, ValueError) as exc:
             rows.append(report.BatchRow.failed(name, public(exc)))
-    return rows
+        logged.append((name, None, None, rows[-1].error))
+    return rows, logged
+
+
+def _log_for_review(logged, clf, request):
+    """Write the batch as a station session for the Review tab; a failure there costs the review, not the batch."""
+    db_path = None
+    if any(pred is not None for _, _, pred, _ in logged):
+        try:
+            db_path = write_batch(logged, clf)
+        except (HematoVisionError, ValueError, OSError) as exc:
+            log.warning("batch: not written for review (%s)", public(exc))
+    remember_batch(getattr(request, "session_hash", None), db_path)
 
 
 @user_errors
-def batch(files, model_name, progress=gr.Progress()):
+def batch(files, model_name, request: gr.Request = None, progress=gr.Progress()):
     """Classify many single-cell images and count them: a per-file table, the differential count (percent per
     class, like a manual differential) and a CSV. Unreadable files are listed with their error, not counted.
     Research use only, not a diagnostic device.
@@ -45,12 +64,13 @@ def batch(files, model_name, progress=gr.Progress()):
 
     Returns:
         The per-file table (file, label, confidence, uncertain, error), the differential table and chart data,
-        the CSV file and a summary.
+        the CSV file and a summary. The batch is also kept as a station session: /review_batch opens it for review.
     """
     clf = STORE.get(model_name)
     if not files:
         raise refusal("Add one or more image files first.")
-    rows = _classify_files(files, clf, progress)
+    rows, logged = _classify_files(files, clf, progress)
+    _log_for_review(logged, clf, request)
     diff = report.differential(rows, clf.labels)
     csv_path = report.write_csv(rows, output_file(f"hematovision-{model_name}-batch.csv"))
     table = pd.DataFrame([[_table_cell(v) for v in r.values()] for r in rows], columns=list(report.COLUMNS))
@@ -73,11 +93,12 @@ def build():
             run = gr.Button("Classify all", variant="primary")
             summary = gr.Markdown()
             csv = gr.File(label="CSV download", interactive=False, elem_id="batch-csv")
+            review = gr.Button("Review this batch", elem_id="batch-review")
         with gr.Column(scale=2, min_width=280):
             plot = gr.BarPlot(x="class", y="percent", label="Differential count (%)", y_lim=[0, 100], height=300,
                               x_label_angle=-35)
             differential = gr.Dataframe(headers=list(report.DIFFERENTIAL_COLUMNS), label="Differential", interactive=False)
             table = gr.Dataframe(headers=list(report.COLUMNS), label="Per file", interactive=False)
     run.click(batch, [files, model], [table, differential, plot, csv, summary], api_name="batch")
-    return SimpleNamespace(files=files, model=model, run=run, summary=summary, csv=csv, plot=plot,
+    return SimpleNamespace(files=files, model=model, run=run, summary=summary, csv=csv, review=review, plot=plot,
                            differential=differential, table=table)

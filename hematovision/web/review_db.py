@@ -12,6 +12,10 @@ not the lab's: download the reviews CSV and import it into the station's
 database (``python -m hematovision review --db DB --import CSV``). Crops of an
 uploaded database are only read inside its working folder.
 
+A batch of the Batch tab is written as one session of a new station database in
+the same folder (``batch-<id>/batch.sqlite`` with its crops): "Review this batch"
+(``/review_batch``) opens the calling session's latest batch like an upload.
+
 Every read and write goes through :mod:`hematovision.review` and
 :class:`hematovision.stationlog.StationLog`; the app writes no SQL.
 """
@@ -20,8 +24,11 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
+import time
 import uuid
 import zipfile
+from collections import OrderedDict
 from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
 
@@ -29,6 +36,9 @@ import gradio as gr
 
 from ..errors import StationLogError
 from ..registry import sha256_file
+from ..camera import Frame
+from ..field import whole_frame
+from ..images import load_image
 from ..stationlog import StationLog
 from .errors import public, refusal
 from .files import upload_path
@@ -195,3 +205,62 @@ def _unzip(upload: Path, dest: Path) -> None:
             target.parent.mkdir(parents=True, exist_ok=True)
             with archive.open(member) as src, open(target, "wb") as out:
                 shutil.copyfileobj(src, out)
+
+
+# --------------------------------------------------------------------------- the Batch tab's batches
+
+BATCH_SOURCE = "batch upload"
+NO_BATCH = ("No batch to review: classify images in the Batch tab first (Classify all), then review them; a batch "
+            "with no readable image has no cells to review.")
+#: The latest batch of each browser or API session (its session hash), most recent last; the oldest are forgotten.
+_batches: OrderedDict[str, str] = OrderedDict()
+_batches_lock = threading.Lock()
+MAX_REMEMBERED_BATCHES = 1000
+
+
+def write_batch(files, clf) -> Path:
+    """Write a batch as one station session (cell mode, source "batch upload") in a new database of the review
+    folder. ``files``: (file name, image path, prediction, error) per file, in order; a classified file's image
+    is saved as its cell's crop, one it could not read is logged as an ``invalid`` frame with its error.
+    Returns the database's path."""
+    folder = REVIEW_DIR / f"batch-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:8]}"
+    crops = folder / "batch-crops"
+    crops.mkdir(parents=True)
+    spec = clf.spec
+    with StationLog(folder / "batch.sqlite") as db:
+        session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels,
+                                  source=BATCH_SOURCE, mode="cell", config={"files": len(files)})
+        for index, (name, path, pred, error) in enumerate(files):
+            if pred is None:
+                frame = Frame(image=None, index=index, name=name, timestamp=time.time())
+                db.add_frame(session.id, frame=frame, status="invalid", sharpness=None, found=0, classified=0,
+                             detail=error or "")
+                continue
+            frame = Frame(image=load_image(path), index=index, name=name, timestamp=time.time())
+            db.add_cell(session.id, frame=frame, index_in_frame=0, crop=whole_frame(frame.image), prediction=pred,
+                        model_sha256=spec.sha256, crops_dir=crops, source_sha256=sha256_file(Path(path)))
+            db.add_frame(session.id, frame=frame, status="classified", sharpness=None, found=1, classified=1)
+        db.close_session(session.id, stop_reason="source ended", summary={"frames": len(files)})
+    return folder / "batch.sqlite"
+
+
+def remember_batch(session, db_path) -> None:
+    """``session``'s latest batch is the database at ``db_path`` (None: it has none to review; no session: nothing
+    to remember it by)."""
+    if not session:
+        return
+    with _batches_lock:
+        _batches.pop(session, None)
+        if db_path is not None:
+            _batches[session] = database_id(db_path)
+        while len(_batches) > MAX_REMEMBERED_BATCHES:
+            _batches.popitem(last=False)
+
+
+def batch_database(session) -> Path:
+    """The database of ``session``'s latest batch; a clear refusal when it has none (or it is gone)."""
+    with _batches_lock:
+        database = _batches.get(session) if session else None
+    if database is None:
+        raise refusal(NO_BATCH, where="review")
+    return resolve_database(database)

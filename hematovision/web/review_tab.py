@@ -18,7 +18,8 @@ import gradio as gr
 from .errors import user_errors
 from .models import STORE
 from .review_actions import adapt_model, adaptation_summary, cell_cam, confirm_page, export_csv, set_label
-from .review_db import UPLOAD_TYPES, configured_db, database_id, open_database, resolve_database, station
+from .review_db import (UPLOAD_TYPES, batch_database, configured_db, database_id, open_database, resolve_database,
+                        station)
 from .review_view import (DIFFERENTIAL_COLUMNS, cell_detail, class_choices, differential_table, gallery, label_choices,
                           page_count, page_of, page_rows, progress, read_slide)
 from .style import REVIEW_KEYS
@@ -83,14 +84,30 @@ def review_open(upload):
         name, the progress, the class pages, the first page's cells, the differentials and the first cell.
     """
     path = open_database(upload)
+    return _opened_view(path, " (the app's station database)" if upload is None else
+                        " (the app's working copy of your upload: download the reviews CSV to keep them)")
+
+
+@user_errors
+def review_batch(request: gr.Request = None):
+    """Open the latest batch of the Batch tab (this session's /batch) for review, as /review_open opens a database:
+    each classified file is a cell, its image the crop. Research use only.
+
+    Returns:
+        What /review_open returns (the database id first: pass it to the other review endpoints).
+    """
+    path = batch_database(getattr(request, "session_hash", None))
+    return _opened_view(path, " (the Batch tab's latest batch: download the reviews CSV to keep them)")
+
+
+def _opened_view(path, where):
+    """The outputs of opening the station database at ``path``; ``where``: what it is, after its summary."""
     with station(path) as db:
         slide = read_slide(db, path)
         view = _slide_view(db, slide)
         first = view[ui.page_ids][0] if view[ui.page_ids] else None
         cell = _cell_view(db, slide, first, choices=label_choices(slide))
-    source = (f"**{path.name}**: {len(slide.rows)} cells, model `{slide.model_name}`"
-              + (" (the app's station database)" if upload is None else " (the app's working copy of your upload: "
-                 "download the reviews CSV to keep them)"))
+    source = f"**{path.name}**: {len(slide.rows)} cells, model `{slide.model_name}`" + where
     return {ui.db: database_id(path), ui.source: source, ui.adapt_name: f"{slide.model_name}-lab", **view, **cell}
 
 
@@ -281,7 +298,7 @@ def _layout():
 def _wire():
     view = [ui.progress, ui.klass, ui.page, ui.gallery, ui.page_ids, ui.differential]
     cell = [ui.cell_id, ui.cell_image, ui.top3, ui.info, ui.label]
-    opened = [ui.db, ui.source, ui.adapt_name, *view, *cell]
+    ui.opened = opened = [ui.db, ui.source, ui.adapt_name, *view, *cell]
     ui.upload.upload(review_open, ui.upload, opened, api_name="review_open")
     ui.open_server.click(lambda: review_open(None), None, opened, api_visibility="private")
     gr.on([ui.klass.input, ui.page.submit], review_page, [ui.db, ui.klass, ui.page], [*view, *cell], api_name="review_page")
@@ -309,3 +326,9 @@ def wire_models(model_radios, on_models_changed):
     ``on_models_changed`` is called first (app.py republishes the choices for new sessions and API clients)."""
     ui.model_radios, ui.on_models_changed = list(model_radios), on_models_changed
     ui.adapt.click(review_adapt, [ui.db, ui.adapt_name], [ui.adapt_result, *ui.model_radios], api_name="review_adapt")
+
+
+def wire_batch(button, tabs):
+    """The Batch tab's "Review this batch" ``button``: opens the batch here (/review_batch), then shows this tab."""
+    button.click(review_batch, None, ui.opened, api_name="review_batch") \
+        .success(lambda: gr.Tabs(selected="review"), None, tabs, api_visibility="private", queue=False)
