@@ -42,6 +42,11 @@ def zoom_shift(x, zoom=0.12, shift=0.06):
     s = tf.random.uniform([b], 1.0 - zoom, 1.0 + zoom)
     tx = tf.random.uniform([b], -shift, shift) * tf.cast(tf.shape(x)[2], tf.float32)
     ty = tf.random.uniform([b], -shift, shift) * tf.cast(tf.shape(x)[1], tf.float32)
+    return scale_translate(x, s, tx, ty)
+
+
+def scale_translate(x, s, tx, ty):
+    """Scale each sample by ``s`` about the centre and shift it by (tx, ty) px, reflecting at the borders."""
     h = tf.cast(tf.shape(x)[1], tf.float32)
     w = tf.cast(tf.shape(x)[2], tf.float32)
     # Output pixel p maps to input (p - c) / s + c + t, c the centre.
@@ -116,19 +121,9 @@ def wide_zoom_shift(x, lo=0.7, hi=2.5, p_wide=0.6, shift=0.06):
     wide = tf.exp(tf.random.uniform([b], tf.math.log(lo), tf.math.log(hi)))
     near = tf.random.uniform([b], 0.88, 1.12)
     s = tf.where(tf.random.uniform([b]) < p_wide, wide, near)
-    h = tf.cast(tf.shape(x)[1], tf.float32)
-    w = tf.cast(tf.shape(x)[2], tf.float32)
-    tx = tf.random.uniform([b], -shift, shift) * w
-    ty = tf.random.uniform([b], -shift, shift) * h
-    a0 = 1.0 / s
-    zeros = tf.zeros_like(s)
-    transforms = tf.stack(
-        [a0, zeros, (1 - a0) * (w - 1) / 2 + tx, zeros, a0, (1 - a0) * (h - 1) / 2 + ty, zeros, zeros], axis=1
-    )
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x, transforms=transforms, output_shape=tf.shape(x)[1:3], interpolation="BILINEAR",
-        fill_mode="REFLECT", fill_value=0.0,
-    )
+    tx = tf.random.uniform([b], -shift, shift) * tf.cast(tf.shape(x)[2], tf.float32)
+    ty = tf.random.uniform([b], -shift, shift) * tf.cast(tf.shape(x)[1], tf.float32)
+    return scale_translate(x, s, tx, ty)
 
 
 # Ruifrok & Johnston's H&E-DAB stain vectors (rows: optical density per unit

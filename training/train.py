@@ -120,10 +120,11 @@ def main(argv=None) -> int:
         init = str(Path(args.init_from) / "backbone.weights.h5")
     model = build_model(len(labels), img_size=args.img_size, alpha=args.alpha, weights=init, dropout=args.dropout,
                         output_stride=args.output_stride)
-    pool = np.load(args.colour_pool)["stats"] if args.colour_pool else None
-    if pool is not None:
-        config["colour_pool"] = {"file": args.colour_pool, "images": int(len(pool)),
-                                 "sources": [str(x) for x in np.load(args.colour_pool)["sources"]]}
+    pool = None
+    if args.colour_pool:
+        with np.load(args.colour_pool) as saved:
+            pool, sources = saved["stats"], [str(x) for x in saved["sources"]]
+        config["colour_pool"] = {"file": args.colour_pool, "images": int(len(pool)), "sources": sources}
         (out / "config.json").write_text(json.dumps(config, indent=2))
     if args.init_model:
         model.load_weights(args.init_model)
