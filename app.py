@@ -30,7 +30,12 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 import hematovision as hv
-from hematovision.web import about_tab, batch_tab, classify_tab, morphology_tab, review_tab, view3d_tab
+from hematovision.web import about_tab
+from hematovision.web import batch_tab
+from hematovision.web import classify_tab
+from hematovision.web import morphology_tab
+from hematovision.web import review_tab
+from hematovision.web import view3d_tab
 from hematovision.web.about_tab import model_card  # noqa: F401 - the handlers stay importable from app
 from hematovision.web.batch_tab import batch  # noqa: F401
 from hematovision.web.classify_tab import classify, explain, explain_trusted

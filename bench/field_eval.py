@@ -2,7 +2,7 @@
 
     python -m bench.field_eval --bccd ../shared/data/bccd [--min-iou 0.5] [--limit N] [--list-misses]
 
-Runs the station's field detector (:func:`hematovision.field.find_cells`, the
+Runs the station's field detector (:func:`hematovision.cells.detection.find_cells`, the
 stain segmentation shared with the morphology module) on every field listed
 in ``boxes.csv`` and prints recall, precision and the time per field. Target:
 recall >= 95 % at precision >= 90 %. BCCD fields hold no tuning role here:
@@ -30,7 +30,7 @@ def main(argv=None) -> int:
     if args.bccd is None or not (args.bccd / "boxes.csv").is_file():
         p.error("pass --bccd DIR (the folder with images/ and boxes.csv) or set HEMATOVISION_DATA")
 
-    from hematovision.field import evaluate_detection
+    from hematovision.cells.detection import evaluate_detection
 
     start = time.perf_counter()
     total, per_image = evaluate_detection(args.bccd / "images", args.bccd / "boxes.csv", min_iou=args.min_iou, limit=args.limit)

@@ -2,7 +2,7 @@
 
     python -m bench.mesh_open3d [--data DIR] [--runs 5] [--json bench/results/mesh_open3d.json]
 
-Each case is meshed by both engines of :mod:`hematovision.mesh_post` at
+Each case is meshed by both engines of :mod:`hematovision.mesh.post` at
 several triangle budgets (``MeshOptions(decimate_to=...)``; the engine
 chosen explicitly, the smoothing that of the product):
 
@@ -39,8 +39,10 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ROOT, default_data_dir, idleness, machine, split_images, time_calls
-from hematovision import isosurface, mesh as meshes, surface
-from hematovision.mesh_post import MeshOptions, is_closed
+from hematovision.mesh import isosurface
+from hematovision import mesh as meshes
+from hematovision.mesh import surface
+from hematovision.mesh.post import MeshOptions, is_closed
 
 SPHERE_RADIUS = 20.0
 SPHERE_SHAPE = (56, 56, 56)
@@ -63,7 +65,7 @@ class Row:
     glb_bytes: int
     area_error_pct: float
     volume_error_pct: float
-    watertight: bool  # hematovision.mesh_post.is_closed
+    watertight: bool  # hematovision.mesh.post.is_closed
     o3d_watertight: bool | None  # Open3D's is_watertight (None: open surface, or too big to check)
     total_ms: float  # the whole call (marching / grid + post-processing + colours)
     post_ms: float  # post-processing alone (MeshResult.seconds)
@@ -105,7 +107,7 @@ def open3d_taubin(mesh):
     """Open3D's Taubin filter (inverse-edge-length weights), same lambda / mu / iterations as numpy's."""
     import open3d as o3d
 
-    from hematovision.mesh_post import SMOOTH_ITERATIONS, TAUBIN_LAMBDA, TAUBIN_MU
+    from hematovision.mesh.post import SMOOTH_ITERATIONS, TAUBIN_LAMBDA, TAUBIN_MU
 
     out = to_open3d(mesh).filter_smooth_taubin(number_of_iterations=SMOOTH_ITERATIONS, lambda_filter=TAUBIN_LAMBDA,
                                                mu=TAUBIN_MU, filter_scope=o3d.geometry.FilterScope.Vertex)
@@ -182,7 +184,7 @@ def median_ms(fn, runs: int) -> float:
 
 
 def step_rows(runs: int, nucleus: Path | None) -> list[Step]:
-    from hematovision.mesh_post import decimate
+    from hematovision.mesh.post import decimate
 
     raw = isosurface.zstack_surface(ball_stack(SPHERE_RADIUS, SPHERE_SHAPE), level=0.5,
                                     options=MeshOptions(decimate_to=10 ** 7, smooth_iterations=0, engine="numpy")).mesh
@@ -206,7 +208,7 @@ def step_rows(runs: int, nucleus: Path | None) -> list[Step]:
 
 
 def taubin_row(name: str, raw, runs: int, describe) -> Step:
-    from hematovision.mesh_post import taubin_smooth
+    from hematovision.mesh.post import taubin_smooth
 
     n, o = taubin_smooth(raw), open3d_taubin(raw)
     folds_n, folds_o = self_intersections(n), self_intersections(o)

@@ -63,9 +63,10 @@ def resolve_model(name: str | None, tmp: Path) -> tuple[str, str]:
 def main(argv=None) -> int:
     args = parse_args(argv)
     cv2.setNumThreads(args.threads)
-    from hematovision import field, load_model
-    from hematovision.camera import FakeSource
-    from hematovision.station import MotionGate, Station, StationConfig, assess_quality
+    from hematovision import load_model
+    from hematovision.cells import detection as field
+    from hematovision.station.sources import FakeSource
+    from hematovision.station.loop import MotionGate, Station, StationConfig, assess_quality
 
     with tempfile.TemporaryDirectory(prefix="station-bench-") as tmpdir:
         tmp = Path(tmpdir)

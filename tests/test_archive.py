@@ -119,7 +119,8 @@ def test_unreadable_part_file_is_set_aside_and_redone(tmp_path):
 
 
 def test_missing_extras_say_how_to_install(monkeypatch):
-    from hematovision.commands import _parquet, _ray
+    from hematovision.commands import _parquet
+    from hematovision.commands import _ray
     from hematovision.errors import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "ray", None)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hematovision.camera import FakeSource, FolderSource, OpenCVSource, PicameraSource, open_source
+from hematovision.station.sources import FakeSource, FolderSource, OpenCVSource, PicameraSource, open_source
 from hematovision.errors import SourceError, SourceSpecError
 from tests.conftest import ROOT
 
@@ -144,7 +144,7 @@ def test_picamera_frames_are_converted_from_bgr(monkeypatch):
 
 
 def test_camera_module_does_not_import_picamera2():
-    code = "import sys, json, hematovision.camera; print(json.dumps('picamera2' in sys.modules))"
+    code = "import sys, json, hematovision.station.sources; print(json.dumps('picamera2' in sys.modules))"
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert r.returncode == 0 and json.loads(r.stdout) is False
 

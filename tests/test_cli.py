@@ -145,7 +145,8 @@ def test_special_files_inside_a_folder_are_rows_not_skipped(tmp_path):
 
 
 def test_cli_uses_the_core_image_suffixes():
-    from hematovision.commands import _pool, classify
+    from hematovision.commands import _pool
+    from hematovision.commands import classify
     from hematovision.images import IMAGE_SUFFIXES
 
     assert classify.IMAGE_SUFFIXES is IMAGE_SUFFIXES and _pool.IMAGE_SUFFIXES is IMAGE_SUFFIXES

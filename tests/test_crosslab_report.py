@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from hematovision.reframe import PBC_FILL, central_object_side, reframe_cell
+from hematovision.cells.reframe import PBC_FILL, central_object_side, reframe_cell
 from training.cam_localisation import mass_inside
 from training.crosslab import labelled_cells, score
 from training.metrics import wilson

@@ -17,9 +17,9 @@ from fhir.resources.R4B.observation import Observation
 from pydantic import ValidationError
 
 from hematovision.__main__ import main
-from hematovision.fhir import RESEARCH_USE, DifferentialReport, FhirExportError, build_bundle, loinc_table
-from hematovision.review import add_review
-from hematovision.stationlog import StationLog, now_iso
+from hematovision.station.fhir import RESEARCH_USE, DifferentialReport, FhirExportError, build_bundle, loinc_table
+from hematovision.station.review import add_review
+from hematovision.station.log import StationLog, now_iso
 from tests.conftest import EXAMPLES, ROOT
 from tests.test_review import WBC, make_db
 

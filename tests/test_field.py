@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hematovision import field
+from hematovision.cells import detection as field
 from tests.conftest import require_data
 
 BACKGROUND = (240, 235, 240)

@@ -127,7 +127,7 @@ def test_zstack_bomb_is_refused_from_its_header_in_bounded_memory(zstack_bomb):
 
 def test_zstack_bomb_error_is_a_value_error(zstack_bomb):
     from hematovision.errors import ImageTooLargeError as TooLarge, ZStackTooLargeError
-    from hematovision.zstack import inspect_zstack
+    from hematovision.mesh.zstack import inspect_zstack
 
     with pytest.raises(ZStackTooLargeError) as info:
         inspect_zstack(zstack_bomb)
@@ -137,7 +137,7 @@ def test_zstack_bomb_error_is_a_value_error(zstack_bomb):
 
 def test_big_stack_within_budget_is_meshed_at_analysis_resolution_in_bounded_memory(big_cylinder):
     result, _ = _bounded(f"""
-        from hematovision.zstack import load_zstack
+        from hematovision.mesh.zstack import load_zstack
         stack = load_zstack({str(big_cylinder)!r})
         out['shape'], out['scale'] = list(stack.voxels.shape), list(stack.scale)
         mesh = mesh_from_zstack(stack)
@@ -157,7 +157,7 @@ def test_big_stack_within_budget_is_meshed_at_analysis_resolution_in_bounded_mem
     ((7, 20, 20), 20 * 20 * 3, 256, ((3, 20, 20), (3.0, 1.0, 1.0))),  # the last run holds one plane
 ])
 def test_reduce_planes_means(shape, voxels, side, expected):
-    from hematovision.zstack import reduce_planes
+    from hematovision.mesh.zstack import reduce_planes
 
     rng = np.random.default_rng(0)
     stack = rng.integers(0, 1000, shape).astype(np.uint16)
@@ -314,7 +314,7 @@ def test_stacks_written_page_by_page_are_one_stack(tmp_path, make):
 
 @pytest.mark.parametrize("planar", [False, True])
 def test_rgb_pages_become_grey_as_the_mean_of_r_g_b(tmp_path, planar):
-    from hematovision.zstack import read_zstack
+    from hematovision.mesh.zstack import read_zstack
 
     rgb = np.zeros((4, 20, 24, 3), np.uint8)
     rgb[..., 0], rgb[..., 1], rgb[..., 2] = 30, 60, 120
@@ -326,7 +326,7 @@ def test_rgb_pages_become_grey_as_the_mean_of_r_g_b(tmp_path, planar):
 
 
 def test_real_confocal_stack_layout_is_accepted():
-    from hematovision.zstack import inspect_zstack, load_zstack
+    from hematovision.mesh.zstack import inspect_zstack, load_zstack
 
     path = require_data("zstack", "nucleus.tif")
     layout = inspect_zstack(path)
@@ -337,7 +337,7 @@ def test_real_confocal_stack_layout_is_accepted():
 
 
 def test_is_zstack_without_tifffile_falls_back_to_pillow(tmp_path, monkeypatch):
-    from hematovision.zstack import is_zstack
+    from hematovision.mesh.zstack import is_zstack
 
     stack_path = _pillow_pages(tmp_path, _pages())
     single = _single_grey(tmp_path)
@@ -385,8 +385,8 @@ def test_cli_mesh_reports_the_analysis_resolution(tmp_path, capsys):
 
 def test_importing_hematovision_leaves_pillow_bomb_guard_on():
     code = ("import importlib, PIL.Image as I; before = I.MAX_IMAGE_PIXELS\n"
-            "for name in ('hematovision', 'hematovision.images', 'hematovision.mesh', 'hematovision.zstack', "
-            "'hematovision.isosurface', 'hematovision.__main__'):\n"
+            "for name in ('hematovision', 'hematovision.images', 'hematovision.mesh', 'hematovision.mesh.zstack', "
+            "'hematovision.mesh.isosurface', 'hematovision.__main__'):\n"
             "    try:\n        importlib.import_module(name)\n    except ModuleNotFoundError:\n        pass\n"
             "print(before, I.MAX_IMAGE_PIXELS)")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
@@ -440,6 +440,6 @@ def test_zstack_names_still_import_from_mesh(name, module):
 
     from hematovision import mesh
 
-    assert getattr(mesh, name) is getattr(importlib.import_module(f"hematovision.{module}"), name)
+    assert getattr(mesh, name) is getattr(importlib.import_module(f"hematovision.mesh.{module}"), name)
     with pytest.raises(AttributeError):
         mesh.no_such_name  # noqa: B018

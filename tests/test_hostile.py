@@ -628,8 +628,8 @@ def test_app_upload_with_a_crafted_filename_stays_in_the_upload_folder(app_url, 
 
 def test_station_writes_only_under_its_configured_folders(corpus, tiny_models, tmp_path, monkeypatch):
     """A watched folder holding the hostile corpus, a good field and a model whose labels look like paths."""
-    from hematovision.camera import FolderSource
-    from hematovision.station import Station, StationConfig
+    from hematovision.station.sources import FolderSource
+    from hematovision.station.loop import Station, StationConfig
     from tests.test_field import synthetic_field
 
     monkeypatch.chdir(tmp_path)

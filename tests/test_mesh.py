@@ -1,4 +1,4 @@
-"""3D meshes (hematovision.mesh), the GLB writer (hematovision.glb) and the ``mesh`` command."""
+"""3D meshes (hematovision.mesh), the GLB writer (hematovision.mesh.glb) and the ``mesh`` command."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hematovision import glb
+from hematovision.mesh import glb
 from hematovision import mesh as M
 from hematovision.__main__ import main
 from hematovision.cam import heatmap

@@ -1,4 +1,4 @@
-"""Mesh post-processing (hematovision.mesh_post): the Open3D quadric path, the numpy fallback, the options.
+"""Mesh post-processing (hematovision.mesh.post): the Open3D quadric path, the numpy fallback, the options.
 
 Golden values come from ``python -m bench.mesh_open3d`` (docs/mesh.md): the
 isosurface of a voxelised ball of radius 20 voxels, decimated to 1000
@@ -18,11 +18,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from hematovision import isosurface, mesh_post, surface
+from hematovision.mesh import isosurface
+from hematovision.mesh import post as mesh_post
+from hematovision.mesh import surface
 from hematovision.__main__ import main
 from hematovision.errors import MissingDependencyError
 from hematovision.mesh import Mesh
-from hematovision.mesh_post import MeshOptions, MeshResult, decimate, is_closed, postprocess
+from hematovision.mesh.post import MeshOptions, MeshResult, decimate, is_closed, postprocess
 from tests._data import synthetic_cell
 from tests.conftest import ROOT
 from tests.test_mesh import ball_stack
@@ -148,8 +150,8 @@ def test_numpy_and_open3d_results_have_the_same_fields(o3d, stack):
 
 
 def test_the_pi_path_never_imports_open3d():
-    code = ("import sys, numpy as np; from hematovision import mesh_post, surface, isosurface, mesh; "
-            "from hematovision.mesh_post import MeshOptions, postprocess, decimation_input_faces; "
+    code = ("import sys, numpy as np; from hematovision import mesh; from hematovision.mesh import post, surface, isosurface; "
+            "from hematovision.mesh.post import MeshOptions, postprocess, decimation_input_faces; "
             "m = mesh.Mesh([[0,0,0],[1,0,0],[0,1,0],[0,0,1]], [[0,2,1],[0,1,3],[0,3,2],[1,2,3]], np.zeros((4, 3))); "
             "r = postprocess(m, options=MeshOptions(decimate_to=4)); decimation_input_faces('auto', 1000); "
             "r2 = postprocess(m, options=MeshOptions(engine='numpy', decimate_to=4)); "

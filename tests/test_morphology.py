@@ -1,4 +1,4 @@
-"""Stain primitives, cell segmentation, features and the normal reference (hematovision.stain / .morphology)."""
+"""Stain primitives, cell segmentation, features and the normal reference (hematovision.cells.stain / .morphology)."""
 
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ import cv2
 import numpy as np
 import pytest
 
-from hematovision import morphology as M
-from hematovision import stain
+from hematovision.cells import morphology as M
+from hematovision.cells import stain
 from hematovision.errors import InvalidImageError, MorphologyReferenceError, SegmentationError
 from tests._data import ROOT, iou, require_data, split_images, synthetic_cell, synthetic_field
 
@@ -26,7 +26,7 @@ PBC_CLASSES = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "mo
 
 def test_core_modules_import_no_heavy_libraries():
     code = (
-        "import sys, hematovision.stain, hematovision.morphology, hematovision.mesh, hematovision.glb\n"
+        "import sys, hematovision.cells.stain, hematovision.cells.morphology, hematovision.mesh, hematovision.mesh.glb\n"
         "heavy = ('tensorflow', 'open3d', 'skimage', 'tifffile', 'trimesh', 'gradio', 'keras')\n"
         "print(sorted(m for m in sys.modules if m.split('.')[0] in heavy))\n"
     )

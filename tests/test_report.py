@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from hematovision.report import COLUMNS, BatchRow, differential, differential_rows, to_csv, write_csv
+from hematovision.station.report import COLUMNS, BatchRow, differential, differential_rows, to_csv, write_csv
 
 CLASSES = ("lymphocyte", "monocyte", "neutrophil")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from hematovision.errors import StationLogError
-from hematovision.review import (
+from hematovision.station.review import (
     InvalidLabelError,
     ReviewerError,
     ReviewError,
@@ -25,14 +25,14 @@ from hematovision.review import (
     latest_reviews,
     verified_count,
 )
-from hematovision.stationlog import StationLog
-from hematovision.stationschema import SCHEMA_VERSION, CorruptDatabaseError, NotAStationDatabaseError
+from hematovision.station.log import StationLog
+from hematovision.station.schema import SCHEMA_VERSION, CorruptDatabaseError, NotAStationDatabaseError
 from tests.conftest import ROOT
 
 WBC = ("basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet")
 
 # The schema as the first release wrote it (hematovision/stationlog.py, user_version 1): a database made by that
-# code, to migrate. Kept here on purpose, independent of hematovision.stationschema.SCHEMA_V1.
+# code, to migrate. Kept here on purpose, independent of hematovision.station.schema.SCHEMA_V1.
 RELEASE_1_SCHEMA = """
 CREATE TABLE IF NOT EXISTS sessions (id INTEGER PRIMARY KEY, started TEXT NOT NULL, ended TEXT, stop_reason TEXT, source TEXT,
     mode TEXT, model_name TEXT NOT NULL, model_sha256 TEXT NOT NULL, labels TEXT NOT NULL, config TEXT, software TEXT, summary TEXT);
@@ -224,8 +224,8 @@ def test_a_file_that_is_not_a_station_database_is_refused_untouched(tmp_path, ki
 
 BURST = """
 import sys
-from hematovision.review import add_review
-from hematovision.stationlog import StationLog
+from hematovision.station.review import add_review
+from hematovision.station.log import StationLog
 db = StationLog(sys.argv[1], create=False)
 labels = ("lymphocyte", "monocyte", "smudge")
 i = 0

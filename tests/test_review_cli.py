@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 from hematovision.__main__ import main
-from hematovision.review import InvalidLabelError, add_review, cell_reviews, latest_reviews
-from hematovision.reviewcsv import ReviewCsvError, import_reviews, write_reviews_csv
-from hematovision.stationlog import StationLog
+from hematovision.station.review import InvalidLabelError, add_review, cell_reviews, latest_reviews
+from hematovision.station.reviewcsv import ReviewCsvError, import_reviews, write_reviews_csv
+from hematovision.station.log import StationLog
 from tests.conftest import ROOT
 from tests.test_review import BAD_FILES, count_reviews, make_db, station_db  # noqa: F401 - station_db: the shared fixture
 
@@ -113,8 +113,8 @@ def test_export_writes_every_cell_even_unreviewed(station_db, tmp_path):
 
 def test_adapt_uses_only_verified_cells_with_a_model_class(tiny_models, tmp_path, disc, capsys):
     from hematovision import load_model
-    from hematovision.camera import FakeSource
-    from hematovision.station import Station, StationConfig
+    from hematovision.station.sources import FakeSource
+    from hematovision.station.loop import Station, StationConfig
 
     truth = ["red", "green", "blue"] * 4 + ["red"]
     config = StationConfig(db_path=tmp_path / "station.sqlite", mode="cell", summary_every=0)
@@ -140,7 +140,7 @@ def test_adapt_from_a_database_without_verified_cells_says_what_to_do(tiny_model
     assert code == 1 and "review" in err and "verify cells first" in err and not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("module", ["hematovision.review", "hematovision.reviewcsv", "hematovision.fhir", "hematovision.stationschema",
+@pytest.mark.parametrize("module", ["hematovision.station.review", "hematovision.station.reviewcsv", "hematovision.station.fhir", "hematovision.station.schema",
                                     "hematovision.commands.review"])
 def test_review_modules_import_only_the_edge_core(module):
     heavy = {"tensorflow", "keras", "gradio", "open3d", "huggingface_hub", "skimage", "matplotlib", "torch", "fhir", "pydantic",

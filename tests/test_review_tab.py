@@ -40,8 +40,8 @@ def make_slide(clf, folder: Path) -> SimpleNamespace:
     FOLDER/slide/slide.sqlite with its crops, and FOLDER/slide.zip of that station folder. Every call gives a new
     database (its times differ), so an upload of it is a new working copy."""
     import hematovision as hv
-    from hematovision.camera import FakeSource
-    from hematovision.station import Station, StationConfig
+    from hematovision.station.sources import FakeSource
+    from hematovision.station.loop import Station, StationConfig
 
     station = folder / "slide"
     config = StationConfig(db_path=station / "slide.sqlite", mode="cell", summary_every=0)
@@ -57,7 +57,7 @@ def make_slide(clf, folder: Path) -> SimpleNamespace:
 
 
 def cells_of(db: Path) -> list[dict]:
-    from hematovision.stationlog import StationLog
+    from hematovision.station.log import StationLog
 
     with StationLog(db, create=False) as log:
         return list(log.cells())
@@ -377,7 +377,7 @@ def test_review_db_and_adapt_add_a_lab_model_to_the_choices(app, tmp_path):
 
 def test_review_this_batch_opens_it_and_its_reviews_export(app, client):
     """/batch also writes the batch as a station session; /review_batch opens it as /review_open opens an upload."""
-    from hematovision.stationlog import StationLog
+    from hematovision.station.log import StationLog
 
     files = sorted((EXAMPLES / "wbc").glob("*.jpg"))[:3]
     table_, *_ = client.predict([handle_file(f) for f in files], "wbc", api_name="/batch")

@@ -14,11 +14,11 @@ import pytest
 from PIL import Image
 
 from hematovision import load_model
-from hematovision.camera import FakeSource
-from hematovision.differential import Differential
+from hematovision.station.sources import FakeSource
+from hematovision.station.differential import Differential
 from hematovision.errors import SourceError
-from hematovision.station import MotionGate, Station, StationConfig, assess_quality
-from hematovision.stationlog import StationLog
+from hematovision.station.loop import MotionGate, Station, StationConfig, assess_quality
+from hematovision.station.log import StationLog
 from tests.conftest import ROOT
 from tests.test_field import synthetic_field
 
@@ -74,7 +74,7 @@ def test_cell_mode_classifies_each_frame_as_one_cell(tiny, tmp_path, disc):
 def test_blurry_empty_and_dark_frames_are_skipped_and_logged(tiny, tmp_path, caplog):
     good, _ = synthetic_field(seed=5)
     frames = [cv2.GaussianBlur(good, (0, 0), 4), np.full_like(good, 238), np.full_like(good, 5), good]
-    with caplog.at_level("INFO", logger="hematovision.station"):
+    with caplog.at_level("INFO", logger="hematovision.station.loop"):
         summary, config = run_station(tiny, frames, tmp_path)
     assert summary.skipped == {"blurry": 1, "empty": 1, "dark": 1} and summary.cells == 2
     status = [r[0] for r in rows(config.db_path, "SELECT status FROM frames ORDER BY id")]
@@ -295,7 +295,7 @@ def test_report_csv_defuses_spreadsheet_formulas(tmp_path):
 
 
 def test_an_invalid_frame_is_skipped_and_the_run_goes_on(tiny, tmp_path, monkeypatch):
-    from hematovision import field
+    from hematovision.cells import detection as field
     from hematovision.errors import InvalidImageError
 
     real = field.crop_cells

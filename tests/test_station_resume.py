@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from hematovision import load_model
-from hematovision.camera import FolderSource
+from hematovision.station.sources import FolderSource
 from hematovision.errors import SourceError
-from hematovision.station import Station, StationConfig
-from hematovision.stationlog import ResumeSourceError
+from hematovision.station.loop import Station, StationConfig
+from hematovision.station.log import ResumeSourceError
 from tests.conftest import ROOT
 from tests.test_station import rows, station_cmd, tiny, write_discs  # noqa: F401 - tiny: the shared fixture
 

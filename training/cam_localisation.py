@@ -30,7 +30,7 @@ def mass_inside(cam: np.ndarray, mask: np.ndarray) -> float:
 
 def localisation(clf, paths, *, limit: int | None = None) -> dict:
     from hematovision.errors import SegmentationError
-    from hematovision.morphology import segment
+    from hematovision.cells.morphology import segment
 
     shares, chance, skipped = [], [], 0
     for path in list(paths)[:limit]:

@@ -15,7 +15,7 @@ B-lymphoblasts (ALL malignant classes) cut out of their fields by the core's
 cell detector at PBC framing: the share flagged, and the share confidently
 named as a mature normal cell (the most dangerous error). ``--bccd``: another
 lab's unlabelled white-cell crops (flagged share, predicted differential).
-``--reframe``: classify each labelled cell after ``hematovision.reframe``
+``--reframe``: classify each labelled cell after ``hematovision.cells.reframe``
 (padding tight crops to PBC-like framing) as a second figure beside the plain one.
 """
 
@@ -96,7 +96,7 @@ def labelled_report(clf, folder: str | Path, *, reframe: bool = False) -> dict:
     out = {"folder": str(folder), "counts": dict(sorted(Counter(labels).items())),
            "plain": score([clf.predict(im, cam=False) for im in images], labels)}
     if reframe:
-        from hematovision.reframe import reframe_cell
+        from hematovision.cells.reframe import reframe_cell
 
         out["reframed"] = score([clf.predict(reframe_cell(im), cam=False) for im in images], labels)
     return out
@@ -112,7 +112,7 @@ def pbc_report(clf, data: str | Path) -> dict:
 
 def blast_crops(all_dir: str | Path, *, per_class: int | None = None) -> list[np.ndarray]:
     """White cells cut from the ALL set's malignant fields at PBC framing (red cell ~16 px there)."""
-    from hematovision.field import crop_cells
+    from hematovision.cells.detection import crop_cells
 
     from .data import FACTS, read_splits
 

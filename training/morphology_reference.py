@@ -6,7 +6,7 @@
 ``DIR`` holds ``splits.csv`` (path,label,split) and ``images/<label>/``. The
 first form segments and measures every image of the ``train`` split and
 writes per-class feature distributions (median, 5-95 % range, MAD, quantiles)
-for :func:`hematovision.morphology.compare`, recording command, data and date.
+for :func:`hematovision.cells.morphology.compare`, recording command, data and date.
 The second form (``--check``) reports the segmentation success rate and the
 per-class medians on a split (default ``test``) and exits 1 when the success
 rate over white cells is below ``--min-success`` (default 0.98).
@@ -31,10 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from hematovision import stain
+from hematovision.cells import stain
 from hematovision.errors import HematoVisionError
 from hematovision.images import load_image
-from hematovision.morphology import (
+from hematovision.cells.morphology import (
     COMPARED_FEATURES,
     REFERENCE_FORMAT,
     REFERENCE_LABEL_MAP,
@@ -110,7 +110,7 @@ def build_reference(results: dict, *, data: Path, split: str, argv: list[str], s
     return {
         "format": REFERENCE_FORMAT,
         "description": "Normal per-class morphology of PBC (CellaVision DM96, Hospital Clinic Barcelona) cells, "
-                       "for hematovision.morphology.compare. Research use only.",
+                       "for hematovision.cells.morphology.compare. Research use only.",
         "created": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "command": "python -m training.morphology_reference " + " ".join(argv),
         "data": {"dir": str(data), "split": split, "dataset": "PBC (Acevedo et al. 2020, CC BY 4.0)"},

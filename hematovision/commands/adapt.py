@@ -68,8 +68,8 @@ def adapt_from_db(model: str, db_path: Path, out: Path, *, name: str | None, l2:
     """Export the verified crops to a temporary DIR/<label>/ folder, adapt on it, record where the cells came from."""
     from ..adapt import NoCellsError, adapt
     from ..registry import resolve
-    from ..review import export_verified_crops, latest_reviews
-    from ..stationlog import StationLog
+    from ..station.review import export_verified_crops, latest_reviews
+    from ..station.log import StationLog
 
     labels = resolve(model).labels
     with tempfile.TemporaryDirectory(prefix="hematovision-verified-") as tmp, StationLog(db_path, create=False) as db:

@@ -2,7 +2,7 @@
 
 A 3D mesh of a cell. A multi-page TIFF is a z-stack (z, y, x): its layout
 and size are checked from the header first (one plane per page, one z axis,
-at most 2^28 voxels; see hematovision.zstack), it is reduced to the analysis
+at most 2^28 voxels; see hematovision.mesh.zstack), it is reduced to the analysis
 resolution while read (at most 256 px in-plane), and its isosurface is
 meshed at the voxel ``--spacing`` (um; default 1 1 1) and ``--level``
 (fraction of the normalised intensity; default Otsu). Any other
@@ -29,7 +29,7 @@ from pathlib import Path
 
 def add_parser(sub) -> None:
     from ..mesh import MAX_TRIANGLES
-    from ..mesh_post import ENGINES, MIN_TRIANGLES
+    from ..mesh.post import ENGINES, MIN_TRIANGLES
 
     p = sub.add_parser("mesh", help="3D mesh (.glb/.ply/.obj) of a cell image or a z-stack TIFF", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -49,10 +49,12 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from .. import isosurface, surface, zstack as stacks
+    from ..mesh import isosurface
+    from ..mesh import surface
+    from ..mesh import zstack as stacks
     from .. import mesh as meshes
     from ..errors import HematoVisionError
-    from ..mesh_post import MIN_TRIANGLES
+    from ..mesh.post import MIN_TRIANGLES
 
     suffix = args.output.suffix.lower()
     if suffix not in meshes.WRITERS:

@@ -21,7 +21,7 @@ import csv
 import sys
 from pathlib import Path
 
-from ..report import FORMULA_PREFIXES, escape_formula  # noqa: F401 - FORMULA_PREFIXES: re-exported for older imports
+from ..station.report import FORMULA_PREFIXES, escape_formula  # noqa: F401 - FORMULA_PREFIXES: re-exported for older imports
 
 
 def add_parser(sub) -> None:
@@ -37,7 +37,7 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..errors import HematoVisionError
-    from ..stationlog import StationLog
+    from ..station.log import StationLog
 
     which = str(args.session).strip().lower()
     if which not in ("latest", "all") and not which.isdigit():
@@ -73,8 +73,8 @@ def select_sessions(db, which: str) -> list:
 
 
 def _print_sessions(db, sessions, *, verified: bool) -> None:
-    from ..differential import Differential
-    from ..review import verified_count
+    from ..station.differential import Differential
+    from ..station.review import verified_count
 
     total = Differential(sessions[-1].labels)
     for s in sessions:
@@ -95,9 +95,9 @@ def _print_sessions(db, sessions, *, verified: bool) -> None:
 
 
 def _write_fhir(db, sessions, path: Path, *, verified: bool) -> None:
-    from ..fhir import DifferentialReport, FhirExportError, build_bundle, write_bundle
-    from ..review import verified_count
-    from ..stationlog import now_iso
+    from ..station.fhir import DifferentialReport, FhirExportError, build_bundle, write_bundle
+    from ..station.review import verified_count
+    from ..station.log import now_iso
 
     models = {(s.model_name, s.model_sha256, s.labels) for s in sessions}
     if len(models) > 1:
@@ -114,7 +114,7 @@ def _write_fhir(db, sessions, path: Path, *, verified: bool) -> None:
 
 
 def _model_differential(db, ids, labels):
-    from ..differential import Differential
+    from ..station.differential import Differential
 
     total = Differential(labels)
     for i in ids:
@@ -123,7 +123,7 @@ def _model_differential(db, ids, labels):
 
 
 def _csv_rows(db, sessions):
-    from ..review import latest_reviews
+    from ..station.review import latest_reviews
 
     latest = latest_reviews(db, [s.id for s in sessions])
     for s in sessions:
@@ -147,6 +147,6 @@ def _write_csv(path: Path, columns, rows) -> int:
 
 def csv_columns() -> tuple[str, ...]:
     """Columns of the cells CSV: the log's cells, then the latest review of each."""
-    from ..stationlog import CELL_COLUMNS
+    from ..station.log import CELL_COLUMNS
 
     return (*CELL_COLUMNS, "verified_label", "reviewer", "reviewed_at")

@@ -62,8 +62,8 @@ def run(args) -> int:
 
 
 def _run(args, which: str) -> int:
-    from ..stationlog import StationLog
-    from ..stationschema import CorruptDatabaseError
+    from ..station.log import StationLog
+    from ..station.schema import CorruptDatabaseError
 
     with StationLog(args.db, create=False) as db:
         if args.set is not None or args.import_csv is not None:
@@ -77,7 +77,7 @@ def _run(args, which: str) -> int:
             return _import(db, args.import_csv)
         sessions = _sessions(db, which)
         if args.export_csv is not None:
-            from ..reviewcsv import write_reviews_csv
+            from ..station.reviewcsv import write_reviews_csv
 
             n = write_reviews_csv(db, args.export_csv, session_ids=sessions)
             print(f"wrote {n} cells to {args.export_csv}")
@@ -95,7 +95,7 @@ def _sessions(db, which: str) -> list[int] | None:
 
 
 def _set(db, args) -> int:
-    from ..review import add_review
+    from ..station.review import add_review
 
     review = add_review(db, cell_id=int(args.set[0]), label=args.set[1], reviewer=args.reviewer, note=args.note)
     cell = db.cell(review.cell_id)
@@ -105,7 +105,7 @@ def _set(db, args) -> int:
 
 
 def _import(db, path: Path) -> int:
-    from ..reviewcsv import import_reviews
+    from ..station.reviewcsv import import_reviews
 
     result = import_reviews(db, path)
     print(f"{path}: {result.written} review(s) recorded, {result.unchanged} unchanged, {result.blank} blank row(s) skipped")
@@ -113,7 +113,7 @@ def _import(db, path: Path) -> int:
 
 
 def _list(db, sessions, *, uncertain: bool, unverified: bool) -> int:
-    from ..review import cell_reviews
+    from ..station.review import cell_reviews
 
     rows = cell_reviews(db, sessions, uncertain_only=uncertain)
     total = len(rows)

@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-log = logging.getLogger("hematovision.station")
+log = logging.getLogger("hematovision.station.loop")
 
 
 def add_parser(sub) -> None:
@@ -69,10 +69,10 @@ class StopFlag:
 
 
 def run(args) -> int:
-    from ..camera import open_source
+    from ..station.sources import open_source
     from ..classifier import load_model
     from ..errors import HematoVisionError, SourceSpecError
-    from ..station import Station, StationConfig
+    from ..station.loop import Station, StationConfig
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)

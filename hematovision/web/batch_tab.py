@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
-from .. import report
+from ..station import report
 from ..errors import HematoVisionError
 from .errors import log, public, refusal, user_errors
 from .files import output_file, upload_path

@@ -20,7 +20,8 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from .. import morphology, registry
+from ..cells import morphology
+from .. import registry
 from ..classifier import Classifier, Prediction, load_model
 from ..errors import HematoVisionError, MorphologyReferenceError
 from ..images import load_image

@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .. import morphology  # noqa: E402
+from ..cells import morphology# noqa: E402
 from ..errors import MorphologyReferenceError, SegmentationError  # noqa: E402
 from .errors import public, user_errors  # noqa: E402
 from .files import upload_path  # noqa: E402

@@ -1,5 +1,5 @@
 """What a reviewer does in the Review tab: record a label, confirm a page, export the reviews, Grad-CAM of a
-cell, adapt the model from the verified cells. Writes go through hematovision.review (append-only reviews,
+cell, adapt the model from the verified cells. Writes go through hematovision.station.review (append-only reviews,
 checked before anything is written); the adapted model goes into the app's models folder."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from .. import registry
 from ..adapt import DEFAULT_L2
 from ..commands.adapt import adapt_from_db
 from ..images import load_image
-from ..review import ReviewInput, add_review, add_reviews, latest_reviews
-from ..reviewcsv import write_reviews_csv
+from ..station.review import ReviewInput, add_review, add_reviews, latest_reviews
+from ..station.reviewcsv import write_reviews_csv
 from .errors import refusal
 from .files import output_file
 from .imaging import draw_overlay

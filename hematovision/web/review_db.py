@@ -16,8 +16,8 @@ A batch of the Batch tab is written as one session of a new station database in
 the same folder (``batch-<id>/batch.sqlite`` with its crops): "Review this batch"
 (``/review_batch``) opens the calling session's latest batch like an upload.
 
-Every read and write goes through :mod:`hematovision.review` and
-:class:`hematovision.stationlog.StationLog`; the app writes no SQL.
+Every read and write goes through :mod:`hematovision.station.review` and
+:class:`hematovision.station.log.StationLog`; the app writes no SQL.
 """
 
 from __future__ import annotations
@@ -36,10 +36,10 @@ import gradio as gr
 
 from ..errors import StationLogError
 from ..registry import sha256_file
-from ..camera import Frame
-from ..field import whole_frame
+from ..station.sources import Frame
+from ..cells.detection import whole_frame
 from ..images import load_image
-from ..stationlog import StationLog
+from ..station.log import StationLog
 from .errors import public, refusal
 from .files import upload_path
 from .paths import REVIEW_DIR

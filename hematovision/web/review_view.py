@@ -1,5 +1,5 @@
 """What the Review tab shows of a station database: class pages (flagged cells first), a cell's details, the
-progress, and the pre-classification beside the verified differential. Reads only, through hematovision.review."""
+progress, and the pre-classification beside the verified differential. Reads only, through hematovision.station.review."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pandas as pd
 
 from ..errors import HematoVisionError
 from ..images import load_image
-from ..review import allowed_labels, cell_reviews, history, verified_count
+from ..station.review import allowed_labels, cell_reviews, history, verified_count
 from .errors import refusal
 from .review_db import crop_file, is_upload
 from .style import REVIEW_KEYS

@@ -7,7 +7,8 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from .. import mesh, morphology
+from .. import mesh
+from ..cells import morphology
 from .errors import refusal, user_errors
 from .files import output_file, upload_path
 from .models import STORE, analyse

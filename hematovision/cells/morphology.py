@@ -1,6 +1,6 @@
 """Cell morphology: segment a stained cell, measure it, compare it with a normal reference.
 
-Numpy + OpenCV only (the Raspberry Pi core). Built on :mod:`hematovision.stain`.
+Numpy + OpenCV only (the Raspberry Pi core). Built on :mod:`hematovision.cells.stain`.
 
 Public API::
 
@@ -13,17 +13,17 @@ Public API::
 
 ``segment`` picks the cell nearest the image centre (PBC / CellaVision crops
 are centred on their cell). A nucleus is the purple chromatin of
-:func:`hematovision.stain.nucleus_mask`, its lobes merged; a cell whose
+:func:`hematovision.cells.stain.nucleus_mask`, its lobes merged; a cell whose
 central stained object is smaller or paler than a nucleus (a platelet, or a
 red cell with an inclusion; see :data:`SURE_NUCLEUS_AREA_S2`) is returned with ``nucleated=False``, the object
 itself as the cell and an empty nucleus. No stained object at all raises
 :class:`~hematovision.errors.SegmentationError`. For whole fields with many
-cells use :func:`hematovision.stain.find_nucleated_cells` and
+cells use :func:`hematovision.cells.stain.find_nucleated_cells` and
 :meth:`Segmentation.from_region`.
 
 Sizes are in pixels, in um^2 when ``um_per_px`` is given, and always also in
 red-cell diameters (``*_diameter_rbc``: equivalent-disc diameter divided by
-the expected red-cell diameter, :func:`hematovision.stain.default_red_cell_px`),
+the expected red-cell diameter, :func:`hematovision.cells.stain.default_red_cell_px`),
 which survives resizing the image and is what :func:`compare` uses.
 """
 
@@ -38,8 +38,8 @@ import cv2
 import numpy as np
 
 from . import stain
-from .errors import MorphologyReferenceError, SegmentationError
-from .images import ImageInput, load_image
+from ..errors import MorphologyReferenceError, SegmentationError
+from ..images import ImageInput, load_image
 
 #: A central object of 0.25-0.5 red-cell diameters^2 is a nucleus only when
 #: dense (mean R-B optical density >= 0.22; a small erythroblast nucleus is
@@ -88,7 +88,7 @@ class Segmentation:
     @classmethod
     def from_region(cls, region: stain.CellRegion, shape: tuple[int, ...], *, red_cell_px: float | None = None,
                     ) -> "Segmentation":
-        """Wrap a :class:`~hematovision.stain.CellRegion` found in a field of ``shape``."""
+        """Wrap a :class:`~hematovision.cells.stain.CellRegion` found in a field of ``shape``."""
         cell, nucleus = region.full_masks(shape[:2])
         s = stain.default_red_cell_px(shape) if red_cell_px is None else float(red_cell_px)
         return cls(cell, nucleus, True, region.bbox, s)

@@ -1,6 +1,6 @@
 """The microscope station: frames in, classified cells out, a running differential and a durable log.
 
-For every frame from a :mod:`~hematovision.camera` source the station
+For every frame from a :mod:`~hematovision.station.sources` source the station
 
 1. checks its quality (:func:`assess_quality`): a dark, empty or out-of-focus
    frame is skipped and the reason logged;
@@ -19,7 +19,7 @@ For every frame from a :mod:`~hematovision.camera` source the station
 Resuming (``resume=True``) continues the last session only if it was
 interrupted, used the same model and read the same source (:func:`source_key`:
 a folder's absolute path; another source is refused with
-:class:`~hematovision.stationlog.ResumeSourceError`). A folder's file is
+:class:`~hematovision.station.log.ResumeSourceError`). A folder's file is
 skipped only if a file of that name with the same content (sha256, logged with
 every frame and cell) was done; a file replaced by another image under the same
 name is classified again.
@@ -34,18 +34,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import field as fieldmode
-from .camera import FolderSource, Frame, FrameSource, OpenCVSource
+from ..cells import detection as detection
+from .sources import FolderSource, Frame, FrameSource, OpenCVSource
 from .differential import Differential
-from .errors import InvalidImageError
+from ..errors import InvalidImageError
 from .framegate import (MIN_SHARPNESS, MIN_STAINED_FRACTION, MOTION_THRESHOLD, MOTION_WIDTH, SHARPNESS_WIDTH, FrameQuality, Motion,
                         MotionGate, assess_quality, sharpness)
-from .stationlog import StationLog
+from .log import StationLog
 
 __all__ = ["MIN_SHARPNESS", "MIN_STAINED_FRACTION", "MOTION_THRESHOLD", "MOTION_WIDTH", "MODES", "SHARPNESS_WIDTH", "FrameQuality",
            "Motion", "MotionGate", "Station", "StationConfig", "StationSummary", "assess_quality", "sharpness", "source_key"]
 
-log = logging.getLogger("hematovision.station")
+log = logging.getLogger("hematovision.station.loop")
 
 MODES = ("field", "cell")
 
@@ -220,9 +220,9 @@ class Station:
             self._skip(frame, "unchanged", f"difference {motion.difference:.2f}", db, session_id, summary, quality)
             return
         if cfg.mode == "field":
-            crops = fieldmode.crop_cells(frame.image, fill=cfg.fill, red_cell_px=cfg.red_cell_px)
+            crops = detection.crop_cells(frame.image, fill=cfg.fill, red_cell_px=cfg.red_cell_px)
         else:
-            crops = [fieldmode.whole_frame(frame.image)]
+            crops = [detection.whole_frame(frame.image)]
         self._flush_skip_log()
         done = 0
         for k, crop in enumerate(crops):

@@ -30,8 +30,8 @@ from typing import Iterable
 import cv2
 import numpy as np
 
-from .errors import ImageNotFoundError, InvalidImageError, SourceError, SourceSpecError
-from .images import load_image
+from ..errors import ImageNotFoundError, InvalidImageError, SourceError, SourceSpecError
+from ..images import load_image
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Numpy-free and stdlib-only, so the app, the CLI and the microscope station can
 share it. The differential count itself
 (a manual 100-cell differential: the percentage of each class among the
-counted cells) is :class:`hematovision.differential.Differential`; here every
+counted cells) is :class:`hematovision.station.differential.Differential`; here every
 successfully classified file counts once, under its predicted label, and
 files that could not be read are listed but not counted.
 """

@@ -3,10 +3,10 @@
 Numpy at import time, nothing heavier. The builders live in their own
 modules and their public names are also reachable from here (loaded on first
 use: no import cycle), e.g. ``from hematovision.mesh import mesh_from_zstack``:
-the 2.5D surface of a stained image in :mod:`hematovision.surface`, the
-z-stack isosurface in :mod:`hematovision.isosurface`, z-stack reading in
-:mod:`hematovision.zstack`, and decimation / smoothing / checks (numpy, or
-Open3D on a server) in :mod:`hematovision.mesh_post`.
+the 2.5D surface of a stained image in :mod:`hematovision.mesh.surface`, the
+z-stack isosurface in :mod:`hematovision.mesh.isosurface`, z-stack reading in
+:mod:`hematovision.mesh.zstack`, and decimation / smoothing / checks (numpy, or
+Open3D on a server) in :mod:`hematovision.mesh.post`.
 
 Public API::
 
@@ -46,7 +46,7 @@ _LAZY_NAMES = {
                     "isosurface"),
     **dict.fromkeys(("is_zstack", "read_zstack", "load_zstack", "inspect_zstack", "ZStack"), "zstack"),
     **dict.fromkeys(("MeshOptions", "MeshResult", "postprocess", "decimate", "taubin_smooth", "is_closed",
-                     "resolve_engine"), "mesh_post"),
+                     "resolve_engine"), "post"),
 }
 
 
@@ -118,7 +118,7 @@ class Mesh:
 
 
 def write_glb(mesh: Mesh, path: str | Path) -> Path:
-    """glTF 2.0 binary with POSITION, NORMAL, COLOR_0 and indices (see :mod:`hematovision.glb`)."""
+    """glTF 2.0 binary with POSITION, NORMAL, COLOR_0 and indices (see :mod:`hematovision.mesh.glb`)."""
     return glb.write_glb(path, mesh.vertices, mesh.faces, mesh.colors, mesh.vertex_normals())
 
 

@@ -25,8 +25,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
-from . import __version__
-from .errors import HematoVisionError
+from .. import __version__
+from ..errors import HematoVisionError
 
 LOINC_SYSTEM = "http://loinc.org"
 UCUM_SYSTEM = "http://unitsofmeasure.org"
@@ -74,7 +74,7 @@ class DifferentialReport:
 
 def loinc_table(path: str | os.PathLike | None = None) -> dict[str, LoincRow]:
     """The code table (``#`` lines are comments), keyed by model label or ``panel``."""
-    text = Path(path).read_text(encoding="utf-8") if path else resources.files(__package__).joinpath("data", TABLE_NAME).read_text(
+    text = Path(path).read_text(encoding="utf-8") if path else resources.files("hematovision").joinpath("data", TABLE_NAME).read_text(
         encoding="utf-8")
     rows = csv.DictReader(io.StringIO("".join(line for line in text.splitlines(keepends=True) if not line.startswith("#"))))
     table = {r["key"]: LoincRow(**{k: (r.get(k) or "").strip() for k in LoincRow.__dataclass_fields__}) for r in rows}

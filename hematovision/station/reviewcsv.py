@@ -8,7 +8,7 @@ skipped as unchanged, so importing the same file twice adds nothing. Every row
 is checked before anything is written; then all are written in one transaction.
 
 Exported text that a spreadsheet would run as a formula is escaped with a
-leading ' (:func:`hematovision.report.escape_formula`) and unescaped on import.
+leading ' (:func:`hematovision.station.report.escape_formula`) and unescaped on import.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from typing import Sequence
 
 from .report import escape_formula, unescape_formula
 from .review import ReviewError, ReviewInput, add_reviews, cell_reviews, latest_reviews
-from .stationlog import StationLog
+from .log import StationLog
 
 EXPORT_COLUMNS = ("cell_id", "label", "reviewer", "note", "reviewed_at", "reviews", "model_label", "confidence", "uncertain",
                   "out_of_distribution", "session_id", "source_frame", "crop_path")

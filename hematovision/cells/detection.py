@@ -1,7 +1,7 @@
 """Whole-field mode: find the white cells in a microscope field and crop each like a training image.
 
 The nucleated cells are found by the stain-based segmentation shared with the
-morphology module (:func:`hematovision.stain.find_nucleated_cells`). Each cell
+morphology module (:func:`hematovision.cells.stain.find_nucleated_cells`). Each cell
 is then cropped to a square centred on the cell, with a margin that reproduces
 the framing of the PBC training images: a 360x363 CellaVision frame with the
 white cell centred and filling roughly a third to half of its width, which is
@@ -61,7 +61,7 @@ class CellCrop:
 
 
 def find_cells(rgb: np.ndarray, *, red_cell_px: float | None = None) -> list[stain.CellRegion]:
-    """The nucleated (white) cells of a field; see :func:`hematovision.stain.find_nucleated_cells`."""
+    """The nucleated (white) cells of a field; see :func:`hematovision.cells.stain.find_nucleated_cells`."""
     return stain.find_nucleated_cells(rgb, red_cell_px=red_cell_px)
 
 
@@ -83,7 +83,7 @@ def framing_box(cell_box: Box, *, fill: float | None = None, side: float | None 
 
 
 def padding_colour(rgb: np.ndarray) -> np.ndarray:
-    """The glass colour (:func:`hematovision.stain.estimate_background`) from every 4th pixel: 16x cheaper, same colour."""
+    """The glass colour (:func:`hematovision.cells.stain.estimate_background`) from every 4th pixel: 16x cheaper, same colour."""
     return stain.estimate_background(np.ascontiguousarray(rgb[::4, ::4]))
 
 
@@ -204,7 +204,7 @@ def evaluate_detection(images_dir: str | os.PathLike, boxes_csv: str | os.PathLi
 
     Returns the total and the per-image scores (to list the misses).
     """
-    from .images import load_image
+    from ..images import load_image
 
     detector = detector or (lambda rgb: [r.bbox for r in find_cells(rgb)])
     truth = load_boxes(boxes_csv)

@@ -42,7 +42,7 @@ from typing import Iterable, Iterator
 import cv2
 import numpy as np
 
-from .errors import (HematoVisionError, ImageNotFoundError, InvalidImageError, MissingDependencyError, ZStackError,
+from ..errors import (HematoVisionError, ImageNotFoundError, InvalidImageError, MissingDependencyError, ZStackError,
                      ZStackTooLargeError)
 
 #: Fewest pages of a z-stack (marching cubes needs two planes).

@@ -54,7 +54,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .errors import InvalidImageError
+from ..errors import InvalidImageError
 
 # Floors under the per-image Otsu thresholds: in a field with no white cell
 # Otsu would split noise. Measured on PBC (CellaVision) and BCCD fields, where

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .errors import MissingDependencyError
-from .mesh import MAX_TRIANGLES, Mesh
+from ..errors import MissingDependencyError
+from . import MAX_TRIANGLES, Mesh
 
 ENGINES = ("auto", "open3d", "numpy")
 #: Taubin iterations of a z-stack isosurface (each one lambda step and one mu step).

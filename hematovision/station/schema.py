@@ -21,7 +21,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from .errors import StationLogError
+from ..errors import StationLogError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SCHEMA_VERSION = 2

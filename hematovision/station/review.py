@@ -2,7 +2,7 @@
 
 A review is one row of the append-only ``reviews`` table of the station
 database (cell id, verified label, reviewer, time, note; see
-:mod:`hematovision.stationschema`). The model's label in ``cells`` is never
+:mod:`hematovision.station.schema`). The model's label in ``cells`` is never
 changed; a correction is a newer review, and the latest review of a cell (the
 highest review id) is its verified label. Besides the model's classes a
 reviewer may choose ``smudge``, ``artefact``, ``unidentified`` or ``other``
@@ -24,8 +24,8 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from .differential import REVIEW_ONLY_LABELS, Differential
-from .errors import HematoVisionError
-from .stationlog import StationLog, now_iso
+from ..errors import HematoVisionError
+from .log import StationLog, now_iso
 
 MAX_REVIEWER = 80
 MAX_NOTE = 2000

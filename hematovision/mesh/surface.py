@@ -4,7 +4,7 @@ Numpy + OpenCV at import time. A height field over the segmented cell only,
 in units of the cell's bounding-box side (the mesh spans about 1 x 1), x
 right, y up, z towards the viewer (glTF is y-up). Post-processing (the
 triangle budget, optional smoothing) goes through
-:func:`hematovision.mesh_post.postprocess`, so the Open3D engine is used on
+:func:`hematovision.mesh.post.postprocess`, so the Open3D engine is used on
 a server where it is installed and numpy elsewhere.
 """
 
@@ -15,11 +15,11 @@ import math
 import cv2
 import numpy as np
 
-from . import stain
-from .images import ImageInput, load_image
-from .mesh import Mesh
-from .mesh_post import MeshOptions, MeshResult, decimation_input_faces, postprocess
-from .morphology import segment
+from ..cells import stain
+from ..images import ImageInput, load_image
+from . import Mesh
+from .post import MeshOptions, MeshResult, decimation_input_faces, postprocess
+from ..cells.morphology import segment
 
 #: Height of the image surface relative to the cell's equivalent diameter.
 HEIGHT_RATIO = 0.35
@@ -49,15 +49,15 @@ def image_surface(image: ImageInput, *, color: str = "image", cam: np.ndarray | 
     Two triangles per grid square inside the cell. The numpy engine subsamples
     the pixel grid until the mesh fits ``options.decimate_to``; the Open3D
     engine keeps the grid fine (up to
-    :data:`~hematovision.mesh_post.QUADRIC_INPUT_FACES` faces) and
+    :data:`~hematovision.mesh.post.QUADRIC_INPUT_FACES` faces) and
     quadric-decimates it to the budget, which keeps the shape far better
     (docs/mesh.md). A cell under the budget is the same mesh with either.
 
     Args:
         color: ``"image"`` (vertex colours from the image) or ``"cam"``
             (``cam``, a float (H, W) map in [0, 1], coloured with JET).
-        options: triangle budget, smoothing and engine (:class:`~hematovision.mesh_post.MeshOptions`).
-        segmentation: a :class:`hematovision.morphology.Segmentation` of this
+        options: triangle budget, smoothing and engine (:class:`~hematovision.mesh.post.MeshOptions`).
+        segmentation: a :class:`hematovision.cells.morphology.Segmentation` of this
             image; by default the cell nearest the centre is segmented.
 
     Raises:
@@ -98,7 +98,7 @@ def _fitted_grid(mask: np.ndarray, height: np.ndarray, colors: np.ndarray, max_f
 
 def cam_colors(cam: np.ndarray) -> np.ndarray:
     """A [0, 1] map -> RGB uint8 with the JET colour map (the same as the 2D overlay)."""
-    from .cam import heatmap
+    from ..cam import heatmap
 
     return heatmap(cam)
 

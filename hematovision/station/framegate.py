@@ -4,7 +4,7 @@
 out-of-focus frames; :class:`MotionGate` tells a frame showing the same view as
 the last classified one (skipped as unchanged) from a stage move, and after a
 move smaller than the field recognises the cells already counted (phase
-correlation). Used by :mod:`hematovision.station`, which re-exports these names.
+correlation). Used by :mod:`hematovision.station.loop`, which re-exports these names.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from . import field as fieldmode
+from ..cells import detection as detection
 
 #: Default focus threshold: variance of the Laplacian of the grey frame scaled to
 #: 320 px wide. In-focus BCCD fields measure 15-26, PBC cells 70-800; a 2-px blur
@@ -125,12 +125,12 @@ class MotionGate:
             return Motion(False, diff, (dx / self._scale, dy / self._scale)), small
         return Motion(False, diff), small
 
-    def accept(self, small: np.ndarray, crops: list[fieldmode.CellCrop]) -> None:
+    def accept(self, small: np.ndarray, crops: list[detection.CellCrop]) -> None:
         """Make this frame (as returned by :meth:`check`) and its cells the reference."""
         self._ref = small
         self._centroids = [(c.centroid[0], c.centroid[1], _radius(c)) for c in crops]
 
-    def seen_before(self, crop: fieldmode.CellCrop, motion: Motion) -> bool:
+    def seen_before(self, crop: detection.CellCrop, motion: Motion) -> bool:
         """True when the stage moved by a known shift and this cell was in the previous field."""
         if motion.shift is None:
             return False
@@ -139,6 +139,6 @@ class MotionGate:
         return any((x - px) ** 2 + (y - py) ** 2 <= r * r for px, py, r in self._centroids)
 
 
-def _radius(crop: fieldmode.CellCrop) -> float:
+def _radius(crop: detection.CellCrop) -> float:
     x0, y0, x1, y1 = crop.cell_box
     return max(8.0, 0.5 * min(x1 - x0, y1 - y0))

@@ -1,7 +1,7 @@
 """The isosurface of a z-stack as a :class:`~hematovision.mesh.Mesh` (marching cubes, scikit-image).
 
 Numpy + OpenCV at import time; scikit-image, tifffile and Open3D are imported
-inside the functions. The stack is read by :mod:`hematovision.zstack`, which checks
+inside the functions. The stack is read by :mod:`hematovision.mesh.zstack`, which checks
 its layout and voxel budget from the TIFF header and reduces it to the
 analysis resolution while it reads, so memory is bounded whatever the file.
 """
@@ -14,10 +14,10 @@ from dataclasses import replace
 import cv2
 import numpy as np
 
-from . import stain
-from .errors import InvalidImageError, MissingDependencyError
-from .mesh import Mesh
-from .mesh_post import SMOOTH_ITERATIONS, MeshOptions, MeshResult, decimation_input_faces, postprocess
+from ..cells import stain
+from ..errors import InvalidImageError, MissingDependencyError
+from . import Mesh
+from .post import SMOOTH_ITERATIONS, MeshOptions, MeshResult, decimation_input_faces, postprocess
 from .zstack import load_zstack
 
 #: Voxel size (z, y, x) when none is given: the mesh is then in source voxels.
@@ -37,14 +37,14 @@ def zstack_surface(stack_or_path, *, spacing: tuple[float, float, float] = UNIT_
     """Isosurface of a z-stack (a multi-page TIFF path, a (Z, Y, X) array or a ZStack) and how it was post-processed.
 
     The stack is first brought to the analysis resolution
-    (:func:`hematovision.zstack.load_zstack`; a TIFF is validated from its
+    (:func:`hematovision.mesh.zstack.load_zstack`; a TIFF is validated from its
     header before anything is decoded); the voxel size is then ``spacing``
     times the reduction factor, so the mesh stays in source units. It is
     normalised to [0, 1] (0.5th-99.5th percentile), blurred (Gaussian, 1
     voxel), thresholded at ``level`` (in [0, 1] of the normalised stack;
     None: Otsu), zero-padded so the surface closes at the borders, and meshed
     with marching cubes (scikit-image) at the voxel ``spacing`` (z, y, x).
-    Then :func:`hematovision.mesh_post.postprocess` brings it to
+    Then :func:`hematovision.mesh.post.postprocess` brings it to
     ``options.decimate_to`` triangles (the marching step is coarsened first
     when the mesh is 4x or more over what the engine decimates from: the
     budget for numpy clustering, 200k faces for Open3D's quadric decimation)

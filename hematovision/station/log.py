@@ -7,8 +7,8 @@ crop's path) and ``frames`` (every frame and what became of it: classified,
 no cells, repeated, blurry, empty, dark; frames skipped as unchanged are only
 counted, in the session's ``summary``, as a still stage streams them all day)
 and ``reviews`` (the technologist's verified labels, append-only; see
-:mod:`hematovision.review`). Schema versions and migrations:
-:mod:`hematovision.stationschema`; an older database is migrated when opened.
+:mod:`hematovision.station.review`). Schema versions and migrations:
+:mod:`hematovision.station.schema`; an older database is migrated when opened.
 
 Durability: the connection is in autocommit mode, so every ``INSERT`` is its
 own transaction. A cell's crop is written to disk first (to a temporary name,
@@ -36,10 +36,10 @@ from typing import Iterator
 
 import cv2
 
-from . import __version__
+from .. import __version__
 from .differential import Differential
-from .errors import StationLogError
-from .stationschema import SCHEMA_VERSION, connect
+from ..errors import StationLogError
+from .schema import SCHEMA_VERSION, connect
 
 __all__ = ["CELL_COLUMNS", "SCHEMA_VERSION", "ResumeSourceError", "Session", "StationLog", "now_iso"]
 
@@ -245,7 +245,7 @@ class StationLog:
         return dict(zip(CELL_COLUMNS, row)) if row else None
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        """Rows of a read-only query (for :mod:`hematovision.review`); a damaged database raises StationLogError."""
+        """Rows of a read-only query (for :mod:`hematovision.station.review`); a damaged database raises StationLogError."""
         try:
             return self._db.execute(sql, args).fetchall()
         except sqlite3.DatabaseError as exc:
