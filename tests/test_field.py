@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from hematovision.cells import detection as field
-from tests.conftest import require_data
+from tests.conftest import ROOT, require_data
 
 BACKGROUND = (240, 235, 240)
 RED_CELL = (215, 150, 160)
@@ -62,6 +62,54 @@ def test_finds_the_white_cells_of_a_synthetic_field():
     rgb, truth = synthetic_field(seed=1, n_white=3)
     score = field.match_boxes([r.bbox for r in field.find_cells(rgb)], truth)
     assert score.recall == 1.0 and score.precision == 1.0
+
+
+def test_find_cells_is_the_segmentation_of_the_field():
+    from hematovision.cells import segmentation
+
+    rgb, _ = synthetic_field(seed=1, n_white=3)
+    found, direct = field.find_cells(rgb), segmentation.find_nucleated_cells(rgb)
+    assert [r.bbox for r in found] == [r.bbox for r in direct] and len(found) == 3
+    for a, b in zip(found, direct):
+        assert np.array_equal(a.cell_mask, b.cell_mask) and np.array_equal(a.nucleus_mask, b.nucleus_mask)
+
+
+def test_the_central_cell_of_an_example_is_one_of_the_field_cells():
+    """morphology.segment and field detection share one path: a centred PBC cell is found alike by both."""
+    from hematovision.cells import morphology
+    from hematovision.images import load_image
+
+    paths = [p for p in sorted((ROOT / "examples" / "wbc").glob("*.jpg")) if not p.name.startswith("platelet")]
+    if not paths:
+        pytest.skip("no examples/wbc in this checkout")
+    for path in paths:
+        rgb = load_image(path)
+        seg = morphology.segment(rgb)
+        masks = [r.full_masks(rgb.shape) for r in field.find_cells(rgb)]
+        assert any(np.array_equal(c, seg.cell_mask) and np.array_equal(n, seg.nucleus_mask) for c, n in masks), path
+
+
+#: ``find_cells`` on examples/all/pre_b__WBC-Malignant-Pre-022.jpg at the default scale, measured before the
+#: segmentation was unified (pinned requirements.txt): (bbox, area, nucleus area, score).
+PINNED_FIELD = [
+    ((0, 0, 58, 79), 2663, 1493, 0.15689124166965485),
+    ((74, 0, 127, 108), 3089, 1085, 0.14973650872707367),
+    ((134, 0, 224, 211), 8712, 4648, 0.15429475903511047),
+    ((0, 27, 129, 224), 9252, 4380, 0.15770944952964783),
+    ((0, 125, 69, 224), 3844, 862, 0.15539798140525818),
+    ((83, 156, 144, 224), 1647, 960, 0.14698345959186554),
+]
+
+
+def test_field_detection_of_an_example_is_pinned():
+    from hematovision.images import load_image
+
+    path = ROOT / "examples" / "all" / "pre_b__WBC-Malignant-Pre-022.jpg"
+    if not path.exists():
+        pytest.skip(f"no {path} in this checkout")
+    got = [(r.bbox, r.area, r.nucleus_area, r.score) for r in field.find_cells(load_image(path))]
+    assert [g[:3] for g in got] == [p[:3] for p in PINNED_FIELD]
+    assert [g[3] for g in got] == pytest.approx([p[3] for p in PINNED_FIELD], abs=1e-12)
 
 
 def test_empty_glass_and_red_cells_only_give_no_cells():

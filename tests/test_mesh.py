@@ -142,6 +142,19 @@ def test_read_zstack_from_a_pillow_multipage_tiff(tmp_path):
         M.read_zstack(single)
 
 
+def test_zstack_still_offers_the_tiff_limits_and_layout(tmp_path):
+    """The header reading lives in mesh.tiff; its limits and StackLayout are the same objects from mesh.zstack."""
+    from hematovision.mesh import tiff, zstack
+
+    for name in ("MIN_PAGES", "MAX_PAGES", "MAX_VOXELS", "MAX_PAGE_BYTES", "Z_AXES", "HOW_TO_SHRINK", "StackLayout"):
+        assert getattr(zstack, name) is getattr(tiff, name), name
+    path = tmp_path / "stack.tif"
+    pages = [Image.fromarray(s) for s in ball_stack(6.0, shape=(8, 20, 24)).astype(np.uint16)]
+    pages[0].save(path, save_all=True, append_images=pages[1:])
+    layout = zstack.inspect_zstack(path)
+    assert isinstance(layout, tiff.StackLayout) and (layout.pages, layout.height, layout.width) == (8, 20, 24)
+
+
 @pytest.mark.parametrize("kwargs", [dict(spacing=(1, 1)), dict(spacing=(1, 0, 1)), dict(level=1.5), dict(level=0.0)])
 def test_zstack_refuses_bad_options(kwargs):
     with pytest.raises(ValueError):

@@ -1,7 +1,8 @@
-"""Stain primitives, cell segmentation, features and the normal reference (hematovision.cells.stain / .morphology)."""
+"""Stain primitives, cell segmentation, shape, features and the normal reference (hematovision.cells.*)."""
 
 from __future__ import annotations
 
+import ast
 import csv
 import json
 import math
@@ -14,7 +15,8 @@ import numpy as np
 import pytest
 
 from hematovision.cells import morphology as M
-from hematovision.cells import stain
+from hematovision.cells import segmentation, stain
+from hematovision.cells import shape as cell_shape
 from hematovision.errors import InvalidImageError, MorphologyReferenceError, SegmentationError
 from tests._data import ROOT, iou, require_data, split_images, synthetic_cell, synthetic_field
 
@@ -32,6 +34,30 @@ def test_core_modules_import_no_heavy_libraries():
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+CELLS = ROOT / "hematovision" / "cells"
+
+
+def test_cells_modules_and_functions_stay_short():
+    for path in sorted(CELLS.glob("*.py")):
+        source = path.read_text(encoding="utf-8")
+        assert len(source.splitlines()) <= 350, path
+        for node in ast.walk(ast.parse(source)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                assert node.end_lineno - node.lineno + 1 <= 60, f"{path.name}:{node.lineno} {node.name}"
+
+
+def test_no_cells_module_uses_another_modules_private_names():
+    for path in sorted(CELLS.glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        modules = {a.asname or a.name for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))
+                   for a in n.names}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                assert not [a.name for a in node.names if a.name.startswith("_")], f"{path.name}:{node.lineno}"
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in modules:
+                assert not node.attr.startswith("_"), f"{path.name}:{node.lineno} {node.value.id}.{node.attr}"
 
 
 # --------------------------------------------------------------------------- stain primitives
@@ -83,7 +109,7 @@ def test_fill_holes():
 
 def test_find_nucleated_cells_on_a_synthetic_field_merges_lobes_and_skips_platelets():
     rgb, boxes = synthetic_field()
-    regions = stain.find_nucleated_cells(rgb)
+    regions = segmentation.find_nucleated_cells(rgb)
     assert len(regions) == 2  # two white cells; red cells and platelets ignored; both lobes = one cell
     for box in boxes:
         assert max(iou(box, r.bbox) for r in regions) > 0.85
@@ -98,9 +124,9 @@ def test_find_nucleated_cells_on_a_synthetic_field_merges_lobes_and_skips_platel
 
 def test_find_nucleated_cells_area_bounds_and_empty_field():
     rgb, _ = synthetic_field()
-    assert stain.find_nucleated_cells(rgb, min_area=10**6) == []
+    assert segmentation.find_nucleated_cells(rgb, min_area=10**6) == []
     blank = np.full((120, 160, 3), 245, np.uint8)
-    assert stain.find_nucleated_cells(blank) == []
+    assert segmentation.find_nucleated_cells(blank) == []
 
 
 def test_find_nucleated_cells_on_real_bccd_fields():
@@ -111,7 +137,7 @@ def test_find_nucleated_cells_on_real_bccd_fields():
     matched = total = false_pos = 0
     for name in names:
         rgb = cv2.cvtColor(cv2.imread(str(root / "images" / name)), cv2.COLOR_BGR2RGB)
-        found = [r.bbox for r in stain.find_nucleated_cells(rgb)]
+        found = [r.bbox for r in segmentation.find_nucleated_cells(rgb)]
         truth = [tuple(int(r[k]) for k in ("xmin", "ymin", "xmax", "ymax")) for r in rows if r["image"] == name]
         hits = sum(any(iou(t, f) >= 0.5 for f in found) for t in truth)
         matched += hits
@@ -119,6 +145,41 @@ def test_find_nucleated_cells_on_real_bccd_fields():
         false_pos += max(0, len(found) - hits)
     assert matched / total >= 0.9, (matched, total)
     assert false_pos <= 2, false_pos
+
+
+# --------------------------------------------------------------------------- one segmentation path
+
+
+def test_public_names_stay_importable_where_they_were():
+    from hematovision.cells.stain import find_nucleated_cells  # noqa: F401  (the old home still works)
+
+    assert M.segment is segmentation.segment and M.Segmentation is segmentation.Segmentation
+    assert M.SURE_NUCLEUS_AREA_S2 == segmentation.SURE_NUCLEUS_AREA_S2
+    for name in stain.MOVED_TO_SEGMENTATION:
+        assert getattr(stain, name) is getattr(segmentation, name), name
+    with pytest.raises(AttributeError):
+        stain.no_such_name  # noqa: B018
+
+
+def test_segment_field_detection_and_mesh_run_the_same_segmentation(monkeypatch):
+    from hematovision.cells import detection
+    from hematovision.mesh import surface
+
+    calls = []
+    real = segmentation.find_nuclei
+    monkeypatch.setattr(segmentation, "find_nuclei", lambda maps: calls.append(maps) or real(maps))
+    rgb, _, _ = synthetic_cell()
+    M.segment(rgb)
+    detection.find_cells(rgb)
+    surface.image_surface(rgb)
+    assert len(calls) == 3 and all(isinstance(m, segmentation.StainMaps) for m in calls)
+
+
+def test_nucleus_mask_is_the_segmentation_nucleus_mask():
+    rgb, _, _ = synthetic_cell(kind="bilobed")
+    maps = segmentation.stain_maps(rgb, red_cell_px=stain.default_red_cell_px(rgb.shape))
+    assert np.array_equal(stain.nucleus_mask(rgb), stain.nucleus_mask_from_density(maps.density))
+    assert np.array_equal(np.logical_or.reduce(segmentation.find_nuclei(maps)), stain.nucleus_mask(rgb))
 
 
 # --------------------------------------------------------------------------- segmentation + features
@@ -196,11 +257,24 @@ def test_shape_measures(shape, circ, ecc):
         cv2.circle(m, (60, 60), 30, 1, -1)
     else:
         cv2.ellipse(m, (60, 60), (40, 20), 0, 0, 360, 1, -1)
-    c, e, s = M._shape(m.astype(bool))
+    f = cell_shape.shape_features(m.astype(bool))
     if circ is not None:
-        assert c == pytest.approx(circ, abs=0.06)
-    assert e == pytest.approx(ecc, abs=0.03)
-    assert s == pytest.approx(1.0, abs=0.03)
+        assert f.circularity == pytest.approx(circ, abs=0.06)
+    assert f.eccentricity == pytest.approx(ecc, abs=0.03)
+    assert f.solidity == pytest.approx(1.0, abs=0.03)
+    assert f.area == m.sum() and f.equivalent_diameter == cell_shape.equivalent_diameter(f.area)
+    assert cell_shape.solidity(m.astype(bool)) == f.solidity
+
+
+def test_shape_of_a_concave_and_an_empty_mask():
+    m = np.zeros((60, 60), bool)
+    m[10:50, 10:20] = m[40:50, 10:50] = True  # an L: its hull adds the missing triangle
+    f = cell_shape.shape_features(m)
+    assert f.area == 400 + 300 and f.solidity == pytest.approx(700 / (700 + 30 * 30 / 2), abs=0.03)
+    assert cell_shape.bounding_box(m) == (10, 10, 50, 50)
+    assert cell_shape.equivalent_diameter(math.pi) == pytest.approx(2.0)
+    assert cell_shape.shape_features(np.zeros((5, 5), bool)) == cell_shape.ShapeFeatures(0, 0.0, 0.0, 0.0, 0.0)
+    assert cell_shape.solidity(np.zeros((5, 5), bool)) == 0.0
 
 
 def test_count_lobes_of_an_empty_mask_is_zero():
@@ -306,7 +380,7 @@ def test_pbc_white_cells_segment(pbc_features):
         for seg, path in items:
             s2 = seg.red_cell_px ** 2
             assert seg.nucleated, path
-            assert stain.MIN_NUCLEUS_AREA_S2 * s2 <= seg.nucleus_mask.sum() <= stain.MAX_NUCLEUS_AREA_S2 * s2, path
+            assert segmentation.MIN_NUCLEUS_AREA_S2 * s2 <= seg.nucleus_mask.sum() <= segmentation.MAX_NUCLEUS_AREA_S2 * s2, path
 
 
 def test_pbc_medians_differ_as_haematology_says(pbc_features):
@@ -349,3 +423,42 @@ def test_foreground_mask_covers_red_and_white_cells():
     fg = stain.foreground_mask(rgb)
     assert fg[cell].mean() > 0.85  # the pale cytoplasm is the faintest part
     assert 0.3 < fg.mean() < 0.7  # red cells included, glass not
+
+
+# Measured with the code before the segmentation was unified (git HEAD of the refactor) and the pinned
+# requirements.txt (numpy 2.4.6, opencv 5.0.0.93, Pillow 12.3.0); the refactor kept every value exactly.
+PINNED_NAMES = ("lymphocyte__LY_115727.jpg", "neutrophil__BNE_107370.jpg", "platelet__PLATELET_100790.jpg")
+PINNED = {  # segmentation attribute or feature: one value per image of PINNED_NAMES
+    "bbox": ((57, 58, 103, 104), (43, 54, 117, 117), (66, 71, 96, 102)),
+    "n_nucleated": (1, 1, 0),
+    "nucleated": (True, True, False),
+    "cell_area_px": (1692, 3186, 658),
+    "nucleus_area_px": (1434, 1454, 0),
+    "cell_diameter_rbc": (1.4504583427303217, 1.9903431878439224, 0.9045196953807996),
+    "nucleus_diameter_rbc": (1.3353024832697609, 1.3445819728393278, 0.0),
+    "nc_ratio": (0.8475177304964538, 0.4563716258631513, 0.0),
+    "cell_circularity": (0.9285585511280116, 0.5110310201240695, 0.9158610712071152),
+    "cell_eccentricity": (0.4362734504876642, 0.5443749370580853, 0.3670409273842459),
+    "cell_solidity": (0.9690721649484536, 0.8714442013129103, 0.9522431259044862),
+    "nucleus_circularity": (0.9509889635093802, 0.5816271212260288, 0.0),
+    "nucleus_eccentricity": (0.42509370021245796, 0.7734764884968125, 0.0),
+    "nucleus_solidity": (0.9755102040816327, 0.8892966360856269, 0.0),
+    "lobe_count": (1, 2, 0),
+    "nucleus_color": ((83.58, 39.96, 130.58), (104.53, 52.85, 140.43), None),
+    "cytoplasm_color": ((206.53, 177.22, 193.66), (197.74, 149.94, 175.41), (161.52, 116.03, 165.16)),
+    "granularity": (0.045320626348257065, 0.04236055910587311, 0.0401473231613636),
+    "chromatin_texture": (0.061762627214193344, 0.07614046335220337, 0.0),
+}
+
+
+@pytest.mark.parametrize("column,name", list(enumerate(PINNED_NAMES)))
+def test_example_segmentation_and_features_are_pinned(column, name):
+    path = ROOT / "examples" / "wbc" / name
+    if not path.exists():
+        pytest.skip(f"no {path} in this checkout")
+    seg = M.segment(path)
+    got = M.measure(path, segmentation=seg)
+    assert seg.red_cell_px == 32.0
+    for key, values in PINNED.items():
+        value, expected = getattr(seg if key in ("bbox", "n_nucleated") else got, key), values[column]
+        assert value == (pytest.approx(expected, abs=1e-12) if isinstance(expected, float) else expected), key

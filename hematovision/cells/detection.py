@@ -1,7 +1,8 @@
 """Whole-field mode: find the white cells in a microscope field and crop each like a training image.
 
 The nucleated cells are found by the stain-based segmentation shared with the
-morphology module (:func:`hematovision.cells.stain.find_nucleated_cells`). Each cell
+morphology module and the 3D surface
+(:func:`hematovision.cells.segmentation.find_nucleated_cells`). Each cell
 is then cropped to a square centred on the cell, with a margin that reproduces
 the framing of the PBC training images: a 360x363 CellaVision frame with the
 white cell centred and filling roughly a third to half of its width, which is
@@ -33,8 +34,8 @@ import cv2
 import numpy as np
 
 from . import stain
-
-Box = tuple[int, int, int, int]  # (x0, y0, x1, y1), x1/y1 exclusive
+from .segmentation import CellRegion, find_nucleated_cells
+from .shape import Box
 
 #: Fraction of the crop's side that the cell's larger side fills (PBC: ~1/3 to 1/2).
 DEFAULT_FILL = 0.4
@@ -60,9 +61,9 @@ class CellCrop:
     score: float = 0.0
 
 
-def find_cells(rgb: np.ndarray, *, red_cell_px: float | None = None) -> list[stain.CellRegion]:
-    """The nucleated (white) cells of a field; see :func:`hematovision.cells.stain.find_nucleated_cells`."""
-    return stain.find_nucleated_cells(rgb, red_cell_px=red_cell_px)
+def find_cells(rgb: np.ndarray, *, red_cell_px: float | None = None) -> list[CellRegion]:
+    """The nucleated (white) cells of a field; see :func:`hematovision.cells.segmentation.find_nucleated_cells`."""
+    return find_nucleated_cells(rgb, red_cell_px=red_cell_px)
 
 
 def framing_box(cell_box: Box, *, fill: float | None = None, side: float | None = None) -> Box:
@@ -83,7 +84,7 @@ def framing_box(cell_box: Box, *, fill: float | None = None, side: float | None 
 
 
 def padding_colour(rgb: np.ndarray) -> np.ndarray:
-    """The glass colour (:func:`hematovision.cells.stain.estimate_background`) from every 4th pixel: 16x cheaper, same colour."""
+    """The glass colour (:func:`~hematovision.cells.stain.estimate_background`) of every 4th pixel: 16x cheaper."""
     return stain.estimate_background(np.ascontiguousarray(rgb[::4, ::4]))
 
 
@@ -100,7 +101,7 @@ def cut(rgb: np.ndarray, box: Box, *, fill_value: Sequence[float] | None = None)
     return cv2.copyMakeBorder(inner, *pads, cv2.BORDER_CONSTANT, value=value)
 
 
-def crop_cells(rgb: np.ndarray, regions: Iterable[stain.CellRegion] | None = None, *, fill: float | None = None,
+def crop_cells(rgb: np.ndarray, regions: Iterable[CellRegion] | None = None, *, fill: float | None = None,
                red_cell_px: float | None = None) -> list[CellCrop]:
     """One :class:`CellCrop` per nucleated cell of the field (found here unless ``regions`` is given).
 

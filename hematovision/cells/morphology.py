@@ -1,6 +1,7 @@
-"""Cell morphology: segment a stained cell, measure it, compare it with a normal reference.
+"""Cell morphology: measure a segmented stained cell, compare it with a normal reference.
 
-Numpy + OpenCV only (the Raspberry Pi core). Built on :mod:`hematovision.cells.stain`.
+Numpy + OpenCV only (the Raspberry Pi core). Built on :mod:`hematovision.cells.segmentation`
+(the cell and its nucleus) and :mod:`hematovision.cells.shape` (areas and outlines).
 
 Public API::
 
@@ -11,14 +12,13 @@ Public API::
     reference_path_for(model_path) -> Path            # models/wbc.json -> models/wbc.morphology.json
     REFERENCE_LABEL_MAP                               # 'all' model labels -> reference class
 
-``segment`` picks the cell nearest the image centre (PBC / CellaVision crops
-are centred on their cell). A nucleus is the purple chromatin of
-:func:`hematovision.cells.stain.nucleus_mask`, its lobes merged; a cell whose
-central stained object is smaller or paler than a nucleus (a platelet, or a
-red cell with an inclusion; see :data:`SURE_NUCLEUS_AREA_S2`) is returned with ``nucleated=False``, the object
-itself as the cell and an empty nucleus. No stained object at all raises
+``segment`` and ``Segmentation`` are :func:`hematovision.cells.segmentation.segment`
+and its result, imported here: the cell nearest the image centre (PBC /
+CellaVision crops are centred on their cell), its nucleus the purple
+chromatin with its lobes merged; a platelet is a cell with ``nucleated=False``
+and an empty nucleus. No stained object at all raises
 :class:`~hematovision.errors.SegmentationError`. For whole fields with many
-cells use :func:`hematovision.cells.stain.find_nucleated_cells` and
+cells use :func:`hematovision.cells.segmentation.find_nucleated_cells` and
 :meth:`Segmentation.from_region`.
 
 Sizes are in pixels, in um^2 when ``um_per_px`` is given, and always also in
@@ -30,7 +30,6 @@ which survives resizing the image and is what :func:`compare` uses.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -38,17 +37,12 @@ import cv2
 import numpy as np
 
 from . import stain
-from ..errors import MorphologyReferenceError, SegmentationError
+from ..errors import MorphologyReferenceError
 from ..images import ImageInput, load_image
+from .segmentation import Segmentation, segment  # noqa: F401  (public here too: morphology.segment)
+from .segmentation import ANUCLEATE_REACH_S, DENSE_NUCLEUS_OD, SURE_NUCLEUS_AREA_S2  # noqa: F401
+from .shape import shape_features
 
-#: A central object of 0.25-0.5 red-cell diameters^2 is a nucleus only when
-#: dense (mean R-B optical density >= 0.22; a small erythroblast nucleus is
-#: >= 0.23, a platelet's granulomere ~0.18). Calibrated on PBC train: all
-#: white cells kept, ~80 % of platelets called anucleate.
-SURE_NUCLEUS_AREA_S2 = 0.5
-DENSE_NUCLEUS_OD = 0.22
-#: Reach of the platelet body beyond its stained granulomere, in red-cell diameters.
-ANUCLEATE_REACH_S = 0.2
 #: Cut levels of :func:`count_lobes`, as fractions of the nucleus' thickest
 #: point, and the smallest lobe core relative to the largest (chosen on PBC
 #: train: neutrophil median 2, lymphocyte/monocyte/erythroblast 1).
@@ -72,26 +66,6 @@ REFERENCE_LABEL_MAP = {
 }
 
 REFERENCE_FORMAT = "hematovision.morphology-reference/1"
-
-
-@dataclass(frozen=True, eq=False)
-class Segmentation:
-    """Full-size boolean masks of one cell and its nucleus (empty when ``nucleated`` is False)."""
-
-    cell_mask: np.ndarray = field(repr=False)
-    nucleus_mask: np.ndarray = field(repr=False)
-    nucleated: bool
-    bbox: tuple[int, int, int, int]
-    red_cell_px: float
-    n_nucleated: int = 1
-
-    @classmethod
-    def from_region(cls, region: stain.CellRegion, shape: tuple[int, ...], *, red_cell_px: float | None = None,
-                    ) -> "Segmentation":
-        """Wrap a :class:`~hematovision.cells.stain.CellRegion` found in a field of ``shape``."""
-        cell, nucleus = region.full_masks(shape[:2])
-        s = stain.default_red_cell_px(shape) if red_cell_px is None else float(red_cell_px)
-        return cls(cell, nucleus, True, region.bbox, s)
 
 
 @dataclass(frozen=True)
@@ -181,62 +155,6 @@ class Reference:
         )
 
 
-# --------------------------------------------------------------------------- segmentation
-
-
-def segment(image: ImageInput, *, red_cell_px: float | None = None, min_nucleus_area: float | None = None,
-            ) -> Segmentation:
-    """Segment the cell nearest the image centre (see the module docstring).
-
-    Args:
-        image: anything :func:`hematovision.load_image` accepts.
-        red_cell_px: red-cell diameter in px; default ``sqrt(H * W) / 5``.
-        min_nucleus_area: smallest nucleus in px; default 0.25 red-cell diameters squared.
-
-    Raises:
-        SegmentationError: nothing stained in the image.
-    """
-    rgb = load_image(image)
-    s = stain.default_red_cell_px(rgb.shape) if red_cell_px is None else float(red_cell_px)
-    lo = stain.MIN_NUCLEUS_AREA_S2 * s * s if min_nucleus_area is None else float(min_nucleus_area)
-    od = stain.optical_density(rgb)
-    density = cv2.GaussianBlur(np.maximum(od[..., 0] - od[..., 2], 0.0), (0, 0), 1.0)
-    objects = stain.nucleus_groups(stain._nucleus_mask_from(density, None), merge_px=stain.LOBE_MERGE_S * s,
-                                   min_fragment_px=0.01 * s * s)
-    if not objects:
-        raise SegmentationError(
-            "no stained cell found: no pixel has the purple of a Romanowsky-stained nucleus or platelet. "
-            "Check that the image is a Wright/Giemsa/May-Grunwald-Giemsa blood smear in colour."
-        )
-    h, w = density.shape
-    central = min(objects, key=lambda m: _edge_distance(m, (h - 1) / 2.0, (w - 1) / 2.0))
-    chroma = cv2.GaussianBlur(stain._chroma_from(od), (0, 0), max(0.5, s / 40.0))
-    sure = max(lo, SURE_NUCLEUS_AREA_S2 * s * s)
-
-    def is_nucleus(m: np.ndarray) -> bool:
-        area = int(m.sum())
-        return area >= sure or (area >= lo and float(density[m].mean()) >= DENSE_NUCLEUS_OD)
-
-    nucleated = is_nucleus(central)
-    n_nucleated = sum(is_nucleus(m) for m in objects)
-    if nucleated:
-        cell = stain.trace_cell(chroma, central, reach_px=stain.CYTOPLASM_REACH_S * s)
-        nucleus = central
-    else:
-        cell = stain.trace_cell(chroma, central, reach_px=ANUCLEATE_REACH_S * s) | central
-        nucleus = np.zeros_like(central)
-    ys, xs = np.nonzero(cell)
-    bbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-    return Segmentation(cell, nucleus, nucleated, bbox, s, n_nucleated)
-
-
-def _edge_distance(mask: np.ndarray, cy: float, cx: float) -> float:
-    """Distance from (cy, cx) to the object's equivalent disc (0 inside): favours big central objects."""
-    ys, xs = np.nonzero(mask)
-    r_eq = math.sqrt(len(ys) / math.pi)
-    return max(0.0, math.hypot(ys.mean() - cy, xs.mean() - cx) - r_eq)
-
-
 # --------------------------------------------------------------------------- features
 
 
@@ -258,23 +176,23 @@ def measure(image: ImageInput, *, um_per_px: float | None = None, segmentation: 
     cell, nucleus = seg.cell_mask, seg.nucleus_mask & seg.cell_mask
     cytoplasm = cell & ~nucleus
     s = seg.red_cell_px
-    a_cell, a_nuc = int(cell.sum()), int(nucleus.sum())
-    cell_shape, nuc_shape = _shape(cell), _shape(nucleus)
+    cell_shape, nuc_shape = shape_features(cell), shape_features(nucleus)
+    a_cell, a_nuc = cell_shape.area, nuc_shape.area
     detail = _fine_detail(rgb, sigma=max(0.7, s / 40.0))
     area_um = (lambda a: a * um_per_px * um_per_px) if um_per_px else (lambda a: None)
     return CellFeatures(
         nucleated=seg.nucleated,
         cell_area_px=a_cell,
         nucleus_area_px=a_nuc,
-        cell_diameter_rbc=_equivalent_diameter(a_cell) / s,
-        nucleus_diameter_rbc=_equivalent_diameter(a_nuc) / s,
+        cell_diameter_rbc=cell_shape.equivalent_diameter / s,
+        nucleus_diameter_rbc=nuc_shape.equivalent_diameter / s,
         nc_ratio=a_nuc / a_cell if a_cell else 0.0,
-        cell_circularity=cell_shape[0],
-        cell_eccentricity=cell_shape[1],
-        cell_solidity=cell_shape[2],
-        nucleus_circularity=nuc_shape[0],
-        nucleus_eccentricity=nuc_shape[1],
-        nucleus_solidity=nuc_shape[2],
+        cell_circularity=cell_shape.circularity,
+        cell_eccentricity=cell_shape.eccentricity,
+        cell_solidity=cell_shape.solidity,
+        nucleus_circularity=nuc_shape.circularity,
+        nucleus_eccentricity=nuc_shape.eccentricity,
+        nucleus_solidity=nuc_shape.solidity,
         lobe_count=count_lobes(nucleus),
         nucleus_color=_mean_color(rgb, nucleus),
         cytoplasm_color=_mean_color(rgb, cytoplasm),
@@ -284,35 +202,6 @@ def measure(image: ImageInput, *, um_per_px: float | None = None, segmentation: 
         cell_area_um2=area_um(a_cell),
         nucleus_area_um2=area_um(a_nuc),
     )
-
-
-def _equivalent_diameter(area: float) -> float:
-    return 2.0 * math.sqrt(area / math.pi)
-
-
-def _shape(mask: np.ndarray) -> tuple[float, float, float]:
-    """(circularity, eccentricity, solidity) of a mask; zeros when empty."""
-    area = float(mask.sum())
-    if area == 0:
-        return 0.0, 0.0, 0.0
-    m8 = mask.astype(np.uint8)
-    contours, _ = cv2.findContours(m8, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
-    # The raw pixel chain over-measures a curve by ~8 % (staircase); its polygon
-    # simplification (1 px tolerance) does not. The pixel-count area reaches
-    # half a pixel beyond the chain through pixel centres, hence P + pi.
-    perimeter = sum(cv2.arcLength(cv2.approxPolyDP(c, 1.0, True), True) for c in contours)
-    circularity = min(1.0, 4.0 * math.pi * area / (perimeter + math.pi) ** 2)
-    # Eccentricity of the ellipse with the same second moments: sqrt(1 - l_min / l_max).
-    mom = cv2.moments(m8, binaryImage=True)
-    mu20, mu02, mu11 = mom["mu20"] / mom["m00"], mom["mu02"] / mom["m00"], mom["mu11"] / mom["m00"]
-    root = math.sqrt(((mu20 - mu02) / 2.0) ** 2 + mu11 ** 2)
-    l_max, l_min = (mu20 + mu02) / 2.0 + root, (mu20 + mu02) / 2.0 - root
-    eccentricity = math.sqrt(max(0.0, 1.0 - l_min / l_max)) if l_max > 0 else 0.0
-    hull = cv2.convexHull(np.concatenate(contours))
-    hull_mask = np.zeros_like(m8)
-    cv2.fillPoly(hull_mask, [hull], 1)
-    solidity = min(1.0, area / max(1.0, float(hull_mask.sum())))
-    return circularity, eccentricity, solidity
 
 
 def count_lobes(nucleus: np.ndarray) -> int:

@@ -19,7 +19,8 @@ from ..cells import stain
 from ..images import ImageInput, load_image
 from . import Mesh
 from .post import MeshOptions, MeshResult, decimation_input_faces, postprocess
-from ..cells.morphology import segment
+from ..cells.segmentation import segment
+from ..cells.shape import equivalent_diameter
 
 #: Height of the image surface relative to the cell's equivalent diameter.
 HEIGHT_RATIO = 0.35
@@ -122,7 +123,7 @@ def _height_field(crop: np.ndarray, mask: np.ndarray) -> np.ndarray:
     density = stain.stain_density(crop)
     top = float(np.percentile(density[mask], 99)) if mask.any() else 1.0
     density = np.clip(density / max(top, 1e-6), 0.0, 1.0)
-    diameter = 2.0 * math.sqrt(max(1, int(mask.sum())) / math.pi)
+    diameter = equivalent_diameter(max(1, int(mask.sum())))
     raw = HEIGHT_RATIO * diameter * (DOME_SHARE * dome + (1.0 - DOME_SHARE) * density)
     # Normalised convolution: blur(h * m) / blur(m) smooths inside the cell without
     # pulling the border down towards the zero outside.
