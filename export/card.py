@@ -56,14 +56,28 @@ def _preprocessing(meta: dict) -> str:
 
 def render(meta: dict, robustness: dict | None = None, adaptation: dict | None = None, baseline: dict | None = None,
            comparison: dict | None = None) -> str:
-    ds = meta["provenance"]["data"]["dataset"]
-    data = DATA[ds]
-    m = meta["metrics"]
-    val, test, par = m["val"], m["test"], m["parity_with_float"]
-    cal = meta["calibration"]
-    prov = meta["provenance"]
-    name = meta["name"]
-    lines = [
+    """The card's Markdown: metadata, results, calibration and parity from ``meta``, then one section per report given.
+
+    ``robustness`` (training.robustness), ``adaptation`` (export.adapt --report)
+    and ``comparison`` (export.compare) each add their section when given;
+    ``baseline`` (the plain model's robustness report) adds a column to the
+    robustness table. The re-run commands list the reports' commands too.
+    """
+    lines = _front_matter(meta) + _results(meta) + _calibration(meta) + _parity(meta["metrics"]["parity_with_float"])
+    if robustness:
+        lines += _robustness_section(robustness, baseline)
+    if adaptation:
+        lines += _adaptation_section(adaptation)
+    if comparison:
+        lines += _comparison_section(comparison)
+    lines += _data_section(meta) + _provenance(meta, robustness=robustness, adaptation=adaptation) + _intended_use(meta)
+    return "\n".join(lines)
+
+
+def _front_matter(meta: dict) -> list[str]:
+    """YAML metadata (model-index with the test accuracy and macro-F1), title, what the model is, its preprocessing."""
+    ds, name, test = meta["provenance"]["data"]["dataset"], meta["name"], meta["metrics"]["test"]
+    return [
         "---",
         "license: cc-by-4.0",
         "library_name: tflite",
@@ -75,7 +89,7 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
         f"- name: hematovision-{name}",
         "  results:",
         "  - task: {type: image-classification}",
-        f"    dataset: {{name: \"{data['name']} - test split\", type: {ds}, split: test}}",
+        f"    dataset: {{name: \"{DATA[ds]['name']} - test split\", type: {ds}, split: test}}",
         "    metrics:",
         f"    - {{type: accuracy, value: {test['accuracy']:.4f}}}",
         f"    - {{type: f1, name: macro-F1, value: {test['macro_f1']:.4f}}}",
@@ -92,12 +106,20 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
         "",
         _preprocessing(meta),
         "",
+    ]
+
+
+def _results(meta: dict) -> list[str]:
+    """Accuracy, macro-F1 and ECE on val and test, the per-class table on test, and the confusion matrix image."""
+    m = meta["metrics"]
+    lines = [
         "## Results (int8 TFLite through the `hematovision` API)",
         "",
         "| split | n | accuracy | macro-F1 | ECE (calibrated) | ECE (raw) |",
         "|---|---|---|---|---|---|",
     ]
-    for split, r in (("val", val), ("test", test)):
+    for split in ("val", "test"):
+        r = m[split]
         lines.append(f"| {split} | {r['n']} | {_pct(r['accuracy'])} | {r['macro_f1']:.4f} | {r['ece']:.4f} | {r['ece_uncalibrated']:.4f} |")
     lines += [
         "",
@@ -108,31 +130,38 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
-    for label, r in test["per_class"].items():
+    for label, r in m["test"]["per_class"].items():
         lines.append(f"| {label} | {r['precision']:.3f} | {r['recall']:.3f} | {r['f1']:.3f} | {r['support']} |")
-    lines += [
-        "",
-        f"![confusion matrix, test]({name}_confusion_test.png)",
-        "",
+    return lines + ["", f"![confusion matrix, test]({meta['name']}_confusion_test.png)", ""]
+
+
+def _calibration(meta: dict) -> list[str]:
+    """Temperature, the uncertain rule and what it flags on test; the out-of-distribution score when fitted."""
+    cal, unc = meta["calibration"], meta["metrics"]["test"]["uncertain"]
+    lines = [
         "## Calibration and uncertainty",
         "",
         f"- Temperature T = {cal['temperature']:.3f} (probabilities = softmax(logits / T)), fitted on `val` by minimising NLL.",
         f"- `uncertain` when the calibrated top-1 confidence < **{cal['uncertain_threshold']:.3f}** ({cal['rule']}).",
-        f"- On `test`: {_pct(test['uncertain']['flagged_uncertain'])} of cells flagged uncertain; accuracy on the rest "
-        f"{_pct(test['uncertain']['accuracy_when_confident'])}, on the flagged ones {_pct(test['uncertain']['accuracy_when_uncertain'])}.",
+        f"- On `test`: {_pct(unc['flagged_uncertain'])} of cells flagged uncertain; accuracy on the rest "
+        f"{_pct(unc['accuracy_when_confident'])}, on the flagged ones {_pct(unc['accuracy_when_uncertain'])}.",
     ]
     ood = meta.get("ood")
     if ood:
         mo = ood.get("measured", {})
-        lines += [
+        cells = mo.get("cells_flagged_out_of_distribution", {})
+        lines.append(
             f"- Out-of-distribution score: {ood['method']}; threshold {ood['threshold']:.3f} ({ood['threshold_rule']}). "
-            f"Real cells flagged: val {_pct(mo.get('cells_flagged_out_of_distribution', {}).get('val'))}, test "
-            f"{_pct(mo.get('cells_flagged_out_of_distribution', {}).get('test'))}; generated non-blood images rejected: "
+            f"Real cells flagged: val {_pct(cells.get('val'))}, test "
+            f"{_pct(cells.get('test'))}; generated non-blood images rejected: "
             f"{_pct(mo.get('nonblood_flagged_out_of_distribution'))} ({mo.get('nonblood_set', '')}). "
-            "An out-of-distribution image is also reported as uncertain.",
-        ]
-    lines += [
-        "",
+            "An out-of-distribution image is also reported as uncertain.")
+    return lines + [""]
+
+
+def _parity(par: dict) -> list[str]:
+    """Float Keras against the exported model on test: accuracy drop, agreement, probabilities, CAM correlation."""
+    return [
         "## Quantization parity (test split)",
         "",
         f"float Keras accuracy {_pct(par['float_accuracy'])}, int8 {_pct(par['exported_accuracy'])} "
@@ -141,83 +170,107 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
         f"(min {par['cam_pearson_min']:.3f}).",
         "",
     ]
-    if robustness:
-        r = robustness
-        lines += [
-            "## Cross-lab proxy evaluation",
-            "",
-            f"Command: `{r['command']}` (see `training/robustness.py`, `training/simulated_lab.py`).",
-            "",
-            "| condition | accuracy | flagged uncertain | accuracy when not flagged |" + (" plain model accuracy |" if baseline else ""),
-            "|---|---|---|---|" + ("---|" if baseline else ""),
-        ]
-        base = baseline or {}
-        rows = [(key, key, r[key], base.get(key)) for key in ("clean", "upsampled_360x363", "upsampled_1000", "simulated_lab") if key in r]
-        rows += [(f"simulated lab: {prof}", prof, x, base.get("simulated_lab_per_profile", {}).get(prof))
-                 for prof, x in r.get("simulated_lab_per_profile", {}).items()]
-        for title, _, x, b in rows:
-            lines.append(f"| {title} | {_pct(x.get('accuracy'))} | {_pct(x['flagged_uncertain'])} | {_pct(x.get('accuracy_when_confident'))} |"
-                         + (f" {_pct((b or {}).get('accuracy'))} |" if baseline else ""))
-        if baseline and "clean" in baseline and "clean" in r:
-            diff = 100 * (r["clean"]["accuracy"] - baseline["clean"]["accuracy"])
-            lines += ["", f"Plain model for comparison: `{baseline['command']}` (trained without the lab augmentation). "
-                          f"PBC test accuracy {diff:+.2f} points against it (the cross-lab work may cost at most 0.3)."]
-        if "bccd_wbc_crops" in r:
-            b = r["bccd_wbc_crops"]
-            lines += ["", f"BCCD WBC crops (another lab, no subtype labels; n={b['n']}): flagged uncertain {_pct(b['flagged_uncertain'])}, "
-                          f"out-of-distribution {_pct(b['flagged_out_of_distribution'])}; predicted distribution "
-                          + ", ".join(f"{k} {100 * v:.0f} %" for k, v in b["predicted_distribution"].items()) + "."]
-        if "nonblood" in r:
-            lines += ["", f"Generated non-blood images (n={r['nonblood']['n']}): rejected as out-of-distribution "
-                          f"{_pct(r['nonblood']['rejected_out_of_distribution'])}, flagged uncertain {_pct(r['nonblood']['flagged_uncertain'])}."]
-        lines.append("")
-    if adaptation:
-        a, ba = adaptation, adaptation["target_flagged_uncertain"]
-        lines += [
-            "## Adaptation to a new microscope without labels",
-            "",
-            f"Command: `{a['command']}` ({a['method']}; {a['n_target_images']} target images, "
-            f"{a['n_source_images']} source images, {a['bn_layers']} batch-norm layers).",
-            "",
-            f"Target images flagged uncertain: {_pct(ba['before'])} before, {_pct(ba['after'])} after adaptation. "
-            + ("Adaptation did not bring these images into the model's domain; validate on labelled cells of your own before use."
-               if ba["after"] >= ba["before"] else "Fewer flags are not proof of correct answers: validate on labelled cells of your own."),
-            "",
-        ]
-    if comparison:
-        lines += [
-            "## Candidates compared (val decides)",
-            "",
-            f"Rule: {comparison['rule']}. Command: `{comparison['command']}`.",
-            "",
-            "| candidate | start | input | val accuracy | val NLL | test accuracy | test macro-F1 |",
-            "|---|---|---|---|---|---|---|",
-        ]
-        for cname, c in comparison["candidates"].items():
-            start = "ImageNet" if "imagenet" in str(c.get("init")) else f"`{c.get('init')}`"
-            shipped = " (**shipped**)" if cname == comparison["chosen"] else ""
-            lines.append(f"| {cname}{shipped} | {start} | {c['input_size']} px | {_pct(c['val_accuracy'])} | {c['val_nll']:.4f} | "
-                         f"{_pct(c['test_accuracy'])} | {c['test_macro_f1']:.4f} |")
-        if comparison.get("note"):
-            lines += ["", comparison["note"]]
-        lines += ["", "Training commands:", "", "```bash", *(c["train_command"] for c in comparison["candidates"].values()), "```", ""]
-    lines += [
+
+
+def _robustness_section(r: dict, baseline: dict | None) -> list[str]:
+    """The cross-lab proxy table (a plain-model column when ``baseline`` is given), then BCCD and non-blood lines."""
+    lines = [
+        "## Cross-lab proxy evaluation",
+        "",
+        f"Command: `{r['command']}` (see `training/robustness.py`, `training/simulated_lab.py`).",
+        "",
+        "| condition | accuracy | flagged uncertain | accuracy when not flagged |" + (" plain model accuracy |" if baseline else ""),
+        "|---|---|---|---|" + ("---|" if baseline else ""),
+    ]
+    for title, x, b in _robustness_rows(r, baseline or {}):
+        lines.append(f"| {title} | {_pct(x.get('accuracy'))} | {_pct(x['flagged_uncertain'])} | {_pct(x.get('accuracy_when_confident'))} |"
+                     + (f" {_pct((b or {}).get('accuracy'))} |" if baseline else ""))
+    if baseline and "clean" in baseline and "clean" in r:
+        diff = 100 * (r["clean"]["accuracy"] - baseline["clean"]["accuracy"])
+        lines += ["", f"Plain model for comparison: `{baseline['command']}` (trained without the lab augmentation). "
+                      f"PBC test accuracy {diff:+.2f} points against it (the cross-lab work may cost at most 0.3)."]
+    return lines + _robustness_extras(r) + [""]
+
+
+def _robustness_rows(r: dict, base: dict) -> list[tuple[str, dict, dict | None]]:
+    """(title, this model's scores, the plain model's or None) per condition, then per simulated-lab profile."""
+    rows = [(key, r[key], base.get(key)) for key in ("clean", "upsampled_360x363", "upsampled_1000", "simulated_lab") if key in r]
+    rows += [(f"simulated lab: {prof}", x, base.get("simulated_lab_per_profile", {}).get(prof))
+             for prof, x in r.get("simulated_lab_per_profile", {}).items()]
+    return rows
+
+
+def _robustness_extras(r: dict) -> list[str]:
+    """The unlabelled BCCD crops and the generated non-blood images of a robustness report, when it has them."""
+    lines = []
+    if "bccd_wbc_crops" in r:
+        b = r["bccd_wbc_crops"]
+        lines += ["", f"BCCD WBC crops (another lab, no subtype labels; n={b['n']}): flagged uncertain {_pct(b['flagged_uncertain'])}, "
+                      f"out-of-distribution {_pct(b['flagged_out_of_distribution'])}; predicted distribution "
+                      + ", ".join(f"{k} {100 * v:.0f} %" for k, v in b["predicted_distribution"].items()) + "."]
+    if "nonblood" in r:
+        lines += ["", f"Generated non-blood images (n={r['nonblood']['n']}): rejected as out-of-distribution "
+                      f"{_pct(r['nonblood']['rejected_out_of_distribution'])}, flagged uncertain {_pct(r['nonblood']['flagged_uncertain'])}."]
+    return lines
+
+
+def _adaptation_section(a: dict) -> list[str]:
+    """Unlabelled adaptation: the images used and the uncertain share before and after, with a caution either way."""
+    ba = a["target_flagged_uncertain"]
+    return [
+        "## Adaptation to a new microscope without labels",
+        "",
+        f"Command: `{a['command']}` ({a['method']}; {a['n_target_images']} target images, "
+        f"{a['n_source_images']} source images, {a['bn_layers']} batch-norm layers).",
+        "",
+        f"Target images flagged uncertain: {_pct(ba['before'])} before, {_pct(ba['after'])} after adaptation. "
+        + ("Adaptation did not bring these images into the model's domain; validate on labelled cells of your own before use."
+           if ba["after"] >= ba["before"] else "Fewer flags are not proof of correct answers: validate on labelled cells of your own."),
+        "",
+    ]
+
+
+def _comparison_section(comparison: dict) -> list[str]:
+    """The candidates this model was chosen from (val decides), the shipped one marked, and their training commands."""
+    lines = [
+        "## Candidates compared (val decides)",
+        "",
+        f"Rule: {comparison['rule']}. Command: `{comparison['command']}`.",
+        "",
+        "| candidate | start | input | val accuracy | val NLL | test accuracy | test macro-F1 |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for cname, c in comparison["candidates"].items():
+        start = "ImageNet" if "imagenet" in str(c.get("init")) else f"`{c.get('init')}`"
+        shipped = " (**shipped**)" if cname == comparison["chosen"] else ""
+        lines.append(f"| {cname}{shipped} | {start} | {c['input_size']} px | {_pct(c['val_accuracy'])} | {c['val_nll']:.4f} | "
+                     f"{_pct(c['test_accuracy'])} | {c['test_macro_f1']:.4f} |")
+    if comparison.get("note"):
+        lines += ["", comparison["note"]]
+    return lines + ["", "Training commands:", "", "```bash", *(c["train_command"] for c in comparison["candidates"].values()), "```", ""]
+
+
+def _data_section(meta: dict) -> list[str]:
+    """The dataset (from :data:`DATA`), its licence, the fixed split and the training counts per class, the citation."""
+    data, counts = DATA[meta["provenance"]["data"]["dataset"]], meta["provenance"]["data"]
+    return [
         "## Data",
         "",
         f"{data['name']} - {data['about']} Licence: {data['licence']}.",
         "",
-        f"Split (fixed by `splits.csv`, a hash of the file name): train {sum(prov['data']['counts_train'].values())}, "
-        f"val {prov['data']['n_val']}, test {prov['data']['n_test']}. Training counts per class: "
-        + ", ".join(f"{k} {v}" for k, v in prov["data"]["counts_train"].items()) + " (class-weighted loss).",
+        f"Split (fixed by `splits.csv`, a hash of the file name): train {sum(counts['counts_train'].values())}, "
+        f"val {counts['n_val']}, test {counts['n_test']}. Training counts per class: "
+        + ", ".join(f"{k} {v}" for k, v in counts["counts_train"].items()) + " (class-weighted loss).",
         "",
         f"Citation: {data['citation']}",
         "",
-        "## How it was made (re-run these)",
-        "",
-        "```bash",
-        prov["train_command"],
-        prov["export_command"],
     ]
+
+
+def _provenance(meta: dict, *, robustness: dict | None = None, adaptation: dict | None = None) -> list[str]:
+    """The commands that made the model and its reports (to re-run), then initialisation, timing, versions, commit."""
+    prov, ood = meta["provenance"], meta.get("ood")
+    lines = ["## How it was made (re-run these)", "", "```bash", prov["train_command"], prov["export_command"]]
     if ood:
         lines.append(ood.get("command", ""))
     if robustness:
@@ -225,7 +278,7 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
     if adaptation:
         lines.append(adaptation["command"])
     train_s = prov.get("train_seconds")
-    lines += [
+    return lines + [
         "```",
         "",
         f"Initialisation: `{prov.get('init')}`. Training time: {train_s / 60:.1f} min on {prov.get('machine')} (no GPU). "
@@ -233,18 +286,24 @@ def render(meta: dict, robustness: dict | None = None, adaptation: dict | None =
         f"Batch-norm check (evaluate() on training images vs fit()): {prov.get('bn_check')}. Versions: {prov.get('versions')}. "
         f"Exported {prov.get('exported')} from commit {prov.get('git_commit')}.",
         "",
+    ]
+
+
+def _intended_use(meta: dict) -> list[str]:
+    """What the model is for, and its limits: one lab's data, the framing it expects, its known failure modes."""
+    return [
         "## Intended use and limits",
         "",
         f"- {meta.get('intended_use', '')}",
         "- Trained on one analyser in one hospital: other microscopes, cameras and stains shift colours, focus and scale. "
-        "Check the cross-lab section, use `python -m export.adapt` with unlabelled images from your set-up, and validate locally.",
+        "Check the cross-lab section, adapt the model to your set-up with a few labelled cells of your own "
+        "(`python -m hematovision adapt --model NAME --cells DIR --out DIR`, DIR/<label>/<image>), and validate locally.",
         "- Single-cell images framed like the training data (cell centred, about a third to half of the frame).",
         "- Known failure modes: confusions between neighbouring maturation stages (e.g. ig vs neutrophil/monocyte; "
         "pre-B vs early pre-B), smudged or overlapping cells, and images unlike the training data, which should be flagged "
         "uncertain but are not guaranteed to be.",
         "",
     ]
-    return "\n".join(lines)
 
 
 def _read_json(path: str | None) -> dict | None:

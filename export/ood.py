@@ -31,7 +31,7 @@ def pooled_features(clf, images: np.ndarray) -> np.ndarray:
     return np.stack([pooled(clf.forward(prepare(img, clf.spec.input))[1]) for img in images])
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export.ood", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="exported model .json")
     p.add_argument("--data", required=True, help="the dataset folder the model was trained on")
@@ -41,22 +41,20 @@ def main(argv=None) -> int:
     # images score far above either threshold (min 0.117 vs val max 0.074 for wbc).
     p.add_argument("--percentile", type=float, default=99.9, help="threshold = this percentile of val scores")
     p.add_argument("--nonblood-per-category", type=int, default=60)
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    """Fit the reference on train, set the threshold on val, store it, then measure it (see the module docstring)."""
+    args = parse_args(argv)
     import hematovision
-    from training.nonblood import generate
 
     json_path = Path(args.model)
     meta = json.loads(json_path.read_text())
     meta.pop("ood", None)
     json_path.write_text(json.dumps(meta, indent=2))  # fit without the old reference
     clf = hematovision.load_model(json_path)
-    labels, size = clf.labels, clf.spec.input.height
-    feats, ys = {}, {}
-    for split in ("train", "val", "test"):
-        s = load_split(args.data, split, size, labels)
-        feats[split], ys[split] = pooled_features(clf, s.images), s.labels
-        print(f"{split}: {len(ys[split])} feature vectors", flush=True)
+    feats = _split_features(clf, args.data)
     ood = OODModel.fit(feats["train"], k=args.k)
     threshold = float(np.percentile(ood.score(feats["val"]), args.percentile))
     ood = ood.with_threshold(threshold)
@@ -73,25 +71,39 @@ def main(argv=None) -> int:
         "command": "python -m export.ood " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     json_path.write_text(json.dumps(meta, indent=2))
+    meta["ood"]["measured"] = {"cells_flagged_out_of_distribution": measured,
+                               **_nonblood_measures(hematovision.load_model(json_path), args.nonblood_per_category)}
+    json_path.write_text(json.dumps(meta, indent=2))
+    print(json.dumps(meta["ood"], indent=2))
+    return 0
 
-    clf = hematovision.load_model(json_path)
+
+def _split_features(clf, data: str | Path) -> dict[str, np.ndarray]:
+    """Pooled features of the train, val and test splits of ``data``, through the exported model."""
+    feats = {}
+    for split in ("train", "val", "test"):
+        s = load_split(data, split, clf.spec.input.height, clf.labels)
+        feats[split] = pooled_features(clf, s.images)
+        print(f"{split}: {len(s.labels)} feature vectors", flush=True)
+    return feats
+
+
+def _nonblood_measures(clf, per_category: int) -> dict:
+    """How the model (with its new reference) treats the generated non-blood images: rejected, uncertain, per category."""
+    from training.nonblood import generate
+
     flagged, uncertain = Counter(), Counter()
-    nonblood = generate(args.nonblood_per_category)
+    nonblood = generate(per_category)
     for category, img in nonblood:
         pred = clf.predict(img, cam=False)
         flagged[category] += bool(pred.out_of_distribution)
         uncertain[category] += bool(pred.uncertain)
-    n = args.nonblood_per_category
-    meta["ood"]["measured"] = {
-        "cells_flagged_out_of_distribution": measured,
+    return {
         "nonblood_flagged_out_of_distribution": sum(flagged.values()) / len(nonblood),
         "nonblood_flagged_uncertain": sum(uncertain.values()) / len(nonblood),
-        "nonblood_per_category_flagged": {c: flagged[c] / n for c in sorted(flagged)},
-        "nonblood_set": f"training/nonblood.py generate({n}) - {len(nonblood)} images, seed 0",
+        "nonblood_per_category_flagged": {c: flagged[c] / per_category for c in sorted(flagged)},
+        "nonblood_set": f"training/nonblood.py generate({per_category}) - {len(nonblood)} images, seed 0",
     }
-    json_path.write_text(json.dumps(meta, indent=2))
-    print(json.dumps(meta["ood"], indent=2))
-    return 0
 
 
 if __name__ == "__main__":

@@ -129,7 +129,7 @@ def _tflite_outputs(clf, images: np.ndarray):
     return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export.tflite", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run", required=True, help="training run folder")
     p.add_argument("--name", required=True, help="model name (wbc, all, or your own)")
@@ -138,56 +138,98 @@ def main(argv=None) -> int:
     p.add_argument("--tta", choices=("auto", "dihedral8", "none"), default="auto",
                    help="test-time augmentation: auto = dihedral8 only if it raises val accuracy (measured here)")
     p.add_argument("--force", action="store_true", help="write even if int8 loses more than 0.5 accuracy points")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
 
+
+def main(argv=None) -> int:
+    """Export, score the exported model, write its metadata; 1 (files removed) when int8 loses too much."""
+    args = parse_args(argv)
     import keras
 
-    import hematovision
-    from hematovision import cam as cam_maps
-    from training.model import with_feature_output
+    from training.evaluate import calibrate_and_report, write_confusion
 
     run, out = Path(args.run), Path(args.out)
     config = json.loads((run / "config.json").read_text())
-    labels = tuple(config["labels"])
-    spec = InputSpec.from_json(config["input"])
-    a = config["args"]
-    # Runs made before config.json carried the dataset's facts fall back to training/data.py's table.
-    facts = config.get("dataset_facts") or FACTS[config["dataset"]].to_json()
+    labels, spec = tuple(config["labels"]), InputSpec.from_json(config["input"])
     t0 = time.time()
-    splits = {s: load_split(a["data"], s, spec.height, labels, limit=a.get("limit_per_class")) for s in ("train", "val", "test")}
+    splits = {s: load_split(config["args"]["data"], s, spec.height, labels, limit=config["args"].get("limit_per_class"))
+              for s in ("train", "val", "test")}
     model = keras.models.load_model(run / "best.keras")
-    two_out = with_feature_output(model)
-    json_path = write_model(
-        model, name=args.name, labels=labels, spec=spec, calibration_images=splits["train"].images, quant=args.quant, out_dir=out,
-        extra={"task": facts["task"], "display_name": facts["display_name"], "examples": facts["examples"],
-               "architecture": f"MobileNetV2 alpha {a['alpha']}{_stride_text(a)} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}",
-               "morphology": {"reference_file": facts["morphology_reference"],
-                              "red_cell_fraction": facts["red_cell_fraction"],
-                              "meaning": "red-cell diameter in px = red_cell_fraction * sqrt(H * W) of a typical input image"}},
-    )
+    json_path = write_model(model, name=args.name, labels=labels, spec=spec, calibration_images=splits["train"].images,
+                            quant=args.quant, out_dir=out, extra=_model_facts(config))
     metadata = json.loads(json_path.read_text())
-    keras_path = out / f"{args.name}.keras"
-    model.save(keras_path)
-    metadata["float_reference"] = {"file": keras_path.name, "sha256": sha256_file(keras_path),
-                                   "meaning": "the float Keras model this was quantized from (benchmarks, adaptation)"}
-    tflite_path = json_path.with_suffix(".tflite")
+    keras_path = _save_float_reference(model, metadata, out / f"{args.name}.keras")
     head_path = out / metadata["cam"]["head_file"]
-    kernel = np.load(head_path)["weights"]
 
     # Score the exported model itself (single view, then with dihedral TTA), choose on val,
     # calibrate on val, report val and test.
-    clf = hematovision.load_model(json_path)
     y = {split: splits[split].labels for split in ("val", "test")}
+    single, chosen = _score_with_tta(json_path, metadata, splits, mode=args.tta)
+    report = calibrate_and_report({split: chosen[split][0] for split in chosen}, y, labels)
+    parity = _parity(model, splits["test"], spec, single["test"], kernel=np.load(head_path)["weights"],
+                     temperature=report["calibration"]["temperature"])
+    metadata.update({
+        "calibration": report["calibration"],
+        "metrics": {"val": report["val"], "test": report["test"], "parity_with_float": parity},
+        "provenance": _provenance(config, run, y, argv),
+        "intended_use": "Research and education only. Not a diagnostic device; every result needs review by a qualified specialist.",
+    })
+    json_path.write_text(json.dumps(metadata, indent=2))
+    write_confusion(report["test"], labels, out / f"{args.name}_confusion_test", f"{args.name} ({args.quant} TFLite) - test")
+    tflite_path = json_path.with_suffix(".tflite")
+    print(json.dumps(parity, indent=2))
+    _print_summary(args, tflite_path, report, parity, seconds=time.time() - t0)
+    if args.quant == "int8" and _accuracy_drop(parity) > MAX_INT8_ACCURACY_DROP and not args.force:
+        for path in (tflite_path, json_path, head_path, keras_path):
+            path.unlink(missing_ok=True)
+        print(f"NOT SHIPPED: int8 loses {100 * _accuracy_drop(parity):.2f} points (> {100 * MAX_INT8_ACCURACY_DROP:.1f}); "
+              "files removed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _model_facts(config: dict) -> dict:
+    """What the model JSON says about the task, the examples, the architecture and the red-cell scale, from the run."""
+    a, labels = config["args"], config["labels"]
+    # Runs made before config.json carried the dataset's facts fall back to training/data.py's table.
+    facts = config.get("dataset_facts") or FACTS[config["dataset"]].to_json()
+    return {"task": facts["task"], "display_name": facts["display_name"], "examples": facts["examples"],
+            "architecture": f"MobileNetV2 alpha {a['alpha']}{_stride_text(a)} -> GAP -> dropout {a['dropout']} -> dense {len(labels)}",
+            "morphology": {"reference_file": facts["morphology_reference"],
+                           "red_cell_fraction": facts["red_cell_fraction"],
+                           "meaning": "red-cell diameter in px = red_cell_fraction * sqrt(H * W) of a typical input image"}}
+
+
+def _save_float_reference(model, metadata: dict, keras_path: Path) -> Path:
+    """Save the float Keras model beside the export and record it in ``metadata`` (in memory; written later)."""
+    model.save(keras_path)
+    metadata["float_reference"] = {"file": keras_path.name, "sha256": sha256_file(keras_path),
+                                   "meaning": "the float Keras model this was quantized from (benchmarks, adaptation)"}
+    return keras_path
+
+
+def _score_with_tta(json_path: Path, metadata: dict, splits: dict, *, mode: str = "auto") -> tuple[dict, dict]:
+    """(single view, chosen) outputs of the exported model on val and test: {split: (logits, features)}.
+
+    The model is loaded from ``json_path`` as written so far (single view).
+    With ``mode`` auto, dihedral8 test-time augmentation is kept only if it
+    raises val accuracy; dihedral8 keeps it, none never tries it. The choice
+    and the val accuracies go into ``metadata``, which is written to
+    ``json_path`` (the TTA model is loaded from it).
+    """
+    import hematovision
+
+    clf, y_val = hematovision.load_model(json_path), splits["val"].labels
     single = {split: _tflite_outputs(clf, splits[split].images) for split in ("val", "test")}
     chosen = single
-    val_acc = {"none": float((single["val"][0].argmax(1) == y["val"]).mean())}
-    if args.tta != "none":
+    val_acc = {"none": float((single["val"][0].argmax(1) == y_val).mean())}
+    if mode != "none":
         metadata["test_time_augmentation"] = "dihedral8"
         json_path.write_text(json.dumps(metadata, indent=2))
         clf_tta = hematovision.load_model(json_path)
         with_tta = {split: _tflite_outputs(clf_tta, splits[split].images) for split in ("val", "test")}
-        val_acc["dihedral8"] = float((with_tta["val"][0].argmax(1) == y["val"]).mean())
-        if args.tta == "dihedral8" or val_acc["dihedral8"] > val_acc["none"]:
+        val_acc["dihedral8"] = float((with_tta["val"][0].argmax(1) == y_val).mean())
+        if mode == "dihedral8" or val_acc["dihedral8"] > val_acc["none"]:
             chosen = with_tta
         else:
             metadata["test_time_augmentation"] = None
@@ -195,68 +237,82 @@ def main(argv=None) -> int:
         "val_accuracy": val_acc, "rule": "dihedral8 (8 views, logits averaged) only if it raises val accuracy",
         "chosen": metadata.get("test_time_augmentation")}
     json_path.write_text(json.dumps(metadata, indent=2))
-    logits = {split: chosen[split][0] for split in chosen}
-    feats = {split: single[split][1] for split in single}
-    from training.evaluate import calibrate_and_report
+    return single, chosen
 
-    report = calibrate_and_report(logits, y, labels)
 
-    # Parity on test: float Keras vs exported model.
-    ds = make_dataset(splits["test"], spec, batch_size=128, training=False)
-    f_logits, f_feats = two_out.predict(ds, verbose=0)
-    f_acc = float((f_logits.argmax(1) == y["test"]).mean())
-    q_acc = float((single["test"][0].argmax(1) == y["test"]).mean())  # like for like: one view each
-    T = report["calibration"]["temperature"]
-    cams_r = []
-    for i in range(0, len(y["test"]), max(1, len(y["test"]) // 200)):
-        c = int(f_logits[i].argmax())
-        cams_r.append(_pearson(
-            cam_maps.upsample(cam_maps.class_activation_map(f_feats[i], kernel, c), spec.height, spec.width),
-            cam_maps.upsample(cam_maps.class_activation_map(feats["test"][i], kernel, c), spec.height, spec.width)))
-    parity = {
+def _parity(model, test, spec: InputSpec, exported: tuple[np.ndarray, np.ndarray], *, kernel: np.ndarray,
+            temperature: float) -> dict:
+    """Float Keras against the exported model (single view, like for like) on the test split.
+
+    ``exported`` is its (logits, feature maps); CAMs are compared by Pearson r
+    on about 200 test images, for the float model's top class.
+    """
+    from training.model import with_feature_output
+
+    y = test.labels
+    ds = make_dataset(test, spec, batch_size=128, training=False)
+    f_logits, f_feats = with_feature_output(model).predict(ds, verbose=0)
+    q_logits, q_feats = exported
+    f_acc = float((f_logits.argmax(1) == y).mean())
+    q_acc = float((q_logits.argmax(1) == y).mean())
+    cams_r = [_cam_pearson(f_feats[i], q_feats[i], kernel, int(f_logits[i].argmax()), spec)
+              for i in range(0, len(y), max(1, len(y) // 200))]
+    return {
         "split": "test",
         "float_accuracy": f_acc,
         "exported_accuracy": q_acc,
         "accuracy_drop_points": round(100 * (f_acc - q_acc), 3),
-        "argmax_agreement": float((f_logits.argmax(1) == single["test"][0].argmax(1)).mean()),
-        "max_probability_difference": float(np.abs(metrics.softmax(f_logits, T) - metrics.softmax(single["test"][0], T)).max()),
+        "argmax_agreement": float((f_logits.argmax(1) == q_logits.argmax(1)).mean()),
+        "max_probability_difference": float(np.abs(metrics.softmax(f_logits, temperature)
+                                                   - metrics.softmax(q_logits, temperature)).max()),
         "cam_pearson_mean": float(np.nanmean(cams_r)),
         "cam_pearson_min": float(np.nanmin(cams_r)),
     }
+
+
+def _cam_pearson(float_features: np.ndarray, exported_features: np.ndarray, kernel: np.ndarray, c: int,
+                 spec: InputSpec) -> float:
+    """Pearson r of the class-``c`` CAMs of one image from the two models, upsampled to the input size."""
+    from hematovision import cam as cam_maps
+
+    def upsampled(features):
+        return cam_maps.upsample(cam_maps.class_activation_map(features, kernel, c), spec.height, spec.width)
+
+    return _pearson(upsampled(float_features), upsampled(exported_features))
+
+
+def _accuracy_drop(parity: dict) -> float:
+    """Float minus exported test accuracy, as a fraction (the shipping rule's quantity)."""
+    return parity["float_accuracy"] - parity["exported_accuracy"]
+
+
+def _provenance(config: dict, run: Path, y: dict, argv) -> dict:
+    """Data, commands, initialisation, training time and BN check (from the run), machine, versions, commit, time."""
+    a = config["args"]
     summary_path = run / "train_summary.json"
     train_summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
-    metadata.update({
-        "calibration": report["calibration"],
-        "metrics": {"val": report["val"], "test": report["test"], "parity_with_float": parity},
-        "provenance": {
-            "data": {"dataset": config["dataset"], "path_used": a["data"], "counts_train": config["train_counts"],
-                     "n_val": int(len(y["val"])), "n_test": int(len(y["test"]))},
-            "train_command": config["command"],
-            "export_command": "python -m export.tflite " + " ".join(argv if argv is not None else sys.argv[1:]),
-            "init": a.get("init_from") or a.get("weights"),
-            "train_seconds": train_summary.get("train_seconds"),
-            "bn_check": train_summary.get("bn_check"),
-            "machine": config.get("machine"),
-            "versions": config.get("versions"),
-            "git_commit": _git_commit(),
-            "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        },
-        "intended_use": "Research and education only. Not a diagnostic device; every result needs review by a qualified specialist.",
-    })
-    json_path.write_text(json.dumps(metadata, indent=2))
-    from training.evaluate import _write_confusion
+    return {
+        "data": {"dataset": config["dataset"], "path_used": a["data"], "counts_train": config["train_counts"],
+                 "n_val": int(len(y["val"])), "n_test": int(len(y["test"]))},
+        "train_command": config["command"],
+        "export_command": "python -m export.tflite " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "init": a.get("init_from") or a.get("weights"),
+        "train_seconds": train_summary.get("train_seconds"),
+        "bn_check": train_summary.get("bn_check"),
+        "machine": config.get("machine"),
+        "versions": config.get("versions"),
+        "git_commit": _git_commit(),
+        "exported": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
 
-    _write_confusion(report["test"], labels, out / f"{args.name}_confusion_test", f"{args.name} ({args.quant} TFLite) - test")
-    print(json.dumps(parity, indent=2))
+
+def _print_summary(args: argparse.Namespace, tflite_path: Path, report: dict, parity: dict, *, seconds: float) -> None:
+    """One line: size, val and test accuracy (and single-view), macro-F1, temperature, threshold, time taken."""
+    cal = report["calibration"]
     print(f"{args.name}: {args.quant} {tflite_path.stat().st_size / 1024:.0f} KB; val acc {report['val']['accuracy']:.4f}, "
-          f"test acc {report['test']['accuracy']:.4f} (single view {q_acc:.4f}) macro-F1 {report['test']['macro_f1']:.4f}; T={T:.3f} threshold={report['calibration']['uncertain_threshold']:.3f} "
-          f"({time.time() - t0:.0f}s)")
-    if args.quant == "int8" and f_acc - q_acc > MAX_INT8_ACCURACY_DROP and not args.force:
-        for path in (tflite_path, json_path, head_path, keras_path):
-            path.unlink(missing_ok=True)
-        print(f"NOT SHIPPED: int8 loses {100 * (f_acc - q_acc):.2f} points (> {100 * MAX_INT8_ACCURACY_DROP:.1f}); files removed", file=sys.stderr)
-        return 1
-    return 0
+          f"test acc {report['test']['accuracy']:.4f} (single view {parity['exported_accuracy']:.4f}) macro-F1 "
+          f"{report['test']['macro_f1']:.4f}; T={cal['temperature']:.3f} threshold={cal['uncertain_threshold']:.3f} "
+          f"({seconds:.0f}s)")
 
 
 if __name__ == "__main__":

@@ -54,3 +54,18 @@ def test_card_shows_the_plain_model_and_the_preprocessing(wbc_meta):
     assert "| clean | 98.80 % | 4.00 % | 99.80 % | 96.90 % |" in card
     assert "+1.90 points against it" in card
     assert "no stain normalization" in card or "Reinhard stain normalization" in card
+
+
+def test_card_points_labs_to_the_adapt_command(wbc_meta):
+    card = render(wbc_meta)
+    assert "`python -m hematovision adapt --model NAME --cells DIR --out DIR`" in card and "export.adapt" not in card
+
+
+def test_write_report_makes_the_folder_and_returns_the_text(tmp_path):
+    from training.reportio import write_report
+
+    report = {"model": "wbc", "clean": {"accuracy": 0.98}}
+    out = tmp_path / "new" / "report.json"
+    text = write_report(report, out)
+    assert out.read_text() == text == json.dumps(report, indent=2)
+    assert write_report(report, None) == text and sorted(p.name for p in tmp_path.rglob("*")) == ["new", "report.json"]

@@ -13,13 +13,14 @@ the segmentation cannot read (no nucleated cell found) are counted and skipped.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
 
 from hematovision.images import load_image
+
+from .reportio import write_report
 
 
 def mass_inside(cam: np.ndarray, mask: np.ndarray) -> float:
@@ -72,11 +73,7 @@ def main(argv=None) -> int:
     report = {"model": clf.name, "sha256": clf.spec.sha256, "split": a.split,
               "command": "python -m training.cam_localisation " + " ".join(argv if argv is not None else sys.argv[1:]),
               **localisation(clf, paths, limit=a.limit)}
-    text = json.dumps(report, indent=2)
-    if a.out:
-        Path(a.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(a.out).write_text(text)
-    print(text)
+    print(write_report(report, a.out))
     return 0
 
 

@@ -23,7 +23,8 @@ from . import metrics
 from .data import DATASETS, load_split, read_splits
 
 
-def _write_confusion(report: dict, labels, stem: Path, title: str) -> None:
+def write_confusion(report: dict, labels, stem: Path, title: str) -> None:
+    """The report's confusion matrix as ``stem``.csv (rows true, columns predicted) and ``stem``.png titled ``title``."""
     from .plots import confusion_matrix
 
     cm = np.array(report["confusion_matrix"])
@@ -74,7 +75,7 @@ def evaluate_run(run_dir: str | Path, *, model=None, splits=None) -> dict:
         y[split] = splits[split].labels
     np.savez_compressed(run / "logits.npz", **{f"{k}_logits": v for k, v in logits.items()}, **{f"{k}_labels": v for k, v in y.items()})
     result = calibrate_and_report(logits, y, labels)
-    _write_confusion(result["test"], labels, run / "confusion_test", f"{config['model_name']} (Keras float) - test")
+    write_confusion(result["test"], labels, run / "confusion_test", f"{config['model_name']} (Keras float) - test")
     (run / "evaluation.json").write_text(json.dumps(result, indent=2))
     for split in ("val", "test"):
         r = result[split]
@@ -102,7 +103,7 @@ def evaluate_model(model_ref: str, data_dir: str | Path, split: str = "test", *,
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        _write_confusion(rep, labels, out / f"confusion_{clf.spec.name}_{split}", f"{clf.spec.name} (int8 TFLite) - {split}")
+        write_confusion(rep, labels, out / f"confusion_{clf.spec.name}_{split}", f"{clf.spec.name} (int8 TFLite) - {split}")
     return rep
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 
 from hematovision.images import load_image
 from training.data import read_splits
+from training.reportio import write_report
 
 
 def crop_box(image: np.ndarray, box: tuple[int, int, int, int], *, scale: float = 1.9) -> np.ndarray:
@@ -103,11 +103,7 @@ def main(argv=None) -> int:
         "flagged_uncertain": float(np.mean([q.uncertain for q in nb])),
         "per_category_uncertain": {c: float(np.mean([q.uncertain for (cc, _), q in zip(nonblood, nb) if cc == c])) for c in sorted({c for c, _ in nonblood})},
     }
-    text = json.dumps(report, indent=2)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text)
-    print(text)
+    print(write_report(report, args.out))
     return 0
 
 
