@@ -35,7 +35,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..cells import detection as detection
-from .sources import FolderSource, Frame, FrameSource, OpenCVSource
+from .frames import Frame, FrameSource
+from .sources import FolderSource, OpenCVSource
 from .differential import Differential
 from ..errors import InvalidImageError
 from .framegate import (MIN_SHARPNESS, MIN_STAINED_FRACTION, MOTION_THRESHOLD, MOTION_WIDTH, SHARPNESS_WIDTH, FrameQuality, Motion,

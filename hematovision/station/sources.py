@@ -25,75 +25,19 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import cv2
 import numpy as np
 
 from ..errors import ImageNotFoundError, InvalidImageError, SourceError, SourceSpecError
-from ..images import load_image
+from ..images import IMAGE_SUFFIXES, load_image
+from .frames import Frame, FrameSource
 
 log = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
-SOURCE_FORMS = "camera:INDEX, picamera[:INDEX], folder:DIR or video:FILE"
-
-
-@dataclass(frozen=True, eq=False)
-class Frame:
-    """One image from a source: ``image`` is RGB uint8 ``(H, W, 3)``.
-
-    ``index`` counts frames from 0 within the source; ``name`` says where the
-    frame came from (``"IMG_0012.png"``, ``"camera:0#123"``) and goes into the log.
-    """
-
-    image: np.ndarray
-    index: int
-    name: str
-    timestamp: float
-
-
-class FrameSource:
-    """Base class: a context manager that yields :class:`Frame` objects through :meth:`read`."""
-
-    description = "source"
-
-    def __init__(self) -> None:
-        self._count = 0
-        self._ended = False
-
-    @property
-    def ended(self) -> bool:
-        """True once the source has no more frames (never True for a live camera)."""
-        return self._ended
-
-    def open(self) -> None:
-        """Acquire the device or file; called by ``__enter__``."""
-
-    def close(self) -> None:
-        """Release the device or file; called by ``__exit__``, safe to call twice."""
-
-    def read(self, *, timeout: float | None = None) -> Frame | None:
-        raise NotImplementedError
-
-    def skip(self, names: Iterable[str]) -> None:
-        """Frames with these names were processed before (a resumed session): do not give them again.
-
-        Only a source whose frame names identify an image (a folder's file
-        names) can honour this; for the others it does nothing.
-        """
-
-    def _frame(self, rgb: np.ndarray, name: str | None = None) -> Frame:
-        frame = Frame(image=rgb, index=self._count, name=name or f"{self.description}#{self._count}", timestamp=time.time())
-        self._count += 1
-        return frame
-
-    def __enter__(self) -> "FrameSource":
-        self.open()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
+#: What a watched folder picks up: every still-image type the core reads (an animated GIF is not a microscope frame).
+FOLDER_SUFFIXES = tuple(s for s in IMAGE_SUFFIXES if s != ".gif")
 
 
 class FakeSource(FrameSource):
@@ -126,13 +70,13 @@ class OpenCVSource(FrameSource):
     """
 
     def __init__(self, device: int | str | os.PathLike, *, width: int | None = None, height: int | None = None,
-                 max_failures: int | None = None):
+                 max_failures: int = 30):
         super().__init__()
         self.device = device if isinstance(device, int) else Path(device)
         self.is_camera = isinstance(device, int)
         self.description = f"camera:{device}" if self.is_camera else f"video:{Path(device).name}"
         self.size = (width, height)
-        self.max_failures = 30 if max_failures is None else max_failures
+        self.max_failures = max_failures
         self._cap = None
         self._failures = 0
 
@@ -187,10 +131,10 @@ class PicameraSource(FrameSource):
     (OpenCV order); it is converted to RGB here.
     """
 
-    def __init__(self, *, camera_index: int | None = None, width: int | None = None, height: int | None = None):
+    def __init__(self, *, camera_index: int = 0, width: int = 640, height: int = 480):
         super().__init__()
-        self.camera_index = 0 if camera_index is None else camera_index
-        self.size = (width or 640, height or 480)
+        self.camera_index = camera_index
+        self.size = (width, height)
         self.description = f"picamera:{self.camera_index}"
         self._cam = None
 
@@ -244,14 +188,14 @@ class FolderSource(FrameSource):
     is logged and skipped.
     """
 
-    def __init__(self, folder: str | os.PathLike, *, watch: bool | None = None, poll_interval: float | None = None,
-                 settle: float | None = None, suffixes: Iterable[str] | None = None):
+    def __init__(self, folder: str | os.PathLike, *, watch: bool = True, poll_interval: float = 0.2,
+                 settle: float = 0.5, suffixes: Iterable[str] = FOLDER_SUFFIXES):
         super().__init__()
         self.folder = Path(folder)
-        self.watch = True if watch is None else watch
-        self.poll_interval = 0.2 if poll_interval is None else poll_interval
-        self.settle = 0.5 if settle is None else settle
-        self.suffixes = tuple(s.lower() for s in (suffixes or IMAGE_SUFFIXES))
+        self.watch = watch
+        self.poll_interval = poll_interval
+        self.settle = settle
+        self.suffixes = tuple(s.lower() for s in suffixes)
         self.description = f"folder:{self.folder.name}"
         self._seen: set[str] = set()
         self._pending: dict[str, tuple[int, int, float]] = {}  # name -> (size, mtime_ns, first time seen stable)
@@ -322,24 +266,81 @@ class FolderSource(FrameSource):
         return path
 
 
-def open_source(spec: str, *, watch: bool | None = None, width: int | None = None, height: int | None = None) -> FrameSource:
-    """Build a source from ``camera:INDEX``, ``picamera[:INDEX]``, ``folder:DIR`` or ``video:FILE``.
+@dataclass(frozen=True)
+class SourceOptions:
+    """What ``open_source`` passes to every factory: folder watching and a requested camera resolution.
+
+    ``width``/``height`` None keep the camera's own resolution (OpenCV) or
+    Picamera2's 640x480.
+    """
+
+    watch: bool = True
+    width: int | None = None
+    height: int | None = None
+
+
+#: kind -> (the form shown to users, factory(arg, spec, options) -> FrameSource).
+_REGISTRY: dict[str, tuple[str, Callable[[str, str, SourceOptions], FrameSource]]] = {}
+
+
+def register_source(kind: str, form: str):
+    """Decorator: ``kind:ARG`` strings build a source with the decorated ``factory(arg, spec, options)``.
+
+    A new camera type is one registered factory; :func:`open_source` and the
+    ``--source`` help pick it up.
+    """
+    def add(factory):
+        _REGISTRY[kind] = (form, factory)
+        return factory
+    return add
+
+
+def source_forms() -> str:
+    """The accepted forms, for help and error messages: ``camera:INDEX, picamera[:INDEX], ...``."""
+    forms = [form for form, _ in _REGISTRY.values()]
+    return ", ".join(forms[:-1]) + " or " + forms[-1] if len(forms) > 1 else "".join(forms)
+
+
+@register_source("camera", "camera:INDEX")
+def _camera(arg: str, spec: str, options: SourceOptions) -> FrameSource:
+    if not arg.strip().isdigit():
+        raise SourceSpecError(f"camera source needs an index, e.g. camera:0 (got {spec!r}).")
+    return OpenCVSource(int(arg), width=options.width, height=options.height)
+
+
+@register_source("picamera", "picamera[:INDEX]")
+def _picamera(arg: str, spec: str, options: SourceOptions) -> FrameSource:
+    if arg and not arg.strip().isdigit():
+        raise SourceSpecError(f"picamera source takes an optional index, e.g. picamera or picamera:1 (got {spec!r}).")
+    size = {k: v for k, v in (("width", options.width), ("height", options.height)) if v is not None}
+    return PicameraSource(camera_index=int(arg) if arg else 0, **size)
+
+
+@register_source("folder", "folder:DIR")
+def _folder(arg: str, spec: str, options: SourceOptions) -> FrameSource:
+    if not arg:
+        raise SourceSpecError(f"folder source needs a folder, e.g. folder:/data/scans (got {spec!r}; sources: {source_forms()}).")
+    return FolderSource(arg, watch=options.watch)
+
+
+@register_source("video", "video:FILE")
+def _video(arg: str, spec: str, options: SourceOptions) -> FrameSource:
+    if not arg:
+        raise SourceSpecError(f"video source needs a file, e.g. video:smear.mp4 (got {spec!r}; sources: {source_forms()}).")
+    return OpenCVSource(arg)
+
+
+def open_source(spec: str, *, watch: bool = True, width: int | None = None, height: int | None = None) -> FrameSource:
+    """Build a source from a ``kind:ARG`` string (see :func:`source_forms`) through the registry.
+
+    ``watch``: a folder source keeps waiting for new files; ``width``/``height``:
+    the camera resolution to ask for (None: the camera's own).
 
     Nothing is opened yet: use the result in a ``with`` block. Raises
     :class:`SourceSpecError` (a ``ValueError``) for a malformed string.
     """
     kind, _, arg = spec.partition(":")
-    kind = kind.strip().lower()
-    if kind == "camera":
-        if not arg.strip().isdigit():
-            raise SourceSpecError(f"camera source needs an index, e.g. camera:0 (got {spec!r}).")
-        return OpenCVSource(int(arg), width=width, height=height)
-    if kind == "picamera":
-        if arg and not arg.strip().isdigit():
-            raise SourceSpecError(f"picamera source takes an optional index, e.g. picamera or picamera:1 (got {spec!r}).")
-        return PicameraSource(camera_index=int(arg) if arg else None, width=width, height=height)
-    if kind == "folder" and arg:
-        return FolderSource(arg, watch=watch)
-    if kind == "video" and arg:
-        return OpenCVSource(arg)
-    raise SourceSpecError(f"unknown source {spec!r}; use one of {SOURCE_FORMS}.")
+    entry = _REGISTRY.get(kind.strip().lower())
+    if entry is None:
+        raise SourceSpecError(f"unknown source {spec!r}; use one of {source_forms()}.")
+    return entry[1](arg, spec, SourceOptions(watch=watch, width=width, height=height))
