@@ -1,16 +1,19 @@
 """``python -m bench``: every benchmark, then ``bench/results/latest.json`` and ``latest.md``.
 
-    python -m bench [--model wbc] [--models-dir DIR] [--data DIR] [--only latency,macs,...] [--quick]
+    python -m bench [--model NAME] [--models-dir DIR] [--data DIR] [--only latency,macs,...] [--quick]
 
 Sections: latency, macs, size, throughput, scaling, app, station (default: all); scaling is
 ``classify --workers 1,2`` and ``archive`` local/Ray at 1 and 2 workers (Ray rows only with
 ``pip install .[scale]``; ``python -m bench.scaling`` runs it alone). The
 float Keras reference is ``<model>.keras`` beside the model JSON (``--keras`` to
 override); without TensorFlow (e.g. on a Raspberry Pi with requirements-edge.txt)
-the Keras rows are skipped and the rest still runs. Test images come from
+the Keras rows are skipped and the rest still runs. Test images are the test
+split of the dataset the model's JSON names (``provenance.data.dataset``) in
 ``--data`` (default: $HEMATOVISION_DATA, else ../shared/data beside the
-checkout); without it the repo's examples/ are cycled. Exit status: 0 when every
-section ran, 1 when one failed (its error is in the results), 2 usage error.
+checkout); without it the examples/ folder its JSON names (``examples``) is
+cycled. A model copied under a new name benchmarks with no code change. Exit
+status: 0 when every section ran, 1 when one failed (its error is in the
+results), 2 usage error.
 """
 
 from __future__ import annotations
@@ -22,36 +25,43 @@ import time
 import traceback
 from pathlib import Path
 
+from hematovision.commands import DEFAULT_MODEL
+
 from . import report
-from .common import ROOT, default_data_dir, example_images, idleness, machine, split_images
+from .common import ROOT, default_data_dir, example_images, idleness, machine, model_facts, split_or_examples
 
 SECTIONS = ("latency", "macs", "size", "throughput", "scaling", "app", "station")
-#: The dataset in <data>/ that each shipped model was trained on, and the examples/ folder of each dataset.
-DATASETS = {"wbc": "pbc", "all": "all"}
-EXAMPLES_OF = {"pbc": "wbc", "all": "all"}
 LATENCY_TARGET_MS = 3.0
 SPEEDUP_TARGET = 20.0
 WORKERS_TARGET = 1.6  # classify --workers 2 over --workers 1, images/s
 TIME_BUDGET_S = 600.0
+#: --quick: at most these counts (a smoke run, not figures to publish).
+QUICK = {"runs": 20, "warmup": 3, "images": 50, "round_trips": 10, "clients": 2, "requests": 5, "frames": 10}
 
 
-def parse_args(argv=None) -> argparse.Namespace:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m bench", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="wbc", help="model name or .json/.tflite path (default: wbc)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .json/.tflite path (default: %(default)s)")
     p.add_argument("--models-dir", type=Path, help="folder of the named models (default: $HEMATOVISION_MODELS, else models/)")
     p.add_argument("--keras", type=Path, help="float Keras reference (default: <model>.keras beside the model JSON)")
     p.add_argument("--data", type=Path, default=None, help="shared data folder (default: $HEMATOVISION_DATA, else ../shared/data)")
     p.add_argument("--only", help=f"comma-separated sections to run, of {','.join(SECTIONS)}")
     p.add_argument("--skip", default="", help="comma-separated sections to skip")
-    p.add_argument("--runs", type=int, default=200, help="timed runs per latency row (default 200)")
-    p.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs per latency row (default 20)")
-    p.add_argument("--images", type=int, default=1000, help="images for the CLI throughput run (default 1000)")
-    p.add_argument("--round-trips", type=int, default=200, help="sequential app requests (default 200)")
-    p.add_argument("--clients", type=int, default=8, help="concurrent app clients (default 8)")
-    p.add_argument("--requests", type=int, default=50, help="requests per app client (default 50)")
-    p.add_argument("--frames", type=int, default=200, help="station fields (default 200)")
-    p.add_argument("--quick", action="store_true", help="small counts everywhere (a smoke run, not figures to publish)")
-    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder (default bench/results)")
+    p.add_argument("--runs", type=int, default=200, help="timed runs per latency row (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=20, help="untimed warm-up runs per latency row (default: %(default)s)")
+    p.add_argument("--images", type=int, default=1000, help="images for the CLI throughput run (default: %(default)s)")
+    p.add_argument("--round-trips", type=int, default=200, help="sequential app requests (default: %(default)s)")
+    p.add_argument("--clients", type=int, default=8, help="concurrent app clients (default: %(default)s)")
+    p.add_argument("--requests", type=int, default=50, help="requests per app client (default: %(default)s)")
+    p.add_argument("--frames", type=int, default=200, help="station fields (default: %(default)s)")
+    p.add_argument("--quick", action="store_true", help="small counts everywhere (a smoke run, not figures to publish): "
+                   + ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in QUICK.items()))
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results", help="results folder (default: %(default)s)")
+    return p
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = build_parser()
     args = p.parse_args(argv)
     chosen = [s.strip() for s in (args.only or ",".join(SECTIONS)).split(",") if s.strip()]
     bad = [s for s in chosen + [s.strip() for s in args.skip.split(",") if s.strip()] if s not in SECTIONS]
@@ -59,8 +69,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
     args.sections = [s for s in chosen if s not in {x.strip() for x in args.skip.split(",")}]
     if args.quick:
-        args.runs, args.warmup, args.images, args.round_trips = min(args.runs, 20), min(args.warmup, 3), min(args.images, 50), min(args.round_trips, 10)
-        args.clients, args.requests, args.frames = min(args.clients, 2), min(args.requests, 5), min(args.frames, 10)
+        for name, most in QUICK.items():
+            setattr(args, name, min(getattr(args, name), most))
     return args
 
 
@@ -80,41 +90,22 @@ def main(argv=None) -> int:
     results: dict = {"command": command_line(argv), "machine": machine(), "idleness": {"start": idleness()},
                      "errors": {}, "skipped": {}}
     clf = load_model(args.model)
-    name = clf.spec.name
-    keras_path = args.keras or clf.spec.json_path.with_suffix(".keras")
-    have_tf = _has("tensorflow") and _has("keras")
-    if not keras_path.exists() or not have_tf:
-        results["skipped"]["keras rows"] = (f"{keras_path} not found" if not keras_path.exists() else "TensorFlow not installed")
-        keras_path = None
+    keras_path = _keras_path(args, clf, results["skipped"])
     data = args.data or default_data_dir()
-    dataset = dataset_of(clf.spec.raw, name)
-    test_images = split_images(data, dataset, max(args.images, args.clients * args.requests, args.round_trips))
-    source = f"{dataset} test split from {data}" if test_images else f"examples/ images cycled ({data}/{dataset} not found)"
-    examples = example_images(EXAMPLES_OF.get(dataset, name))
-    test_images = test_images or examples
+    facts = model_facts(clf)
+    test_images, source = split_or_examples(data, facts, max(args.images, args.clients * args.requests, args.round_trips))
+    examples = example_images(facts.examples)
     sections = {
         "latency": lambda: _latency(clf, args, keras_path, examples),
         "macs": lambda: _macs(clf, keras_path, results),
         "size": lambda: _size(clf),
         "throughput": lambda: _throughput(args, test_images, source),
         "scaling": lambda: _scaling(args, test_images, source),
-        "app": lambda: _app(args, name, test_images),
+        "app": lambda: _app(args, facts.name, test_images),
         "station": lambda: _station(args, data),
     }
     for section in args.sections:
-        t0 = time.perf_counter()
-        print(f"bench: {section}...", file=sys.stderr, flush=True)
-        try:
-            value = sections[section]()
-        except Exception as exc:  # noqa: BLE001 - one broken section is reported, the others still run
-            results["errors"][section] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
-            traceback.print_exc(file=sys.stderr)
-            continue
-        if isinstance(value, str):
-            results["skipped"][section] = value
-        else:
-            results[section] = value
-        print(f"bench: {section} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        _run_section(section, sections[section], results)
     results["idleness"]["end"] = idleness()
     results["idle"] = all(i.idle for i in results["idleness"].values())
     results["elapsed_s"] = time.perf_counter() - t_start
@@ -125,11 +116,33 @@ def main(argv=None) -> int:
     return 1 if results["errors"] else 0
 
 
-def dataset_of(raw: dict, name: str) -> str:
-    """The training dataset named in the model JSON (``provenance.data.dataset``), else by model name."""
-    prov = raw.get("provenance") if isinstance(raw.get("provenance"), dict) else {}
-    data = prov.get("data") if isinstance(prov.get("data"), dict) else {}
-    return str(raw.get("dataset") or data.get("dataset") or DATASETS.get(name, name))
+def _keras_path(args, clf, skipped: dict) -> Path | None:
+    """The float Keras reference to time against, or None (and why, in ``skipped``)."""
+    keras_path = args.keras or clf.spec.json_path.with_suffix(".keras")
+    if not keras_path.exists():
+        skipped["keras rows"] = f"{keras_path} not found"
+        return None
+    if not (_has("tensorflow") and _has("keras")):
+        skipped["keras rows"] = "TensorFlow not installed"
+        return None
+    return keras_path
+
+
+def _run_section(section: str, measure, results: dict) -> None:
+    """Run one section into ``results``: its report, the reason it was skipped (a str), or its error."""
+    t0 = time.perf_counter()
+    print(f"bench: {section}...", file=sys.stderr, flush=True)
+    try:
+        value = measure()
+    except Exception as exc:  # noqa: BLE001 - one broken section is reported, the others still run
+        results["errors"][section] = f"{type(exc).__name__}: {exc}".splitlines()[0][:500]
+        traceback.print_exc(file=sys.stderr)
+        return
+    if isinstance(value, str):
+        results["skipped"][section] = value
+    else:
+        results[section] = value
+    print(f"bench: {section} done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
 
 
 def _has(module: str) -> bool:
@@ -149,8 +162,8 @@ def _macs(clf, keras_path, results):
 
     lat = results.get("latency")
     here = lat.timing("tflite_net").median_ms if lat is not None and lat.timing("tflite_net") else None
-    views = 8 if getattr(clf.spec, "tta", None) == "dihedral8" else 1
-    return macs.run(clf.spec.tflite_path, keras_path=keras_path, here_ms=here, model_name=clf.spec.name, views_per_image=views)
+    return macs.run(clf.spec.tflite_path, keras_path=keras_path, here_ms=here, model_name=clf.spec.name,
+                    views_per_image=model_facts(clf).views)
 
 
 def _size(clf):
@@ -173,10 +186,13 @@ def _scaling(args, images, source):
 
 
 def _app(args, name, images):
+    from hematovision.registry import model_names
+
     if not (ROOT / "app.py").exists():
         return "app.py is not in this checkout"
-    if name not in ("wbc", "all"):
-        return f"the app serves the shipped models (wbc, all), not {name!r}"
+    served = model_names()  # the app's models: the models folder's, then the Hub's product models
+    if name not in served:
+        return f"the app serves the models of the models folder ({', '.join(served)}), not {name!r}; copy its files there"
     from . import app_load
 
     return app_load.run(images, args=(name,), round_trips=args.round_trips, clients=args.clients, requests=args.requests)

@@ -22,6 +22,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from hematovision.commands import DEFAULT_MODEL
+
 from .common import ROOT, Timing
 
 HOST = "127.0.0.1"
@@ -183,7 +185,7 @@ def _load(url: str, images: list[Path], args: tuple, endpoint: str, *, clients: 
 
 
 def run(images: list[Path], *, command: list[str] | None = None, env: dict | None = None, endpoint: str = "/classify",
-        args: tuple = ("wbc",), round_trips: int = 200, warmup: int = 5, clients: int = 8, requests: int = 50,
+        args: tuple = (DEFAULT_MODEL,), round_trips: int = 200, warmup: int = 5, clients: int = 8, requests: int = 50,
         deadline_s: float = 300.0, request_timeout_s: float = 60.0) -> AppReport:
     """Start the app, time ``round_trips`` sequential requests, then ``clients`` x ``requests`` concurrent ones."""
     if not images:

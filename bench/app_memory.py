@@ -23,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hematovision.commands import DEFAULT_MODEL, write_json
+
 from .app_load import AppProcess, _peak_rss_mib, _rss_mib, client
 from .common import ROOT
 
@@ -62,7 +64,7 @@ def _call(cl, api: str, *args) -> dict:
     return {"endpoint": api, "outcome": outcome, "seconds": round(time.perf_counter() - t0, 2)}
 
 
-def run() -> dict:
+def run(*, model: str = DEFAULT_MODEL) -> dict:
     from gradio_client import handle_file
 
     with tempfile.TemporaryDirectory() as tmp, AppProcess([sys.executable, "app.py"]) as app:
@@ -74,14 +76,14 @@ def run() -> dict:
         def attack():
             calls.append(_call(hostile, "/zstack_mesh", handle_file(str(bomb))))
             for api, extra in (("/classify", ()), ("/explain", (0.5,)), ("/mesh", ("cam",)), ("/morphology", ())):
-                calls.append(_call(hostile, api, handle_file(str(photo)), "wbc", *extra))
+                calls.append(_call(hostile, api, handle_file(str(photo)), model, *extra))
 
         worker = threading.Thread(target=attack)
         worker.start()
         answers = []  # a normal request, again and again while the hostile ones run
         while worker.is_alive() or not answers:
             t0 = time.perf_counter()
-            result = normal.predict(handle_file(str(EXAMPLE)), "wbc", api_name="/classify")[2]
+            result = normal.predict(handle_file(str(EXAMPLE)), model, api_name="/classify")[2]
             answers.append((result.get("label"), time.perf_counter() - t0))
         worker.join(timeout=600)
         end_rss = _rss_mib(app.proc.pid)
@@ -96,10 +98,11 @@ def run() -> dict:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.app_memory", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "app_memory.json"))
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model the requests name (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "app_memory.json", help="results file (default: %(default)s)")
     a = p.parse_args(argv)
-    report = run()
-    Path(a.out).write_text(json.dumps(report, indent=2) + "\n")
+    report = run(model=a.model)
+    write_json(a.out, report)
     print(json.dumps(report, indent=2))
     return 0 if report["met"] else 1
 

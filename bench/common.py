@@ -58,6 +58,8 @@ def measure(name: str, label: str, fn: Callable[[int], object], *, runs: int, wa
 
 @dataclass(frozen=True)
 class BusyProcess:
+    """A process that used the CPU while the machine was sampled (it makes the figures suspect)."""
+
     pid: int
     cpu_percent: float
     command: str
@@ -147,6 +149,35 @@ def machine() -> Machine:
         python=platform.python_version(),
         versions=versions,
     )
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """What the benchmarks need to know of a model, read from its JSON (never guessed from its name)."""
+
+    name: str
+    dataset: str | None  # the <data>/ folder of its training data (``provenance.data.dataset``); None: the JSON names none
+    examples: str  # the examples/ folder of its images (``examples``, else the model's name)
+    views: int  # network passes per image (8 with dihedral test-time augmentation)
+
+
+def model_facts(clf) -> ModelFacts:
+    """The :class:`ModelFacts` of a loaded classifier: a model copied under a new name benchmarks unchanged."""
+    spec = clf.spec
+    provenance = spec.raw.get("provenance") if isinstance(spec.raw.get("provenance"), dict) else {}
+    data = provenance.get("data") if isinstance(provenance.get("data"), dict) else {}
+    dataset = spec.raw.get("dataset") or data.get("dataset")
+    return ModelFacts(name=spec.name, dataset=str(dataset) if dataset else None, examples=spec.examples or spec.name,
+                      views=len(getattr(clf, "views", ())) or 1)
+
+
+def split_or_examples(data_dir: Path | None, facts: ModelFacts, n: int) -> tuple[list[Path], str]:
+    """Up to ``n`` images of the model's test split, else its examples/ (cycled by the callers); and where they come from."""
+    images = split_images(data_dir, facts.dataset, n) if facts.dataset else []
+    if images:
+        return images, f"{facts.dataset} test split from {data_dir}"
+    why = f"{data_dir}/{facts.dataset} not found" if facts.dataset else f"the {facts.name} JSON names no provenance.data.dataset"
+    return example_images(facts.examples), f"examples/ images cycled ({why})"
 
 
 def example_images(model_name: str) -> list[Path]:

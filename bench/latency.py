@@ -24,11 +24,12 @@ image), ``tflite_net_cam`` (int8 network + numpy CAM: the whole map from a tenso
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
-from .common import Timing, measure
+from .common import Timing, measure, model_facts
 
 
 @dataclass(frozen=True)
@@ -78,71 +79,20 @@ def _ratio(timings: dict[str, Timing], num: str, den: str) -> Ratio | None:
 def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: int = 200, warmup: int = 20,
         gradcam_runs: int | None = None) -> LatencyReport:
     """Measure ``clf`` (a loaded :class:`hematovision.Classifier`) and, if given, the float Keras model."""
-    from hematovision import cam as cam_maps
     from hematovision.images import load_image
     from hematovision.preprocessing import prepare
-    from hematovision.runtime import TFLiteModel
 
     if not images:
         raise ValueError("latency needs at least one image")
     spec = clf.spec
     rgbs = [load_image(p) for p in images]
     xs = [prepare(rgb, spec.input) for rgb in rgbs]
-    k = len(images)
-    li, fi = spec.outputs.logits_index, spec.outputs.features_index
-    t: dict[str, Timing] = {}
+    timer = partial(measure, runs=runs, warmup=warmup)
+    views = model_facts(clf).views
     notes: list[str] = []
-
-    t["tflite_net"] = measure("tflite_net", "int8 TFLite network alone, `clf.model.run(x)`, 1 thread",
-                              lambda i: clf.model.run(xs[i % k]), runs=runs, warmup=warmup)
-    two = TFLiteModel(spec.tflite_path, num_threads=2)
-    t["tflite_net_2t"] = measure("tflite_net_2t", "int8 TFLite network alone, 2 threads",
-                                 lambda i: two.run(xs[i % k]), runs=runs, warmup=warmup)
-    tta = getattr(spec, "tta", None)
-    views = 8 if tta == "dihedral8" else 1
-    if hasattr(clf, "forward"):
-        t["tflite_forward"] = measure("tflite_forward", f"int8 network as shipped, per image: `clf.forward(x)`, {views} pass"
-                                      + ("es (TTA " + str(tta) + ")" if views > 1 else ""),
-                                      lambda i: clf.forward(xs[i % k]), runs=runs, warmup=warmup)
-    if views == 8:
-        from hematovision.classifier import Classifier
-
-        per_view = Classifier(spec, batch_views=False)
-        two_t = Classifier(spec, num_threads=2)
-        t["tflite_forward_8invokes"] = measure("tflite_forward_8invokes", f"the {views} TTA views one invoke each (previous path)",
-                                               lambda i: per_view.forward(xs[i % k]), runs=runs, warmup=warmup)
-        t["tflite_forward_2t"] = measure("tflite_forward_2t", f"the {views} TTA views in one batch-{views} invoke, 2 threads",
-                                         lambda i: two_t.forward(xs[i % k]), runs=runs, warmup=warmup)
-        if not clf.views_batched:
-            notes.append(f"batch-{views} invoke not supported by this runtime/model: one invoke per view")
-    t["tflite_predict"] = measure("tflite_predict", "whole path `clf.predict(path)`: decode + resize + network + CAM + OOD",
-                                  lambda i: clf.predict(images[i % k]), runs=runs, warmup=warmup)
-    if views == 8:
-        t["tflite_predict_8invokes"] = measure("tflite_predict_8invokes", "whole path `clf.predict(path)`, one invoke per TTA view",
-                                               lambda i: per_view.predict(images[i % k]), runs=runs, warmup=warmup)
-    t["tflite_predict_nocam"] = measure("tflite_predict_nocam", "whole path `clf.predict(path, cam=False)`",
-                                        lambda i: clf.predict(images[i % k], cam=False), runs=runs, warmup=warmup)
-
-    gradcam: list[Timing] = []
-    feats = [clf.model.run(x)[fi][0] for x in xs] if fi is not None else []
-    tops = [int(np.argmax(clf.model.run(x)[li][0])) for x in xs]
-    if fi is not None and clf.head_weights is not None:
-        w = clf.head_weights
-
-        def numpy_cam(i: int) -> np.ndarray:
-            j = i % k
-            return cam_maps.upsample(cam_maps.class_activation_map(feats[j], w, tops[j]), *rgbs[j].shape[:2])
-
-        def net_cam(i: int) -> np.ndarray:
-            out = clf.model.run(xs[i % k])
-            top = int(np.argmax(out[li][0]))
-            return cam_maps.class_activation_map(out[fi][0], w, top)
-
-        gradcam.append(measure("cam_numpy", "numpy CAM step alone (feature map x head weights, upsampled to the image)",
-                               numpy_cam, runs=runs, warmup=warmup))
-        gradcam.append(measure("tflite_net_cam", "int8 TFLite network + numpy CAM (map from a tensor)",
-                               net_cam, runs=runs, warmup=warmup))
-
+    t = {x.name: x for x in _tflite_rows(clf, images, xs, timer, views=views, notes=notes)}
+    feats, tops = _features_and_tops(clf, xs)
+    gradcam = _cam_rows(clf, rgbs, xs, feats, tops, timer)
     agreement = cam_corr = None
     if keras_path is not None:
         keras_t, keras_cam, agreement, cam_corr = _keras_rows(
@@ -152,23 +102,93 @@ def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: 
         gradcam.extend(keras_cam)
     else:
         notes.append("float Keras model not given: Keras rows skipped")
-
-    all_t = {**t, **{g.name: g for g in gradcam}}
-    ratios = tuple(r for r in (
-        _ratio(all_t, "keras_predict", "tflite_net"),
-        _ratio(all_t, "keras_predict", "tflite_forward") if views > 1 else None,
-        _ratio(all_t, "tflite_forward_8invokes", "tflite_forward") if views > 1 else None,
-        _ratio(all_t, "tflite_predict_8invokes", "tflite_predict") if views > 1 else None,
-        _ratio(all_t, "keras_call", "tflite_net"),
-        _ratio(all_t, "keras_predict_path", "tflite_predict"),
-        _ratio(all_t, "keras_predict_path", "tflite_predict_nocam"),
-        _ratio(all_t, "gradcam_tape", "tflite_net_cam"),
-        _ratio(all_t, "gradcam_tape_prebuilt", "tflite_net_cam"),
-    ) if r is not None)
     return LatencyReport(
         model=spec.name, tflite_path=str(spec.tflite_path), keras_path=str(keras_path) if keras_path else None,
-        images=k, runs=runs, warmup=warmup, tflite_threads_default=1, tta=tta, tta_views=views, timings=tuple(t.values()),
-        gradcam=tuple(gradcam), ratios=ratios, top1_agreement=agreement, cam_correlation=cam_corr, notes=tuple(notes))
+        images=len(images), runs=runs, warmup=warmup, tflite_threads_default=1, tta=getattr(spec, "tta", None),
+        tta_views=views, timings=tuple(t.values()), gradcam=tuple(gradcam),
+        ratios=_ratios({**t, **{g.name: g for g in gradcam}}, views=views), top1_agreement=agreement,
+        cam_correlation=cam_corr, notes=tuple(notes))
+
+
+def _tflite_rows(clf, images, xs, timer, *, views: int, notes: list[str]) -> list[Timing]:
+    """The int8 rows: the network alone (1 and 2 threads), as shipped per image, and the whole ``predict`` path."""
+    from hematovision.runtime import TFLiteModel
+
+    k, spec = len(xs), clf.spec
+    rows = [timer("tflite_net", "int8 TFLite network alone, `clf.model.run(x)`, 1 thread", lambda i: clf.model.run(xs[i % k]))]
+    two = TFLiteModel(spec.tflite_path, num_threads=2)
+    rows.append(timer("tflite_net_2t", "int8 TFLite network alone, 2 threads", lambda i: two.run(xs[i % k])))
+    if hasattr(clf, "forward"):
+        rows.append(timer("tflite_forward", f"int8 network as shipped, per image: `clf.forward(x)`, {views} pass"
+                          + ("es (TTA " + str(getattr(spec, "tta", None)) + ")" if views > 1 else ""),
+                          lambda i: clf.forward(xs[i % k])))
+    per_view = None
+    if views > 1:
+        from hematovision.classifier import Classifier
+
+        per_view = Classifier(spec, batch_views=False)
+        rows += _tta_forward_rows(clf, per_view, xs, timer, views=views)
+        if not clf.views_batched:
+            notes.append(f"batch-{views} invoke not supported by this runtime/model: one invoke per view")
+    rows.append(timer("tflite_predict", "whole path `clf.predict(path)`: decode + resize + network + CAM + OOD",
+                      lambda i: clf.predict(images[i % k])))
+    if per_view is not None:
+        rows.append(timer("tflite_predict_8invokes", "whole path `clf.predict(path)`, one invoke per TTA view",
+                          lambda i: per_view.predict(images[i % k])))
+    rows.append(timer("tflite_predict_nocam", "whole path `clf.predict(path, cam=False)`",
+                      lambda i: clf.predict(images[i % k], cam=False)))
+    return rows
+
+
+def _tta_forward_rows(clf, per_view, xs, timer, *, views: int) -> list[Timing]:
+    """The TTA views one invoke each (the previous path), and in one batch invoke on 2 threads."""
+    from hematovision.classifier import Classifier
+
+    k = len(xs)
+    two_t = Classifier(clf.spec, num_threads=2)
+    return [timer("tflite_forward_8invokes", f"the {views} TTA views one invoke each (previous path)",
+                  lambda i: per_view.forward(xs[i % k])),
+            timer("tflite_forward_2t", f"the {views} TTA views in one batch-{views} invoke, 2 threads",
+                  lambda i: two_t.forward(xs[i % k]))]
+
+
+def _features_and_tops(clf, xs) -> tuple[list[np.ndarray], list[int]]:
+    """Each prepared image's last feature map (none without a feature output) and its top class, one network pass."""
+    li, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
+    feats = [clf.model.run(x)[fi][0] for x in xs] if fi is not None else []
+    tops = [int(np.argmax(clf.model.run(x)[li][0])) for x in xs]
+    return feats, tops
+
+
+def _cam_rows(clf, rgbs, xs, feats, tops, timer) -> list[Timing]:
+    """The numpy CAM step alone, and the int8 network + CAM from a tensor (none without a feature output or head)."""
+    from hematovision import cam as cam_maps
+
+    li, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
+    if fi is None or clf.head_weights is None:
+        return []
+    k, w = len(xs), clf.head_weights
+
+    def numpy_cam(i: int) -> np.ndarray:
+        j = i % k
+        return cam_maps.upsample(cam_maps.class_activation_map(feats[j], w, tops[j]), *rgbs[j].shape[:2])
+
+    def net_cam(i: int) -> np.ndarray:
+        out = clf.model.run(xs[i % k])
+        return cam_maps.class_activation_map(out[fi][0], w, int(np.argmax(out[li][0])))
+
+    return [timer("cam_numpy", "numpy CAM step alone (feature map x head weights, upsampled to the image)", numpy_cam),
+            timer("tflite_net_cam", "int8 TFLite network + numpy CAM (map from a tensor)", net_cam)]
+
+
+def _ratios(all_t: dict[str, Timing], *, views: int) -> tuple[Ratio, ...]:
+    tta = views > 1
+    pairs = (("keras_predict", "tflite_net", True), ("keras_predict", "tflite_forward", tta),
+             ("tflite_forward_8invokes", "tflite_forward", tta), ("tflite_predict_8invokes", "tflite_predict", tta),
+             ("keras_call", "tflite_net", True), ("keras_predict_path", "tflite_predict", True),
+             ("keras_predict_path", "tflite_predict_nocam", True), ("gradcam_tape", "tflite_net_cam", True),
+             ("gradcam_tape_prebuilt", "tflite_net_cam", True))
+    return tuple(r for num, den, wanted in pairs if wanted and (r := _ratio(all_t, num, den)) is not None)
 
 
 def _keras_rows(keras_path, xs, images, spec, tops, feats, head_weights, *, runs, warmup, gradcam_runs):

@@ -42,6 +42,8 @@ MAC_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 
 @dataclass(frozen=True)
 class OpCount:
+    """The MACs of one kind of TFLite op, all of its occurrences together."""
+
     op: str
     count: int  # number of such ops
     macs: int
@@ -49,6 +51,8 @@ class OpCount:
 
 @dataclass(frozen=True)
 class PiEstimate:
+    """A latency range of one network pass (or one image) on a Raspberry Pi board, from the MAC count."""
+
     board: str
     low_ms: float
     high_ms: float
@@ -56,6 +60,8 @@ class PiEstimate:
 
 @dataclass(frozen=True)
 class MacReport:
+    """The model's multiply-accumulates, by op and in total, and what they predict on a Pi."""
+
     model: str
     tflite_macs: int
     by_op: tuple[OpCount, ...]

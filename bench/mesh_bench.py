@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import sys
 import tempfile
 from dataclasses import asdict
@@ -25,6 +24,7 @@ import numpy as np
 
 from bench.common import Timing, default_data_dir, idleness, machine, time_calls
 from hematovision import mesh as meshes
+from hematovision.commands import write_json
 from hematovision.images import load_image
 
 ZSTACK_SPACING = (0.29, 0.26, 0.26)  # um, as published for cells3d
@@ -88,7 +88,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.mesh_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None, help="shared data folder (pbc/, zstack/)")
-    p.add_argument("--runs", type=int, default=20, help="timed calls per measurement (default 20)")
+    p.add_argument("--runs", type=int, default=20, help="timed calls per measurement (default: %(default)s)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
     result = run(args.data or default_data_dir(), args.runs)
@@ -105,7 +105,7 @@ def main(argv=None) -> int:
     print(f"machine: {result['machine']['cpu']} x{result['machine']['logical_cpus']}, "
           f"idle={idle['idle']} load={idle['load_average']}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        write_json(args.json, result, indent=1)
     return 0 if ok else 1
 
 

@@ -27,7 +27,6 @@ self-intersection test) as an independent check of the numpy one.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import subprocess
 import sys
@@ -39,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from bench.common import ROOT, default_data_dir, idleness, machine, split_images, time_calls
+from hematovision.commands import write_json
 from hematovision.mesh import isosurface
 from hematovision import mesh as meshes
 from hematovision.mesh import surface
@@ -300,8 +300,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.mesh_open3d", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, default=None, help="shared data folder (zstack/, pbc/)")
-    p.add_argument("--runs", type=int, default=5, help="timed calls per measurement (default 5)")
-    p.add_argument("--json", type=Path, default=OUT, help=f"results file (default {OUT.relative_to(ROOT)})")
+    p.add_argument("--runs", type=int, default=5, help="timed calls per measurement (default: %(default)s)")
+    p.add_argument("--json", type=Path, default=OUT, help="results file (default: %(default)s)")
     args = p.parse_args(argv)
     try:
         import open3d  # noqa: F401
@@ -311,8 +311,7 @@ def main(argv=None) -> int:
     t0 = time.perf_counter()
     result = run(args.data or default_data_dir(), args.runs)
     result["seconds"] = round(time.perf_counter() - t0, 1)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1) + "\n")
+    write_json(args.json, result, indent=1)
     print(markdown(result))
     idle = result["idle"]
     print(f"\nmachine: {result['machine']['cpu']} x{result['machine']['logical_cpus']}, idle={idle['idle']} "

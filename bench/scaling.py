@@ -1,13 +1,13 @@
 """Scaling over cores: ``classify --workers N`` and ``archive`` (local pool vs Ray), images/s at each N.
 
-    python -m bench.scaling [--model wbc] [--images 1000] [--workers 1,2] [--engines local,ray] [--data DIR]
+    python -m bench.scaling [--model NAME] [--images N] [--workers 1,2] [--engines local,ray] [--data DIR]
 
 Every run is a child process (``bench/throughput.py``'s runner: wall time around
 the whole command, start-up included, and its peak RSS). The classify runs must
 print byte-identical JSON lines for every N (their sha256 is compared); the archive
 runs write a fresh Parquet dataset each and must hold one row per image. Images
-are the PBC test split (``--data``), copied round-robin into one folder; without
-the data the repo's examples are cycled. Ray rows need ``pip install .[scale]``
+are the model's test split (``--data``; the dataset its JSON names), copied round-robin into
+one folder; without the data the model's examples are cycled. Ray rows need ``pip install .[scale]``
 and include Ray's own start-up (a local instance, ``ray.init(num_cpus=N)``).
 """
 
@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import default_data_dir, example_images, idleness, machine, split_images
+from .common import default_data_dir, idleness, machine, model_facts, split_or_examples
 from .throughput import CliRun, run_cli
 
 
@@ -100,27 +99,28 @@ def markdown(rep: dict) -> list[str]:
 
 
 def main(argv=None) -> int:
+    from hematovision import load_model
+    from hematovision.commands import DEFAULT_MODEL, write_json
+
     from .report import to_jsonable
 
     p = argparse.ArgumentParser(prog="python -m bench.scaling", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="wbc")
-    p.add_argument("--images", type=int, default=1000)
-    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default 1,2)")
-    p.add_argument("--engines", default="local,ray", help="archive engines to run, of local,ray ('' for none)")
-    p.add_argument("--data", type=Path, default=None)
-    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "scaling.json")
+    p.add_argument("--model", default=DEFAULT_MODEL, help="model name or .json/.tflite path (default: %(default)s)")
+    p.add_argument("--images", type=int, default=1000, help="images per run (default: %(default)s)")
+    p.add_argument("--workers", default="1,2", help="comma-separated worker counts (default: %(default)s)")
+    p.add_argument("--engines", default="local,ray", help="archive engines to run, of local,ray ('' for none; default: %(default)s)")
+    p.add_argument("--data", type=Path, default=None, help="shared data folder (default: $HEMATOVISION_DATA, else ../shared/data)")
+    p.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results" / "scaling.json",
+                   help="results file (default: %(default)s)")
     args = p.parse_args(argv)
-    sources = split_images(args.data or default_data_dir(), "pbc" if args.model == "wbc" else args.model, args.images)
-    source = "PBC test split" if sources else "examples/ cycled (no data folder)"
+    sources, source = split_or_examples(args.data or default_data_dir(), model_facts(load_model(args.model)), args.images)
     before = idleness()
-    rep = run(args.model, sources or example_images(args.model), n=args.images,
-              workers=tuple(int(w) for w in args.workers.split(",")), engines=tuple(e for e in args.engines.split(",") if e),
-              source_name=source)
+    rep = run(args.model, sources, n=args.images, workers=tuple(int(w) for w in args.workers.split(",")),
+              engines=tuple(e for e in args.engines.split(",") if e), source_name=source)
     result = {"command": " ".join(["python -m bench.scaling", *(sys.argv[1:] if argv is None else argv)]),
               "machine": machine(), "idleness": {"start": before, "end": idleness()}, "scaling": rep}
     data = to_jsonable(result)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    write_json(args.out, data)
     idle = all(i["idle"] for i in data["idleness"].values())
     print("\n".join(markdown(data["scaling"]) + [f"Machine idle: {'yes' if idle else 'NO (see idleness in ' + str(args.out) + ')'}."]))
     return 0 if rep.identical_output and all(r.run.exit_code in (0, 1) and not r.run.timed_out for r in rep.runs) else 1

@@ -18,12 +18,16 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class ModelFile:
+    """A shipped .tflite and its size."""
+
     name: str
     bytes: int
 
 
 @dataclass(frozen=True)
 class Distribution:
+    """One installed distribution and its size on disk."""
+
     name: str
     version: str
     bytes: int
@@ -31,6 +35,8 @@ class Distribution:
 
 @dataclass(frozen=True)
 class InstallSize:
+    """What a requirements file installs: its distributions (includes followed) and their size."""
+
     requirements: str
     direct: tuple[str, ...]
     distributions: int
@@ -41,6 +47,8 @@ class InstallSize:
 
 @dataclass(frozen=True)
 class SizeReport:
+    """The shipped models' files and the installed size of each requirements file."""
+
     models_dir: str
     models: tuple[ModelFile, ...]
     installs: tuple[InstallSize, ...]

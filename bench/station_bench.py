@@ -1,13 +1,13 @@
 """Station throughput: whole 640x480 fields per second and cells per second, single-threaded.
 
-    python -m bench.station_bench --images ../shared/data/bccd/images [--model wbc] [--frames 200]
+    python -m bench.station_bench --images ../shared/data/bccd/images [--model NAME] [--frames 200]
 
 Frames are decoded into memory first (a camera delivers decoded frames) and fed
 through a fake source into the real station: quality gate, motion gate, stain
 segmentation, cropping, classification (``cam=False``), JPEG crop + SQLite row
 per cell, all written to a temporary folder. TFLite and OpenCV run on one
-thread. ``--model`` defaults to ``wbc`` when ``models/wbc.json`` exists, else to
-the tiny test model (built with TensorFlow; not a blood-cell model). Without
+thread. ``--model`` defaults to the CLI's default model when the models folder
+holds it, else to the tiny test model (built with TensorFlow; not a blood-cell model). Without
 ``--images``, synthetic fields are used. Also prints where the time goes.
 """
 
@@ -23,17 +23,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
+from hematovision.commands import DEFAULT_MODEL
+from hematovision.registry import models_folder
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(prog="python -m bench.station_bench", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--images", type=Path, help="folder of field images (e.g. BCCD's bccd/images); default: synthetic fields")
-    p.add_argument("--model", help="model name or path (default: wbc if models/wbc.json exists, else the tiny test model)")
-    p.add_argument("--frames", type=int, default=200, help="frames to process (default 200)")
-    p.add_argument("--distinct", type=int, default=100, help="distinct images loaded and cycled through (default 100)")
-    p.add_argument("--threads", type=int, default=1, help="TFLite and OpenCV threads (default 1)")
+    p.add_argument("--model", help=f"model name or path (default: {DEFAULT_MODEL} if the models folder holds it, "
+                                   "else the tiny test model)")
+    p.add_argument("--frames", type=int, default=200, help="frames to process (default: %(default)s)")
+    p.add_argument("--distinct", type=int, default=100, help="distinct images loaded and cycled through (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=1, help="TFLite and OpenCV threads (default: %(default)s)")
     return p.parse_args(argv)
 
 
@@ -53,11 +55,12 @@ def load_frames(folder: Path | None, n: int) -> list[np.ndarray]:
 def resolve_model(name: str | None, tmp: Path) -> tuple[str, str]:
     if name:
         return name, name
-    if (ROOT / "models" / "wbc.json").exists():
-        return str(ROOT / "models" / "wbc.json"), "wbc (models/wbc.json)"
+    default = models_folder() / f"{DEFAULT_MODEL}.json"
+    if default.exists():
+        return str(default), f"{DEFAULT_MODEL} ({default})"
     from tests.tiny_model import build
 
-    return str(build(tmp / "tiny")["tiny-int8"]), "tiny-int8 TEST model (models/wbc.json absent)"
+    return str(build(tmp / "tiny")["tiny-int8"]), f"tiny-int8 TEST model ({default} absent)"
 
 
 def main(argv=None) -> int:

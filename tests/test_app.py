@@ -4,16 +4,11 @@ Uses the shipped models (models/wbc.json, models/all.json, or $HEMATOVISION_MODE
 and the real example images; skips with a reason when the models are not there.
 """
 
-import contextlib
 import csv
 import json
 import logging
 import os
 import re
-import socket
-import subprocess
-import sys
-import threading
 import time
 from pathlib import Path
 
@@ -21,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import EXAMPLES, ROOT, require_data
+from tests.conftest import EXAMPLES, ROOT, app_process, import_app, models_dir, require_data, serve  # noqa: F401 - re-exported
 
 pytest.importorskip("gradio", reason="the app needs gradio (requirements.txt)")
 gradio_client = pytest.importorskip("gradio_client", reason="the API tests need gradio_client (requirements.txt)")
@@ -31,48 +26,6 @@ from gradio_client.exceptions import AppError  # noqa: E402
 ENDPOINTS = ("/classify", "/explain", "/mesh", "/zstack_mesh", "/morphology", "/batch", "/model_card")
 WBC_EXAMPLE = EXAMPLES / "wbc" / "neutrophil__BNE_107370.jpg"
 ALL_EXAMPLE = EXAMPLES / "all" / "pro_b__WBC-Malignant-Pro-013.jpg"
-
-
-def models_dir() -> Path:
-    return Path(os.environ.get("HEMATOVISION_MODELS", ROOT / "models"))
-
-
-def import_app():
-    """Import app.py (it loads the models once); skip when the shipped models are not there."""
-    missing = [n for n in ("wbc", "all") if not (models_dir() / f"{n}.json").exists()]
-    if missing:
-        pytest.skip(f"{', '.join(f'{n}.json' for n in missing)} not in {models_dir()}: the app tests need the shipped models")
-    os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    import app
-
-    return app
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serve(app):
-    """The app launched in-process on a free local port, as `python app.py` launches it; yields its URL."""
-    app.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
-    try:
-        yield app.demo.local_url
-    finally:
-        app.demo.close()
-
-
-@pytest.fixture(scope="module")
-def app():
-    return import_app()
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    with serve(app) as url:
-        yield url
 
 
 @pytest.fixture(scope="module")
@@ -408,32 +361,6 @@ def test_a_40_mp_image_does_not_hold_a_queue_slot(app, client, tmp_path):
 
 
 # --------------------------------------------------------------------------- agents: the MCP server
-
-
-@contextlib.contextmanager
-def app_process(*args: str, env: dict | None = None):
-    """``python app.py ARGS`` on a free port; yields (url, output lines so far) once it prints that it is ready."""
-    import_app()  # skips without the models
-    port = free_port()
-    env = dict(os.environ if env is None else env, GRADIO_SERVER_NAME="127.0.0.1", GRADIO_SERVER_PORT=str(port))
-    proc = subprocess.Popen([sys.executable, "app.py", *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    try:
-        lines, deadline, ready = [], time.monotonic() + 90, None
-        while time.monotonic() < deadline and ready is None:
-            line = proc.stdout.readline()
-            if not line:
-                break
-            lines.append(line)
-            ready = re.search(r"ready in ([\d.]+) s at (\S+)", line)
-        assert ready, "app.py did not print its start-up time:\n" + "".join(lines)
-        assert f":{port}" in ready.group(2)
-        # Keep reading, so that a chatty server never blocks on a full pipe.
-        threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True).start()
-        yield ready.group(2), lines
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def test_mcp_server_lists_the_tools_and_classifies(tmp_path):

@@ -209,3 +209,56 @@ def test_python_m_bench_quick_end_to_end(tiny_models, tmp_path):
 def test_usage_errors_exit_2():
     r = subprocess.run([sys.executable, "-m", "bench", "--only", "nonsense"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "unknown section" in r.stderr
+
+
+def renamed_copy(source_json: Path, dest: Path, name: str, **fields) -> Path:
+    """The model's files copied unchanged (sha256 intact) beside a JSON that names it ``name``, with ``fields`` changed."""
+    from tests.conftest import copy_model
+
+    data = json.loads(copy_model(source_json, dest).read_text(encoding="utf-8"))
+    data.update(name=name, **fields)
+    path = dest / f"{name}.json"
+    path.write_text(json.dumps(data), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def shipped_wbc():
+    path = ROOT / "models" / "wbc.json"
+    if not path.exists():
+        pytest.skip("models/wbc.json not shipped")
+    return path
+
+
+def test_a_model_copied_under_a_new_name_benchmarks_from_its_json(shipped_wbc, tmp_path):
+    """Dataset, examples folder and TTA views come from the model's JSON, never from its name."""
+    from hematovision import load_model
+    from bench.common import ModelFacts, example_images, model_facts, split_or_examples
+
+    clf = load_model(renamed_copy(shipped_wbc, tmp_path / "models", "my-lab-cells"))
+    facts = model_facts(clf)
+    assert facts == ModelFacts(name="my-lab-cells", dataset="pbc", examples="wbc", views=len(clf.views))
+    images, source = split_or_examples(tmp_path / "no-data", facts, 5)
+    assert images == example_images("wbc") and f"{tmp_path / 'no-data'}/pbc not found" in source
+
+
+def test_a_model_json_without_provenance_says_so_and_cycles_its_examples(shipped_wbc, tmp_path):
+    from hematovision import load_model
+    from bench.common import EXAMPLES, model_facts, split_or_examples
+
+    path = renamed_copy(shipped_wbc, tmp_path, "bare", provenance={}, examples="all")
+    facts = model_facts(load_model(path))
+    assert facts.dataset is None and facts.examples == "all"
+    images, source = split_or_examples(tmp_path, facts, 5)
+    assert images and all(p.parent == EXAMPLES / "all" for p in images) and "names no provenance.data.dataset" in source
+
+
+def test_the_app_section_runs_for_the_models_the_app_serves(shipped_wbc, tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from bench.__main__ import _app
+
+    renamed_copy(shipped_wbc, tmp_path, "my-lab-cells")
+    monkeypatch.setenv("HEMATOVISION_MODELS", str(tmp_path))
+    skipped = _app(SimpleNamespace(), "not-served", [])
+    assert isinstance(skipped, str) and "my-lab-cells" in skipped and "'not-served'" in skipped

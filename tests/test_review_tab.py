@@ -18,8 +18,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from tests.conftest import EXAMPLES, ROOT
-from tests.test_app import app_process, import_app, models_dir, serve
+from tests.conftest import EXAMPLES, ROOT, app_process, import_app, models_dir
 from tests.test_review import BAD_FILES
 
 pytest.importorskip("gradio_client", reason="the API tests need gradio_client (requirements.txt)")
@@ -89,17 +88,6 @@ CELL = ("cell_id", "cell", "top3", "info", "label")
 def named(names, values) -> SimpleNamespace:
     assert len(names) == len(values), (names, values)
     return SimpleNamespace(**dict(zip(names, values)))
-
-
-@pytest.fixture(scope="module")
-def app():
-    return import_app()
-
-
-@pytest.fixture(scope="module")
-def url(app):
-    with serve(app) as url:
-        yield url
 
 
 @pytest.fixture

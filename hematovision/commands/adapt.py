@@ -23,18 +23,22 @@ import sys
 import tempfile
 from pathlib import Path
 
+from . import add_model_argument, fail, session_choice, write_json
+
 
 def add_parser(sub) -> None:
+    from ..adapt import DEFAULT_L2
+
     p = sub.add_parser("adapt", help="refit the head on a lab's labelled cells (few-shot)", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="wbc", help="source model name (wbc, all) or path to a .json/.tflite (default: wbc)")
+    add_model_argument(p, use=" to adapt")
     cells = p.add_mutually_exclusive_group(required=True)
     cells.add_argument("--cells", type=Path, help="folder of labelled cells, DIR/<label>/<image>")
     cells.add_argument("--db", type=Path, help="station database: use its verified cells (see `review`)")
-    p.add_argument("--session", default="all", help="with --db: session id or 'all' (default)")
+    p.add_argument("--session", type=session_choice("all"), default="all", help="with --db: session id or 'all' (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="folder for the adapted model's files")
     p.add_argument("--name", default=None, help="adapted model name (default: <model>-lab)")
-    p.add_argument("--l2", type=float, default=None, help="strength of the pull towards the source head (default 0.01)")
+    p.add_argument("--l2", type=float, default=DEFAULT_L2, help="strength of the pull towards the source head (default: %(default)s)")
     p.set_defaults(run=run)
 
 
@@ -43,23 +47,17 @@ def log(msg: str) -> None:
 
 
 def run(args) -> int:
-    from ..adapt import DEFAULT_L2, adapt
+    from ..adapt import adapt
     from ..errors import HematoVisionError
 
-    l2 = DEFAULT_L2 if args.l2 is None else args.l2
-    session = str(args.session).strip().lower()
-    if session != "all" and not session.isdigit():
-        print(f"error: --session must be a number or 'all', not {args.session!r}", file=sys.stderr)
-        return 2
     try:
         if args.db is None:
-            path = adapt(args.model, args.cells, args.out, name=args.name, l2=l2, log=log)
+            path = adapt(args.model, args.cells, args.out, name=args.name, l2=args.l2, log=log)
         else:
-            path = adapt_from_db(args.model, args.db, args.out, name=args.name, l2=l2,
-                                 session_ids=None if session == "all" else [int(session)])
+            path = adapt_from_db(args.model, args.db, args.out, name=args.name, l2=args.l2,
+                                 session_ids=None if args.session == "all" else [int(args.session)])
     except (HematoVisionError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc)
     print(path)
     return 0
 
@@ -89,5 +87,4 @@ def adapt_from_db(model: str, db_path: Path, out: Path, *, name: str | None, l2:
         "db": str(db_path.resolve()), "sessions": session_ids or "all", "cell_ids": list(crops.cell_ids),
         "review_ids": [reviews[i].id for i in crops.cell_ids], "left_out": list(crops.left_out),
         "rule": "latest review of each cell; verified label among the model's classes; >= 2 cells per class"}
-    path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    return path
+    return write_json(path, data)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HematoVisionError
-from . import _parquet
+from . import DEFAULT_MODEL, _parquet, add_model_argument, fail
 from ._parquet import ArchiveError
 from .classify import positive_int
 
@@ -36,7 +36,7 @@ ENGINES = ("local", "ray")
 class ArchiveOptions:
     input: Path
     output: Path
-    model: str = "wbc"
+    model: str = DEFAULT_MODEL
     engine: str = "local"
     address: str | None = None  # a Ray cluster (``ray start --head`` prints it); None: a local Ray instance
     workers: int | None = None  # processes (local) or actors (ray); None: every core here / every CPU of the cluster
@@ -61,8 +61,9 @@ def add_parser(sub) -> None:
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--input", required=True, type=Path, help="folder of images (searched recursively)")
     p.add_argument("--output", required=True, type=Path, help="Parquet dataset folder (created; an existing one is resumed)")
-    p.add_argument("--model", default="wbc", help="model name (wbc, all) or path to a .json/.tflite (default: wbc)")
-    p.add_argument("--engine", choices=ENGINES, default="local", help="local process pool (default) or Ray Data")
+    add_model_argument(p)
+    p.add_argument("--engine", choices=ENGINES, default=ArchiveOptions.engine,
+                   help="local: a process pool on this machine; ray: Ray Data (default: %(default)s)")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or head:6379 (--engine ray; default: local Ray)")
     p.add_argument("--workers", type=positive_int, help="worker processes / Ray actors (default: every core or cluster CPU)")
     p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: runtime's choice)")
@@ -71,15 +72,13 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     if args.address and args.engine != "ray":
-        print("error: --address is for --engine ray; add --engine ray or drop --address.", file=sys.stderr)
-        return 2
+        return fail("--address is for --engine ray; add --engine ray or drop --address.", status=2)
     opts = ArchiveOptions(input=args.input, output=args.output, model=args.model, engine=args.engine,
                           address=args.address, workers=args.workers, threads=args.threads)
     try:
         result = archive(opts)
     except (HematoVisionError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc)
     print(f"archive: {result.found} files, {result.skipped} already in {opts.output}, {result.written} written "
           f"({result.errors} errors) in {result.seconds:.1f} s with {result.workers} {result.engine} worker(s)", file=sys.stderr)
     if result.earlier_errors:

@@ -19,6 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..images import IMAGE_SUFFIXES
+from . import add_model_argument, fail
 from ._pool import Task, default_workers, expand, iter_rows
 
 
@@ -36,11 +37,11 @@ def add_parser(sub) -> None:
     p = sub.add_parser("classify", help="classify cell images, one JSON line each", description=__doc__,
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("paths", nargs="+", metavar="PATH", help=f"image files or folders of images ({', '.join(IMAGE_SUFFIXES)})")
-    p.add_argument("--model", default="wbc", help="model name (wbc, all) or path to a .json/.tflite (default: wbc)")
+    add_model_argument(p)
     p.add_argument("--cam-dir", type=Path, help="write a Grad-CAM overlay PNG per input into this folder")
     p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: runtime's choice)")
-    p.add_argument("--workers", type=positive_int, default=None,
-                   help=f"worker processes, one model each (default: every core, {default_workers()} here; 1: in this process)")
+    p.add_argument("--workers", type=positive_int, default=default_workers(),
+                   help="worker processes, one model each (default: %(default)s, every core here; 1: in this process)")
     p.set_defaults(run=run)
 
 
@@ -56,18 +57,15 @@ def run(args) -> int:
     try:
         clf = load_model(args.model, num_threads=args.threads)
     except (HematoVisionError, OSError) as exc:
-        print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"cannot load model {args.model!r}: {exc}")
     if args.cam_dir:
         args.cam_dir.mkdir(parents=True, exist_ok=True)
     tasks = [Task(index=i, item=item, cam_dir=args.cam_dir) for i, item in enumerate(expand(args.paths))]
-    workers = args.workers or default_workers()
     failed = 0
     try:
-        for row in iter_rows(tasks, clf=clf, model=args.model, threads=args.threads, workers=workers):
+        for row in iter_rows(tasks, clf=clf, model=args.model, threads=args.threads, workers=args.workers):
             failed += "error" in row
             _emit(row)
     except BrokenProcessPool as exc:
-        print(f"error: a worker process died ({exc}); re-run with --workers 1 to see which file stops it.", file=sys.stderr)
-        return 1
+        return fail(f"a worker process died ({exc}); re-run with --workers 1 to see which file stops it.")
     return 1 if failed else 0

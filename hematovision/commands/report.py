@@ -18,17 +18,18 @@ from __future__ import annotations
 
 import argparse
 import csv
-import sys
 from pathlib import Path
 
 from ..station.report import FORMULA_PREFIXES, escape_formula  # noqa: F401 - FORMULA_PREFIXES: re-exported for older imports
+from . import fail, select_sessions, session_choice
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="print a station session's differential; export its cells as CSV and FHIR",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", required=True, type=Path, help="the station's SQLite log")
-    p.add_argument("--session", default="latest", help="session id, 'latest' (default) or 'all'")
+    p.add_argument("--session", type=session_choice("latest", "all"), default="latest",
+                   help="session id, 'latest' or 'all' (default: %(default)s)")
     p.add_argument("--verified", action="store_true", help="count the verified labels of reviewed cells (see `review`)")
     p.add_argument("--csv", type=Path, help="write the session's cells to this CSV file")
     p.add_argument("--fhir", type=Path, help="write a FHIR R4 Bundle (DiagnosticReport + Observations) to this JSON file")
@@ -37,39 +38,30 @@ def add_parser(sub) -> None:
 
 def run(args) -> int:
     from ..errors import HematoVisionError
+
+    try:
+        return _report(args)
+    except HematoVisionError as exc:
+        return fail(exc)
+    except OSError as exc:
+        return fail(f"cannot write the report: {exc}")
+
+
+def _report(args) -> int:
     from ..station.log import StationLog
 
-    which = str(args.session).strip().lower()
-    if which not in ("latest", "all") and not which.isdigit():
-        print(f"error: --session must be a number, 'latest' or 'all', not {args.session!r}", file=sys.stderr)
-        return 2
-    try:
-        with StationLog(args.db, create=False) as db:
-            sessions = select_sessions(db, which)
-            if not sessions:
-                print(f"{args.db}: no sessions yet" + ("; no FHIR report written" if args.fhir else ""))
-                return 1 if args.fhir else 0
-            _print_sessions(db, sessions, verified=args.verified)
-            if args.csv:
-                n = _write_csv(args.csv, csv_columns(), _csv_rows(db, sessions))
-                print(f"wrote {n} cells to {args.csv}")
-            if args.fhir:
-                _write_fhir(db, sessions, args.fhir, verified=args.verified)
-    except HematoVisionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: cannot write the report: {exc}", file=sys.stderr)
-        return 1
+    with StationLog(args.db, create=False) as db:
+        sessions = select_sessions(db, args.session)
+        if not sessions:
+            print(f"{args.db}: no sessions yet" + ("; no FHIR report written" if args.fhir else ""))
+            return 1 if args.fhir else 0
+        _print_sessions(db, sessions, verified=args.verified)
+        if args.csv:
+            n = _write_csv(args.csv, csv_columns(), _csv_rows(db, sessions))
+            print(f"wrote {n} cells to {args.csv}")
+        if args.fhir:
+            _write_fhir(db, sessions, args.fhir, verified=args.verified)
     return 0
-
-
-def select_sessions(db, which: str) -> list:
-    if which == "all":
-        return db.sessions()
-    if which == "latest":
-        return [s for s in [db.latest_session()] if s is not None]
-    return [db.session(int(which))]
 
 
 def _print_sessions(db, sessions, *, verified: bool) -> None:

@@ -17,8 +17,9 @@ Exit status: 0 ok, 1 bad input or an unusable database (nothing written), 2 usag
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
+
+from . import fail, select_sessions, session_choice
 
 
 def add_parser(sub) -> None:
@@ -32,7 +33,8 @@ def add_parser(sub) -> None:
     what.add_argument("--export", dest="export_csv", type=Path, metavar="CSV", help="write every cell and its latest review")
     p.add_argument("--reviewer", help="who reviewed (required with --set)")
     p.add_argument("--note", default="", help="free text kept with the review (required for the label 'other')")
-    p.add_argument("--session", default="all", help="with --list/--export: session id, 'latest' or 'all' (default)")
+    p.add_argument("--session", type=session_choice("latest", "all"), default="all",
+                   help="with --list/--export: session id, 'latest' or 'all' (default: %(default)s)")
     p.add_argument("--uncertain", action="store_true", help="with --list: only cells flagged uncertain or out of distribution")
     p.add_argument("--unverified", action="store_true", help="with --list: only cells without a review")
     p.set_defaults(run=run)
@@ -42,40 +44,26 @@ def run(args) -> int:
     from ..errors import HematoVisionError
 
     if args.set is not None and args.reviewer is None:
-        print("error: --set needs --reviewer NAME (who verified the cell)", file=sys.stderr)
-        return 2
+        return fail("--set needs --reviewer NAME (who verified the cell)", status=2)
     if args.set is not None and not args.set[0].strip().isdigit():
-        print(f"error: CELL_ID must be a cell id number (see --list), not {args.set[0]!r}", file=sys.stderr)
-        return 2
-    which = str(args.session).strip().lower()
-    if which not in ("latest", "all") and not which.isdigit():
-        print(f"error: --session must be a number, 'latest' or 'all', not {args.session!r}", file=sys.stderr)
-        return 2
+        return fail(f"CELL_ID must be a cell id number (see --list), not {args.set[0]!r}", status=2)
     try:
-        return _run(args, which)
-    except HematoVisionError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return _run(args)
+    except (HematoVisionError, OSError) as exc:
+        return fail(exc)
 
 
-def _run(args, which: str) -> int:
+def _run(args) -> int:
     from ..station.log import StationLog
-    from ..station.schema import CorruptDatabaseError
 
     with StationLog(args.db, create=False) as db:
         if args.set is not None or args.import_csv is not None:
-            check = db.quick_check()
-            if check != "ok":
-                raise CorruptDatabaseError(f"{args.db}: damaged database ({check.splitlines()[0]}); nothing written. Restore it "
-                                           "from a backup or recover it with `sqlite3 DB .recover`.")
+            _refuse_damaged(db, args.db)
         if args.set is not None:
             return _set(db, args)
         if args.import_csv is not None:
             return _import(db, args.import_csv)
-        sessions = _sessions(db, which)
+        sessions = None if args.session == "all" else [s.id for s in select_sessions(db, args.session)]
         if args.export_csv is not None:
             from ..station.reviewcsv import write_reviews_csv
 
@@ -85,13 +73,14 @@ def _run(args, which: str) -> int:
         return _list(db, sessions, uncertain=args.uncertain, unverified=args.unverified)
 
 
-def _sessions(db, which: str) -> list[int] | None:
-    if which == "all":
-        return None
-    if which == "latest":
-        last = db.latest_session()
-        return [last.id] if last else []
-    return [db.session(int(which)).id]
+def _refuse_damaged(db, path: Path) -> None:
+    """Raise before a write to a database that fails SQLite's quick check."""
+    from ..station.schema import CorruptDatabaseError
+
+    check = db.quick_check()
+    if check != "ok":
+        raise CorruptDatabaseError(f"{path}: damaged database ({check.splitlines()[0]}); nothing written. Restore it "
+                                   "from a backup or recover it with `sqlite3 DB .recover`.")
 
 
 def _set(db, args) -> int:

@@ -17,39 +17,64 @@ import signal
 import sys
 from pathlib import Path
 
+from . import add_model_argument, fail
+
 log = logging.getLogger("hematovision.station.loop")
 
 
 def add_parser(sub) -> None:
+    from ..cells.detection import DEFAULT_FILL, FRAME_RED_CELLS
+    from ..station.framegate import MIN_SHARPNESS, MOTION_THRESHOLD, SHARPNESS_WIDTH
+    from ..station.loop import MODES, SUMMARY_EVERY_S, StationConfig
+    from ..station.sources import source_forms
+
     p = sub.add_parser("station", help="run the microscope station (frames in, differential and SQLite log out)",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--source", required=True, help="camera:INDEX | picamera[:INDEX] | folder:DIR | video:FILE")
-    p.add_argument("--model", default="wbc", help="model name or path to a .json/.tflite (default: wbc)")
+    p.add_argument("--source", required=True, help=source_forms())
+    add_model_argument(p)
     p.add_argument("--db", required=True, type=Path, help="SQLite log (created if missing; WAL mode)")
-    p.add_argument("--mode", choices=("field", "cell"), default="field",
-                   help="field: find every white cell in a whole field (default); cell: each frame is one centred cell")
+    p.add_argument("--mode", choices=MODES, default=StationConfig.mode,
+                   help="field: find every white cell in a whole field; cell: each frame is one centred cell "
+                        "(default: %(default)s)")
     p.add_argument("--crops-dir", type=Path, help="where cell crops are saved (default: <db folder>/<db name>-crops)")
     p.add_argument("--fps", type=float, help="process at most F frames per second (default: as fast as they come)")
     p.add_argument("--max-frames", type=int, help="stop after N frames")
     p.add_argument("--target-count", type=int, help="stop after N classified cells (e.g. 100 for a 100-cell differential)")
-    p.add_argument("--min-sharpness", type=float,
-                   help="focus threshold, variance of the Laplacian at 320 px wide (default 10; 0 accepts every frame)")
-    p.add_argument("--motion-threshold", type=float, help="grey-level difference under which the view is unchanged (default 2)")
-    p.add_argument("--fill", type=float, help="crop so that the cell's larger side spans this fraction of it (default 0.4)")
+    p.add_argument("--min-sharpness", type=float, default=MIN_SHARPNESS,
+                   help=f"focus threshold, variance of the Laplacian at {SHARPNESS_WIDTH} px wide "
+                        "(default: %(default)s; 0 accepts every frame)")
+    p.add_argument("--motion-threshold", type=float, default=MOTION_THRESHOLD,
+                   help="grey-level difference under which the view is unchanged (default: %(default)s)")
+    p.add_argument("--fill", type=float,
+                   help=f"crop so that the cell's larger side spans this fraction of it (default: {DEFAULT_FILL}; "
+                        "with --red-cell-px: the PBC scale)")
     p.add_argument("--red-cell-px", type=float,
                    help="red-cell diameter in pixels, measured for this camera: sets the segmentation's size limits and "
-                        "crops at the PBC scale, 5 red cells wide (default: size limits from the frame size, --fill framing)")
-    p.add_argument("--summary-every", type=float, help="seconds between printed differentials (default 30; 0: only on exit)")
+                        f"crops at the PBC scale, {FRAME_RED_CELLS:g} red cells wide (default: size limits from the frame "
+                        "size, --fill framing)")
+    p.add_argument("--summary-every", type=float, default=SUMMARY_EVERY_S,
+                   help="seconds between printed differentials (default: %(default)s; 0: only on exit)")
     p.add_argument("--resume", action="store_true",
                    help="continue the last session in --db if it was interrupted (killed, power cut, error) with the same model; "
                         "refused if it read another source; a folder's files already done (same name and sha256) are skipped")
     p.add_argument("--no-watch", action="store_true", help="folder source: process the files present, then stop")
-    p.add_argument("--width", type=int, help="camera frame width (camera/picamera; default 640 for picamera)")
-    p.add_argument("--height", type=int, help="camera frame height")
+    width, height = picamera_size()
+    p.add_argument("--width", type=int, help=f"camera frame width (default: the camera's own; {width} for picamera)")
+    p.add_argument("--height", type=int, help=f"camera frame height (default: the camera's own; {height} for picamera)")
     p.add_argument("--threads", type=int, help="TFLite interpreter threads (default: runtime's choice)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every frame")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(run=run)
+
+
+def picamera_size() -> tuple[int, int]:
+    """The frame size a Pi camera is opened at without --width/--height: :class:`PicameraSource`'s own defaults."""
+    import inspect
+
+    from ..station.sources import PicameraSource
+
+    params = inspect.signature(PicameraSource).parameters
+    return params["width"].default, params["height"].default
 
 
 class StopFlag:
@@ -83,13 +108,11 @@ def run(args) -> int:
                                motion_threshold=args.motion_threshold, fill=args.fill, red_cell_px=args.red_cell_px,
                                summary_every=args.summary_every, resume=args.resume, source_name=args.source)
     except (SourceSpecError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return fail(exc, status=2)
     try:
         clf = load_model(args.model, num_threads=args.threads)
     except (HematoVisionError, OSError) as exc:
-        print(f"error: cannot load model {args.model!r}: {exc}", file=sys.stderr)
-        return 1
+        return fail(f"cannot load model {args.model!r}: {exc}")
     stop = StopFlag()
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     printer = lambda text: print(text, flush=True)  # noqa: E731 - stdout may be a pipe (journald)
@@ -102,8 +125,7 @@ def run(args) -> int:
         print("stopped at once by a second signal; committed cells are in the log", file=sys.stderr)
         return 130
     except (HematoVisionError, OSError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return fail(exc)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -51,6 +51,9 @@ log = logging.getLogger("hematovision.station.loop")
 MODES = ("field", "cell")
 
 
+SUMMARY_EVERY_S = 30.0  # default seconds between printed differentials
+
+
 @dataclass(frozen=True)
 class StationConfig:
     """Everything the station needs to know besides the model and the source."""
@@ -65,7 +68,7 @@ class StationConfig:
     motion_threshold: float | None = None
     fill: float | None = None  # fraction of the crop the cell spans; see field.DEFAULT_FILL
     red_cell_px: float | None = None  # red-cell diameter in px: segmentation sizes and PBC-scale crops (see field)
-    summary_every: float | None = None  # seconds between printed differentials (default 30; 0: never)
+    summary_every: float = SUMMARY_EVERY_S  # seconds between printed differentials (0: never)
     resume: bool = False  # continue the last session if it was interrupted (kill, power cut, error), same model and source
     source_name: str = ""
 
@@ -206,7 +209,7 @@ class Station:
         return self._sha[1]
 
     def _summary_every(self) -> float:
-        return 30.0 if self.config.summary_every is None else self.config.summary_every
+        return self.config.summary_every
 
     def _process(self, frame: Frame, db: StationLog, session_id: int, crops_dir: Path, summary: StationSummary) -> None:
         cfg = self.config
