@@ -135,7 +135,7 @@ def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.n
     return np.asarray(feats, np.float64), np.asarray(logits, np.float64)
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
     e = np.exp(z - z.max(axis=1, keepdims=True))  # shift for numerical stability
     return e / e.sum(axis=1, keepdims=True)
 
@@ -152,12 +152,12 @@ def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, l2
     for _ in range(iters):
         look = theta + beta * (theta - prev)
         # dL/dTheta = X^T diag(w) (softmax(X Theta) - Y) + lam (Theta - Theta_0)
-        grad = x.T @ (w[:, None] * (_softmax(x @ look) - onehot)) + lam * (look - theta0)
+        grad = x.T @ (w[:, None] * (softmax(x @ look) - onehot)) + lam * (look - theta0)
         prev, theta = theta, look - step * grad
     return theta
 
 
-def _samples(feats: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def view_samples(feats: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Cells (N, V, D) -> view samples [f, 1], labels, class-balanced weights summing to 1."""
     n, v, _ = feats.shape
     x = np.concatenate([feats.reshape(n * v, -1), np.ones((n * v, 1))], axis=1)
@@ -186,7 +186,7 @@ def cross_validate(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, l2: flo
     xd = deploy_features(feats, spec_tta)
     for j in range(k):
         train = fold != j
-        theta = fit_head(*_samples(feats[train], y[train]), theta0, l2)
+        theta = fit_head(*view_samples(feats[train], y[train]), theta0, l2)
         oof[~train] = xd[~train] @ theta
     return oof, k
 
@@ -194,7 +194,7 @@ def cross_validate(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, l2: flo
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """T minimising the NLL of softmax(z / T), by a log-spaced grid search."""
     grid = np.geomspace(0.05, 20.0, 400)
-    nll = [-np.log(_softmax(logits / t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
+    nll = [-np.log(softmax(logits / t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
     return float(grid[int(np.argmin(nll))])
 
 
@@ -243,7 +243,7 @@ def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name
     feats, src_logits = extract(clf, images)
     theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
     oof, k = cross_validate(feats, y, theta0, l2, spec.tta)
-    theta = fit_head(*_samples(feats, y), theta0, l2)
+    theta = fit_head(*view_samples(feats, y), theta0, l2)
     before, after = _accuracy(src_logits, y, spec.labels), _accuracy(oof, y, spec.labels)
     log(f"{k}-fold cross-validated accuracy on the lab's cells: before {before['accuracy']:.3f}, after {after['accuracy']:.3f}")
     return _write(clf, Path(out_dir), name, theta, feats, y, paths, oof, l2, k, before, after, log)
@@ -255,7 +255,7 @@ def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
         return {**spec.raw.get("calibration", {}), "adapted": False,
                 "note": f"kept from {spec.name}: fewer than {MIN_CELLS_FOR_CALIBRATION} lab cells to refit them"}
     t = fit_temperature(oof, y)
-    thr = uncertain_threshold(_softmax(oof / t), y)
+    thr = uncertain_threshold(softmax(oof / t), y)
     log(f"refitted on out-of-fold logits: temperature {t:.3f}, uncertain threshold {thr:.3f}")
     return {"temperature": t, "uncertain_threshold": thr, "adapted": True,
             "rule": "temperature: NLL-optimal on the lab's out-of-fold logits; threshold: lowest confidence at which "

@@ -11,6 +11,13 @@ k + 1 cells are left out for that k (recorded). Reported: mean and std of the
 accuracy over draws, and a Wilson 95 % interval on the accuracy pooled over
 all draws' test predictions (draws share cells, so that interval is narrower
 than an independent-sample one would be; the std over draws is the honest spread).
+The adapted model's own flags are measured too, built per draw exactly as
+``adapt`` writes them: temperature and uncertain threshold refitted on the
+draw's out-of-fold logits (source values below 30 cells), the OOD reference
+extended with the draw's cells. A test cell is flagged when its calibrated
+confidence is below the threshold or it is out of distribution; reported:
+share flagged, accuracy of the cells not flagged, and the share confidently
+wrong (not flagged and wrong) - pooled over draws, with Wilson intervals.
 ``--cells`` may be an otherlabs folder (DIR/images/<label>/<file> + labels.csv) or DIR/<label>/<file>.
 """
 
@@ -24,31 +31,69 @@ from pathlib import Path
 import numpy as np
 
 from hematovision import load_model
-from hematovision.adapt import DEFAULT_L2, _samples, deploy_features, extract, fit_head, scan_cells
+from hematovision.adapt import (
+    DEFAULT_L2,
+    MIN_CELLS_FOR_CALIBRATION,
+    cross_validate,
+    deploy_features,
+    extend_ood,
+    extract,
+    fit_head,
+    fit_temperature,
+    scan_cells,
+    softmax,
+    uncertain_threshold,
+    view_samples,
+)
 from hematovision.images import load_image
 from training.metrics import wilson
 
 
-def evaluate(feats, src_logits, y, theta0, spec_tta, k: int, draws: int, l2: float, seed: int) -> dict:
+def adapted_flags(feats, y, train, theta, theta0, clf, l2: float) -> np.ndarray:
+    """The adapted model's 'uncertain' flag on every cell, as ``adapt`` would calibrate it from the ``train`` cells."""
+    xd = deploy_features(feats, clf.spec.tta)
+    if train.sum() >= MIN_CELLS_FOR_CALIBRATION:
+        oof, _ = cross_validate(feats[train], y[train], theta0, l2, clf.spec.tta)
+        t = fit_temperature(oof, y[train])
+        thr = uncertain_threshold(softmax(oof / t), y[train])
+    else:
+        t, thr = clf.spec.temperature, clf.spec.uncertain_threshold
+    flagged = softmax((xd @ theta) / t).max(axis=1) < thr
+    if clf.ood is not None:
+        ood, _ = extend_ood(clf.ood, feats[train])
+        flagged |= ood.score(xd[:, :-1].astype(np.float32)) > ood.threshold
+    return flagged
+
+
+def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float, seed: int) -> dict:
     counts = {int(c): int((y == c).sum()) for c in np.unique(y)}
     classes = [c for c, n in counts.items() if n > k]
     keep = np.isin(y, classes)
     rng = np.random.default_rng(seed)
-    xd = deploy_features(feats, spec_tta)
-    acc, src_acc, hits, src_hits, total = [], [], 0, 0, 0
+    xd = deploy_features(feats, clf.spec.tta)
+    acc, src_acc, flag_share = [], [], []
+    pooled = {"hits": 0, "src_hits": 0, "total": 0, "flagged": 0, "unflagged_hits": 0, "confidently_wrong": 0}
     for _ in range(draws):
         train = np.zeros(len(y), bool)
         for c in classes:
             train[rng.choice(np.flatnonzero(y == c), k, replace=False)] = True
         test = keep & ~train
-        theta = fit_head(*_samples(feats[train], y[train]), theta0, l2)
+        theta = fit_head(*view_samples(feats[train], y[train]), theta0, l2)
         ok = (xd[test] @ theta).argmax(axis=1) == y[test]
         src_ok = src_logits[test].argmax(axis=1) == y[test]
-        acc.append(ok.mean()), src_acc.append(src_ok.mean())
-        hits, src_hits, total = hits + int(ok.sum()), src_hits + int(src_ok.sum()), total + int(test.sum())
+        flagged = adapted_flags(feats, y, train, theta, theta0, clf, l2)[test]
+        acc.append(ok.mean()), src_acc.append(src_ok.mean()), flag_share.append(flagged.mean())
+        for key, n in (("hits", ok.sum()), ("src_hits", src_ok.sum()), ("total", test.sum()), ("flagged", flagged.sum()),
+                       ("unflagged_hits", (ok & ~flagged).sum()), ("confidently_wrong", (~ok & ~flagged).sum())):
+            pooled[key] += int(n)
+    total, unflagged = pooled["total"], pooled["total"] - pooled["flagged"]
     return {"k": k, "classes": len(classes), "test_cells_per_draw": int(total / max(draws, 1)),
-            "adapted": {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "wilson95_pooled": wilson(hits, total)},
-            "source": {"mean": float(np.mean(src_acc)), "std": float(np.std(src_acc)), "wilson95_pooled": wilson(src_hits, total)},
+            "adapted": {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "wilson95_pooled": wilson(pooled["hits"], total),
+                        "flagged_uncertain": {"mean": float(np.mean(flag_share)), "std": float(np.std(flag_share))},
+                        "accuracy_not_flagged": (pooled["unflagged_hits"] / unflagged) if unflagged else None,
+                        "accuracy_not_flagged_wilson95": wilson(pooled["unflagged_hits"], unflagged) if unflagged else None,
+                        "confidently_wrong_share": pooled["confidently_wrong"] / max(total, 1)},
+            "source": {"mean": float(np.mean(src_acc)), "std": float(np.std(src_acc)), "wilson95_pooled": wilson(pooled["src_hits"], total)},
             "classes_left_out": [c for c, n in counts.items() if n <= k]}
 
 
@@ -73,10 +118,11 @@ def main(argv=None) -> int:
     theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
     results = []
     for k in args.k:
-        r = evaluate(feats, src_logits, y, theta0, clf.spec.tta, k, args.draws, args.l2, args.seed)
+        r = evaluate(feats, src_logits, y, theta0, clf, k, args.draws, args.l2, args.seed)
         r["classes_left_out"] = [clf.labels[c] for c in r["classes_left_out"]]
         results.append(r)
-        print(f"k={k}: adapted {r['adapted']['mean']:.3f} +- {r['adapted']['std']:.3f}, "
+        print(f"k={k}: adapted {r['adapted']['mean']:.3f} +- {r['adapted']['std']:.3f} "
+              f"(flagged {r['adapted']['flagged_uncertain']['mean']:.3f}, not flagged {r['adapted']['accuracy_not_flagged']}), "
               f"source {r['source']['mean']:.3f} +- {r['source']['std']:.3f} ({r['classes']} classes)", file=sys.stderr)
     report = {"model": clf.name, "model_sha256": clf.spec.sha256, "cells": str(cells),
               "count_per_class": {lb: names.count(lb) for lb in dict.fromkeys(names)}, "draws": args.draws, "l2": args.l2,
