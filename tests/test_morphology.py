@@ -150,15 +150,9 @@ def test_find_nucleated_cells_on_real_bccd_fields():
 # --------------------------------------------------------------------------- one segmentation path
 
 
-def test_public_names_stay_importable_where_they_were():
-    from hematovision.cells.stain import find_nucleated_cells  # noqa: F401  (the old home still works)
-
+def test_morphology_offers_the_segmentation_modules_own_segment():
     assert M.segment is segmentation.segment and M.Segmentation is segmentation.Segmentation
     assert M.SURE_NUCLEUS_AREA_S2 == segmentation.SURE_NUCLEUS_AREA_S2
-    for name in stain.MOVED_TO_SEGMENTATION:
-        assert getattr(stain, name) is getattr(segmentation, name), name
-    with pytest.raises(AttributeError):
-        stain.no_such_name  # noqa: B018
 
 
 def test_segment_field_detection_and_mesh_run_the_same_segmentation(monkeypatch):

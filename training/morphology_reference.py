@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from hematovision.cells import stain
+from hematovision.cells import segmentation, stain
 from hematovision.errors import HematoVisionError
 from hematovision.images import load_image
 from hematovision.cells.morphology import (
@@ -63,7 +63,7 @@ def succeeded(label: str, features: CellFeatures, seg, shape: tuple[int, int]) -
     if not seg.nucleated:
         return False
     s2 = seg.red_cell_px ** 2
-    area_ok = stain.MIN_NUCLEUS_AREA_S2 * s2 <= features.nucleus_area_px <= stain.MAX_NUCLEUS_AREA_S2 * s2
+    area_ok = segmentation.MIN_NUCLEUS_AREA_S2 * s2 <= features.nucleus_area_px <= segmentation.MAX_NUCLEUS_AREA_S2 * s2
     ys, xs = np.nonzero(seg.nucleus_mask)
     h, w = shape
     offset = math.hypot(ys.mean() - (h - 1) / 2, xs.mean() - (w - 1) / 2) / min(h, w)

@@ -57,25 +57,6 @@ MIN_FOREGROUND_THRESHOLD = 0.03
 #: Gaussian sigma (px) that takes the pixel noise off the density maps before thresholding.
 DENSITY_SMOOTHING_PX = 1.0
 
-#: Names of :mod:`hematovision.cells.segmentation` that this module used to define.
-MOVED_TO_SEGMENTATION = frozenset({
-    "CellRegion", "find_nucleated_cells", "nucleus_groups", "trace_cell", "MIN_NUCLEUS_AREA_S2",
-    "MAX_NUCLEUS_AREA_S2", "LOBE_MERGE_S", "CYTOPLASM_REACH_S", "PALE_CYTOPLASM_GAIN", "PALE_CYTOPLASM_SOLIDITY",
-    "MIN_CHROMA_THRESHOLD",
-})
-
-
-def __getattr__(name: str):
-    """``stain.find_nucleated_cells`` and the other moved names, imported from the segmentation module.
-
-    Imported on first use because :mod:`~hematovision.cells.segmentation` itself builds on this module.
-    """
-    if name in MOVED_TO_SEGMENTATION:
-        from . import segmentation
-
-        return getattr(segmentation, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
 
 def check_rgb(rgb: np.ndarray) -> np.ndarray:
     """``rgb`` itself when it is an ``(H, W, 3)`` uint8 array, else :class:`~hematovision.errors.InvalidImageError`."""
