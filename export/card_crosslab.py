@@ -56,18 +56,27 @@ def fewshot_section(reports: list[dict]) -> list[str]:
              "k labelled cells per class from the new lab fit a new head on the frozen int8 network (numpy); the rest of "
              "that lab's cells are the test. Mean and standard deviation over seeded random draws; the pooled 95 % "
              "Wilson interval counts every test cell of every draw (draws share cells, so it is narrower than the spread "
-             "over draws: read the sd).", "",
-             "| lab cells | k per class | draws | test cells per draw | source model | adapted (mean +- sd) | adapted, pooled 95 % CI |",
-             "|---|---|---|---|---|---|---|"]
+             "over draws: read the sd). Flagged / not flagged: the adapted model's own uncertain flag, calibrated and "
+             "OOD-extended from the draw's cells exactly as `adapt` writes it.", "",
+             "| lab cells | k per class | draws | test cells per draw | source model | adapted (mean +- sd) | adapted, pooled "
+             "95 % CI | adapted: flagged | adapted: accuracy not flagged | adapted: confidently wrong |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
     for rep in reports:
-        for r in rep["results"]:
-            a, src = r["adapted"], r["source"]
-            lo, hi = a["wilson95_pooled"]
-            lines.append(f"| {_lab(rep['cells'])} | {r['k']} | {rep['draws']} | {r['test_cells_per_draw']} | "
-                         f"{100 * src['mean']:.1f} % | {100 * a['mean']:.1f} +- {100 * a['std']:.1f} % | "
-                         f"[{100 * lo:.1f}, {100 * hi:.1f}] |")
+        lines += [_fewshot_row(rep, r) for r in rep["results"]]
     lines += [""] + [f"Command: `{rep['command']}`." for rep in reports] + [""]
     return lines
+
+
+def _fewshot_row(rep: dict, r: dict) -> str:
+    a, src = r["adapted"], r["source"]
+    lo, hi = a["wilson95_pooled"]
+    flagged = a.get("flagged_uncertain")
+    ci = a.get("accuracy_not_flagged_wilson95")
+    not_flagged = "-" if a.get("accuracy_not_flagged") is None else (
+        f"{_pct(a['accuracy_not_flagged'])}" + (f" [{100 * ci[0]:.1f}, {100 * ci[1]:.1f}]" if ci else ""))
+    return (f"| {_lab(rep['cells'])} | {r['k']} | {rep['draws']} | {r['test_cells_per_draw']} | "
+            f"{100 * src['mean']:.1f} % | {100 * a['mean']:.1f} +- {100 * a['std']:.1f} % | [{100 * lo:.1f}, {100 * hi:.1f}] | "
+            f"{'-' if flagged is None else _pct(flagged['mean'])} | {not_flagged} | {_pct(a.get('confidently_wrong_share'))} |")
 
 
 def _lab(cells: str) -> str:

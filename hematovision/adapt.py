@@ -120,16 +120,16 @@ def load_cells(groups: dict[str, list[Path]], root: Path) -> tuple[list[np.ndarr
 def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Images -> pooled features per dihedral view (N, 8, D) and the source model's logits (N, C)."""
     oi, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
-    used = len(tta.DIHEDRAL8) if clf.spec.tta == "dihedral8" else 1  # views the source model averages
+    used = _view_indices(clf.spec.tta)  # the views the source model averages, as indices into DIHEDRAL8
     feats, logits = [], []  # per cell: (8, D) pooled features, (C,) source logits
     for rgb in images:
         x = prepare(rgb, clf.spec.input)[0]
         outs = [clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None]) for k, flip in tta.DIHEDRAL8]
         f = np.stack([o[fi][0].reshape(-1, o[fi].shape[-1]).mean(axis=0) for o in outs])  # GAP is rotation-invariant
         if clf.logits_from_head:
-            z = f[:used].mean(axis=0) @ clf.head_weights + clf.head_bias
+            z = f[used].mean(axis=0) @ clf.head_weights + clf.head_bias
         else:
-            z = np.mean([o[oi][0] for o in outs[:used]], axis=0)
+            z = np.mean([outs[i][oi][0] for i in used], axis=0)
         feats.append(f)
         logits.append(z)
     return np.asarray(feats, np.float64), np.asarray(logits, np.float64)
@@ -167,9 +167,14 @@ def view_samples(feats: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return x, np.repeat(y, v), w
 
 
+def _view_indices(spec_tta: str | None) -> list[int]:
+    """Positions in ``tta.DIHEDRAL8`` of the model's test-time views (every view set is a subset of it)."""
+    return [tta.DIHEDRAL8.index(v) for v in tta.views_of(spec_tta)]
+
+
 def deploy_features(feats: np.ndarray, spec_tta: str | None) -> np.ndarray:
-    """What the classifier pools at inference: the mean over the 8 views with dihedral TTA, else view 0."""
-    f = feats.mean(axis=1) if spec_tta == "dihedral8" else feats[:, 0]
+    """What the classifier pools at inference: the mean over the model's test-time views (view 0 without TTA)."""
+    f = feats[:, _view_indices(spec_tta)].mean(axis=1)
     return np.concatenate([f, np.ones((len(f), 1))], axis=1)
 
 

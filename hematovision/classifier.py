@@ -63,7 +63,7 @@ class Classifier:
         expected = (1, spec.input.height, spec.input.width, 3)
         if self.model.input_shape != expected:
             raise ModelFormatError(f"{spec.tflite_path}: input shape {self.model.input_shape} does not match {expected} in its JSON.")
-        self.views = tta.DIHEDRAL8 if spec.tta == "dihedral8" else ((0, False),)
+        self.views = tta.views_of(spec.tta)
         self.views_batched = batch_views and len(self.views) > 1 and self._prepare_batch()
         shapes = self.model.output_shapes
         n_out = len(shapes)

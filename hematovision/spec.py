@@ -53,10 +53,13 @@ class InputSpec:
 
 
 def _tta(value, json_path: Path) -> str | None:
+    from .tta import VIEW_SETS
+
     if value in (None, "none"):
         return None
-    if value != "dihedral8":
-        raise ModelFormatError(f"{json_path}: test_time_augmentation must be 'dihedral8' or null, not {value!r}.")
+    if value not in VIEW_SETS:
+        raise ModelFormatError(f"{json_path}: test_time_augmentation must be one of {sorted(VIEW_SETS)} or null, "
+                               f"not {value!r}.")
     return value
 
 

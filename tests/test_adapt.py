@@ -177,3 +177,13 @@ def test_int8_model_adapts(tiny_models, tmp_path):
     print("int8 cross-validated accuracy before", cv["before"]["accuracy"], "after", cv["after"]["accuracy"])
     assert cv["after"]["accuracy"] > cv["before"]["accuracy"] + 0.5
     assert load_model(path).predict(str(cells / "red" / "000.png"), cam=False).label == "red"
+
+
+@pytest.mark.parametrize("views, columns", [(None, [0]), ("flips2", [4, 6]), ("dihedral8", list(range(8)))])
+def test_deploy_features_pool_the_models_own_views(views, columns):
+    from hematovision.adapt import deploy_features
+
+    feats = np.random.default_rng(0).normal(size=(3, 8, 5))
+    expected = feats[:, columns].mean(axis=1)
+    np.testing.assert_allclose(deploy_features(feats, views)[:, :-1], expected)
+    assert (deploy_features(feats, views)[:, -1] == 1).all()

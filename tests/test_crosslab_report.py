@@ -91,3 +91,15 @@ def test_mass_inside_golden():
     mask[1:3, 1:3] = True
     assert mass_inside(cam, mask) == pytest.approx(4 / 6)
     assert np.isnan(mass_inside(np.zeros((4, 4)), mask))
+
+
+@pytest.mark.parametrize("grid, low, high", [((4, 4), 0.3, 0.7), ((8, 8), 0.6, 0.95), ((16, 16), 0.75, 1.0)])
+def test_the_cam_ceiling_rises_with_the_feature_grid(grid, low, high):
+    """A centred disc covering ~10 % of a 128 px frame, like a PBC cell: a finer map can point more precisely."""
+    import numpy as np
+
+    from training.cam_localisation import best_map_share
+
+    yy, xx = np.mgrid[:128, :128]
+    mask = (yy - 63.5) ** 2 + (xx - 63.5) ** 2 <= 23 ** 2
+    assert low <= best_map_share(mask, grid) <= high

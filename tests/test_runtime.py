@@ -92,15 +92,15 @@ def test_tta_inverse_undoes_forward():
     assert len({tta.forward(x, k, f).tobytes() for k, f in tta.DIHEDRAL8}) == 8
 
 
-def test_shipped_tta_runs_as_one_batch8_invoke_with_identical_results():
-    """Golden check on real PBC images: the batch-8 path equals the 8-invoke path (int8: bit for bit)."""
+def test_shipped_tta_runs_as_one_batched_invoke_with_identical_results():
+    """Golden check on real PBC images: the one batched invoke equals one invoke per view (int8: bit for bit)."""
     from hematovision.classifier import Classifier
     from tests.conftest import EXAMPLES, ROOT
 
     if not (ROOT / "models" / "wbc.json").exists():
         pytest.skip("models/wbc.json not shipped")
     batched = load_model("wbc")
-    assert batched.spec.tta == "dihedral8" and batched.views_batched
+    assert batched.spec.tta is not None and len(batched.views) > 1 and batched.views_batched
     per_view = Classifier(batched.spec, batch_views=False)
     assert not per_view.views_batched
     calls = []
@@ -113,7 +113,7 @@ def test_shipped_tta_runs_as_one_batch8_invoke_with_identical_results():
         assert max(abs(a.probabilities[k] - b.probabilities[k]) for k in a.probabilities) <= 1e-6
         np.testing.assert_allclose(a.cam, b.cam, atol=1e-6)
         assert a.ood_score == pytest.approx(b.ood_score, abs=1e-6)
-    assert calls == [8] * len(images)  # one invoke per image, of batch 8
+    assert calls == [len(batched.views)] * len(images)  # one invoke per image, of all its views
 
 
 def test_run_batch_equals_single_runs_stacked(tiny_models, disc):
@@ -157,3 +157,37 @@ def test_batched_tta_on_a_float_model_and_fallback(tiny_models, disc, tmp_path, 
     monkeypatch.setattr(TFLiteModel, "prepare_batch", refuse)
     fallback = load_model(path)
     assert not fallback.views_batched and fallback.predict(disc("red", seed=0)).label == "red"
+
+
+def _with_views(tiny_models, tmp_path, views):
+    import json
+    import shutil
+
+    src = tiny_models["tiny-float32"]
+    for f in src.parent.glob("tiny-float32*"):
+        shutil.copy(f, tmp_path / f.name)
+    meta = json.loads((tmp_path / "tiny-float32.json").read_text())
+    meta["test_time_augmentation"] = views
+    (tmp_path / "tiny-float32.json").write_text(json.dumps(meta))
+    return tmp_path / "tiny-float32.json"
+
+
+@pytest.mark.parametrize("name, n", [("none", 1), ("flips2", 2), ("dihedral8", 8)])
+def test_each_view_set_averages_exactly_its_views(tiny_models, disc, tmp_path, name, n):
+    from hematovision import tta
+    from hematovision.preprocessing import prepare
+
+    clf = load_model(_with_views(tiny_models, tmp_path, name))
+    assert clf.views == tta.VIEW_SETS[name] and len(clf.views) == n
+    x = prepare(disc("red", seed=3), clf.spec.input)
+    logits, fmap = clf.forward(x)
+    li, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
+    outs = [clf.model.run(np.ascontiguousarray(tta.forward(x[0], k, f))[None]) for k, f in tta.VIEW_SETS[name]]
+    np.testing.assert_allclose(logits, np.mean([o[li][0] for o in outs], axis=0), atol=1e-5)
+    expected = np.mean([tta.inverse(o[fi][0], k, f) for o, (k, f) in zip(outs, tta.VIEW_SETS[name])], axis=0)
+    np.testing.assert_allclose(fmap, expected, atol=1e-5)
+
+
+def test_an_unknown_view_set_is_refused_with_the_known_ones(tiny_models, tmp_path):
+    with pytest.raises(ModelFormatError, match="dihedral8.*flips2|flips2.*dihedral8"):
+        load_model(_with_views(tiny_models, tmp_path, "rotations3"))

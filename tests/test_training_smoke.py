@@ -79,3 +79,41 @@ def test_train_evaluate_export_load(tiny_dataset, tmp_path, stain, recipe):
     assert meta["display_name"] == "White-cell type (8 classes)" and meta["examples"] == "wbc"
     if recipe == "crosslab":
         assert config["colour_pool"]["images"] > 0 and "output stride 16" in meta["architecture"]
+    if recipe == "crosslab":
+        _cam_supervised_from(run_dir, tiny_dataset, tmp_path)
+
+
+def _cam_supervised_from(run_dir, tiny_dataset, tmp_path):
+    """CAM supervision fine-tunes a trained run, writes what export.tflite reads, and exports."""
+    cam_dir, models = tmp_path / "cam-run", tmp_path / "cam-models"
+    pool = tmp_path / "pool.npz"
+    run("training.cam_supervised", "--init-model", run_dir / "best.keras", "--data", tiny_dataset, "--img-size", "32",
+        "--decode-size", "40", "--colour-pool", pool, "--epochs", "1", "--batch-size", "8", "--out", cam_dir)
+    history = json.loads((cam_dir / "history.json").read_text())
+    assert [h["epoch"] for h in history] == [0, 1] and 0.0 <= history[1]["val_cam_inside"] <= 1.0
+    config = json.loads((cam_dir / "config.json").read_text())
+    assert config["args"]["output_stride"] == 16 and len(config["args"]["init_model_sha256"]) == 64
+    run("export.tflite", "--run", cam_dir, "--name", "smoke-cam", "--out", models, "--force")
+    import hematovision
+
+    meta = hematovision.load_model(models / "smoke-cam.json").spec.raw
+    assert "python -m training.cam_supervised" in meta["provenance"]["train_command"]
+
+
+def test_outside_share_is_the_cam_mass_off_the_cell():
+    """The loss term, by hand: a CAM only on the cell scores 0 outside; only off the cell, 1; half-half, 0.5."""
+    tf = pytest.importorskip("tensorflow")
+    import numpy as np
+
+    from training.cam_supervised import _outside_share
+
+    kernel = tf.constant([[1.0, 0.0], [0.0, 1.0]])  # 2 channels -> 2 classes, identity head
+    feats = np.zeros((3, 2, 2, 2), np.float32)
+    feats[0, 0, 0, 0] = 1.0                            # class 0 evidence on the cell only
+    feats[1, 1, 1, 0] = 1.0                            # class 0 evidence off the cell only
+    feats[2, 0, 0, 0] = feats[2, 1, 1, 0] = 1.0        # both
+    masks = np.zeros((3, 4, 4, 1), np.float32)
+    masks[:, :2, :2] = 1.0                             # the cell: the top-left quarter (one feature cell)
+    y = tf.constant([0, 0, 0])
+    out = _outside_share(tf.constant(feats), kernel, y, tf.constant(masks)).numpy()
+    np.testing.assert_allclose(out, [0.0, 1.0, 0.5], atol=1e-5)

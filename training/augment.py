@@ -195,6 +195,21 @@ def strong_colour(x):
     return tf.clip_by_value((x - mean) * _uniform(b, 0.7, 1.3) + mean, 0.0, 1.0)
 
 
+def crosslab_appearance(x, pool=None):
+    """The crosslab level's colour and optics transforms (everything but the geometry)."""
+    x = white_balance_gamma(x)
+    if pool is not None:
+        x = colour_transfer(x, pool)
+    x = hed_jitter(x)
+    x = strong_colour(x)
+    x = vignette(x)
+    x = defocus(x, p=0.3)
+    x = down_up(x, p=0.3)
+    x = sensor_noise(x, p=0.3)
+    x = jpeg(x)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
 def make_augment(level: str, *, out_size: int | None = None, colour_pool=None):
     """Return a batched augmentation function for ``level`` (None for 'none').
 
@@ -214,17 +229,7 @@ def make_augment(level: str, *, out_size: int | None = None, colour_pool=None):
             x = wide_zoom_shift(dihedral(x))
             if out_size is not None:
                 x = tf.image.resize(x, (out_size, out_size), antialias=True)
-            x = white_balance_gamma(x)
-            if pool is not None:
-                x = colour_transfer(x, pool)
-            x = hed_jitter(x)
-            x = strong_colour(x)
-            x = vignette(x)
-            x = defocus(x, p=0.3)
-            x = down_up(x, p=0.3)
-            x = sensor_noise(x, p=0.3)
-            x = jpeg(x)
-            return tf.clip_by_value(x, 0.0, 1.0)
+            return crosslab_appearance(x, pool)
 
         return augment_crosslab
 

@@ -6,7 +6,9 @@ For every image of the test split: the shipped model's CAM of its top class
 (``Prediction.cam``, upsampled to the image, the same map the app draws) and
 the core's segmentation of the central white cell (``morphology.segment``).
 Localisation = sum(CAM inside the cell mask) / sum(CAM). A uniform map scores
-the cell's share of the frame, reported beside it as the chance level. Images
+the cell's share of the frame, reported beside it as the chance level; the
+ceiling is what the cell mask itself scores once pooled to the model's feature
+grid and upsampled (``best_map_share``): a 4x4 map cannot point finer than that. Images
 the segmentation cannot read (no nucleated cell found) are counted and skipped.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from hematovision.images import load_image
@@ -29,11 +32,22 @@ def mass_inside(cam: np.ndarray, mask: np.ndarray) -> float:
     return float(cam[mask].sum()) / total if total > 0 else float("nan")
 
 
+def best_map_share(mask: np.ndarray, grid: tuple[int, int]) -> float:
+    """The ceiling a feature map of ``grid`` cells can reach: the cell mask itself pooled to the grid
+    (cells more than half covered = 1, else 0), upsampled like a CAM, scored like a CAM."""
+    from hematovision.cam import upsample
+
+    pooled = cv2.resize(mask.astype(np.float32), (grid[1], grid[0]), interpolation=cv2.INTER_AREA)
+    ideal = (pooled > 0.5).astype(np.float32) if (pooled > 0.5).any() else pooled / max(float(pooled.max()), 1e-12)
+    return mass_inside(upsample(ideal, *mask.shape), mask)
+
+
 def localisation(clf, paths, *, limit: int | None = None) -> dict:
     from hematovision.errors import SegmentationError
     from hematovision.cells.morphology import segment
 
-    shares, chance, skipped = [], [], 0
+    shares, chance, ceiling, skipped = [], [], [], 0
+    grid = tuple(clf.spec.raw["outputs"]["features"]["shape"][1:3])
     for path in list(paths)[:limit]:
         rgb = load_image(path)
         try:
@@ -47,12 +61,15 @@ def localisation(clf, paths, *, limit: int | None = None) -> dict:
         pred = clf.predict(rgb, cam=True)
         shares.append(mass_inside(pred.cam, seg.cell_mask))
         chance.append(float(seg.cell_mask.mean()))
+        ceiling.append(best_map_share(seg.cell_mask, grid))
     s = np.array([v for v in shares if np.isfinite(v)])
     return {"n": int(len(s)), "skipped_no_cell": skipped,
             "mean_cam_mass_inside_cell": float(s.mean()) if len(s) else None,
             "median": float(np.median(s)) if len(s) else None,
             "share_of_images_above_0.5": float(np.mean(s > 0.5)) if len(s) else None,
-            "uniform_map_chance": float(np.mean(chance)) if chance else None}
+            "uniform_map_chance": float(np.mean(chance)) if chance else None,
+            "feature_grid": list(grid),
+            "best_possible_at_this_grid": float(np.nanmean(ceiling)) if ceiling else None}
 
 
 def main(argv=None) -> int:
