@@ -17,13 +17,15 @@ import sys
 import time
 from pathlib import Path
 
+from hematovision.cells.detection import MIN_IOU
+
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.field_eval", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     default = Path(os.environ["HEMATOVISION_DATA"]) / "bccd" if os.environ.get("HEMATOVISION_DATA") else None
     p.add_argument("--bccd", type=Path, default=default, help="the BCCD folder (images/ and boxes.csv); default $HEMATOVISION_DATA/bccd")
-    p.add_argument("--min-iou", type=float, default=0.5)
+    p.add_argument("--min-iou", type=float, default=MIN_IOU, help="(default: %(default)s)")
     p.add_argument("--limit", type=int, help="only the first N fields")
     p.add_argument("--list-misses", action="store_true", help="print the fields with a missed or a false detection")
     args = p.parse_args(argv)

@@ -36,7 +36,7 @@ MIN_SIDE = 16
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".gif", ".webp")
 
 
-def load_image(image: ImageInput, *, max_pixels: int | None = None) -> np.ndarray:
+def load_image(image: ImageInput, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
     """Return ``image`` as a C-contiguous ``(H, W, 3)`` uint8 RGB array.
 
     Raises:
@@ -44,7 +44,7 @@ def load_image(image: ImageInput, *, max_pixels: int | None = None) -> np.ndarra
         ImageTooLargeError: more than ``max_pixels`` pixels (default :data:`MAX_PIXELS`).
         InvalidImageError: anything else that is not a usable single 2D image.
     """
-    budget = MAX_PIXELS if max_pixels is None else max_pixels
+    budget = max_pixels
     if isinstance(image, np.ndarray):
         return _from_array(image, budget)
     if isinstance(image, Image.Image):

@@ -16,7 +16,6 @@ import io
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import uuid
@@ -403,12 +402,6 @@ def _app_models_present() -> bool:
     return all((folder / f"{name}.json").exists() for name in ("wbc", "all"))
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def app_url():
     if not (ROOT / "app.py").exists():
@@ -418,13 +411,12 @@ def app_url():
     pytest.importorskip("gradio_client")
     import app
 
-    # As `python app.py` launches it: the production upload limit and the app's upload middleware.
-    port = _free_port()
-    app.launch(prevent_thread_lock=True, server_name="127.0.0.1", server_port=port, quiet=True)
-    try:
-        yield f"http://127.0.0.1:{port}/"
-    finally:
-        app.demo.close()
+    from tests.conftest import serve
+
+    # As `python app.py` launches it (the production upload limit and the app's upload middleware), and the
+    # same in-process server the session's other API tests use: one Blocks object can be served only once.
+    with serve(app) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

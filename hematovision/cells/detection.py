@@ -43,6 +43,8 @@ DEFAULT_FILL = 0.4
 FRAME_RED_CELLS = 5.0
 #: With a fixed-scale crop, a very large cell still keeps this margin.
 MAX_FILL = 0.8
+#: A detected box matches a true one when their intersection over union is at least this.
+MIN_IOU = 0.5
 
 
 @dataclass(frozen=True, eq=False)
@@ -140,7 +142,7 @@ class DetectionScore:
     false_positives: int
     false_negatives: int
     images: int
-    min_iou: float = 0.5
+    min_iou: float = MIN_IOU
 
     @property
     def recall(self) -> float:
@@ -166,9 +168,8 @@ def iou(a: Box, b: Box) -> float:
     return inter / union if union > 0 else 0.0
 
 
-def match_boxes(predicted: Sequence[Box], truth: Sequence[Box], *, min_iou: float | None = None) -> DetectionScore:
-    """Greedy one-to-one matching, best IoU first; a pair counts when IoU >= ``min_iou`` (default 0.5)."""
-    min_iou = 0.5 if min_iou is None else min_iou
+def match_boxes(predicted: Sequence[Box], truth: Sequence[Box], *, min_iou: float = MIN_IOU) -> DetectionScore:
+    """Greedy one-to-one matching, best IoU first; a pair counts when IoU >= ``min_iou``."""
     pairs = sorted(((iou(p, t), i, j) for i, p in enumerate(predicted) for j, t in enumerate(truth)), reverse=True)
     used_p, used_t = set(), set()
     for score, i, j in pairs:
@@ -199,7 +200,7 @@ def load_boxes(csv_path: str | os.PathLike, *, cell_type: str | None = None) -> 
 
 
 def evaluate_detection(images_dir: str | os.PathLike, boxes_csv: str | os.PathLike, *,
-                       detector: Callable[[np.ndarray], Sequence[Box]] | None = None, min_iou: float | None = None,
+                       detector: Callable[[np.ndarray], Sequence[Box]] | None = None, min_iou: float = MIN_IOU,
                        limit: int | None = None) -> tuple[DetectionScore, dict[str, DetectionScore]]:
     """Score ``detector`` (default: the cell boxes of :func:`find_cells`) on every image of ``boxes_csv``.
 
@@ -214,5 +215,5 @@ def evaluate_detection(images_dir: str | os.PathLike, boxes_csv: str | os.PathLi
     for name in names:
         rgb = load_image(Path(images_dir) / name)
         per_image[name] = match_boxes(list(detector(rgb)), truth[name], min_iou=min_iou)
-    total = sum(per_image.values(), DetectionScore(0, 0, 0, 0, 0.5 if min_iou is None else min_iou))
+    total = sum(per_image.values(), DetectionScore(0, 0, 0, 0, min_iou))
     return total, per_image

@@ -20,10 +20,16 @@ DEFAULT_MODEL = next(iter(HUB_MODELS))
 
 
 def add_model_argument(parser: argparse.ArgumentParser, *, use: str = "") -> None:
-    """``--model`` (default :data:`DEFAULT_MODEL`): a name in the models folder, or a model file."""
+    """``--model`` (default :data:`DEFAULT_MODEL`): a name in the models folder, or a model file.
+
+    The help lists the names the models folder offers now (read from its JSON files), so a dropped-in
+    model shows up there too.
+    """
+    from ..registry import model_names
+
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"model{use}: a name in the models folder ($HEMATOVISION_MODELS, else models/) or a path to "
-                             "a .json/.tflite (default: %(default)s)")
+                             f"a .json/.tflite; available: {', '.join(model_names())} (default: %(default)s)")
 
 
 def session_choice(*words: str):

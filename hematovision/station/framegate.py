@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..cells import detection as detection
+from ..cells import detection
 
 #: Default focus threshold: variance of the Laplacian of the grey frame scaled to
 #: 320 px wide. In-focus BCCD fields measure 15-26, PBC cells 70-800; a 2-px blur
@@ -52,9 +52,8 @@ def sharpness(rgb: np.ndarray) -> float:
     return float(cv2.Laplacian(grey, cv2.CV_32F).var())
 
 
-def assess_quality(rgb: np.ndarray, *, min_sharpness: float | None = None) -> FrameQuality:
+def assess_quality(rgb: np.ndarray, *, min_sharpness: float = MIN_SHARPNESS) -> FrameQuality:
     """Is the frame worth classifying? Dark (lamp off), empty (nothing stained) or blurry frames are not."""
-    min_sharpness = MIN_SHARPNESS if min_sharpness is None else min_sharpness
     grey = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
     small = grey[::4, ::4]
     bright = float(np.percentile(small, 95))
@@ -86,8 +85,8 @@ class Motion:
 class MotionGate:
     """Remembers the last classified view and its cells; tells unchanged frames and repeated cells apart."""
 
-    def __init__(self, *, threshold: float | None = None):
-        self.threshold = MOTION_THRESHOLD if threshold is None else threshold
+    def __init__(self, *, threshold: float = MOTION_THRESHOLD):
+        self.threshold = threshold
         self._ref: np.ndarray | None = None
         self._scale = 1.0
         self._centroids: list[tuple[float, float, float]] = []  # x, y, radius

@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from ..cells import detection as detection
+from ..cells import detection
 from .frames import Frame, FrameSource
 from .sources import FolderSource, OpenCVSource
 from .differential import Differential
@@ -64,8 +64,8 @@ class StationConfig:
     fps: float | None = None  # at most this many frames per second (default: as fast as they come)
     max_frames: int | None = None
     target_count: int | None = None
-    min_sharpness: float | None = None
-    motion_threshold: float | None = None
+    min_sharpness: float = MIN_SHARPNESS  # variance of the Laplacian at the gate's width; 0 accepts every frame
+    motion_threshold: float = MOTION_THRESHOLD  # grey-level difference under which the view is unchanged
     fill: float | None = None  # fraction of the crop the cell spans; see field.DEFAULT_FILL
     red_cell_px: float | None = None  # red-cell diameter in px: segmentation sizes and PBC-scale crops (see field)
     summary_every: float = SUMMARY_EVERY_S  # seconds between printed differentials (0: never)
