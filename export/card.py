@@ -281,12 +281,18 @@ def _provenance(meta: dict, *, robustness: dict | None = None, adaptation: dict 
     return lines + [
         "```",
         "",
-        f"Initialisation: `{prov.get('init')}`. Training time: {train_s / 60:.1f} min on {prov.get('machine')} (no GPU). "
-        if train_s else "",
+        f"Initialisation: `{prov.get('init')}`{_init_detail(prov)}. Training time: {train_s / 60:.1f} min on "
+        f"{prov.get('machine')} (no GPU). " if train_s else "",
         f"Batch-norm check (evaluate() on training images vs fit()): {prov.get('bn_check')}. Versions: {prov.get('versions')}. "
         f"Exported {prov.get('exported')} from commit {prov.get('git_commit')}.",
         "",
     ]
+
+
+def _init_detail(prov: dict) -> str:
+    """Where a fine-tuned model's starting weights came from, when the JSON records it (sha256, how to get them)."""
+    init = prov.get("init_model")
+    return f" ({init['file']}, sha256 {init['sha256'][:12]})" if init else ""
 
 
 def _intended_use(meta: dict) -> list[str]:
