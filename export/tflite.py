@@ -120,7 +120,7 @@ def _pearson(a: np.ndarray, b: np.ndarray) -> float:
     return float((a * b).sum() / denom) if denom > 0 else float("nan")
 
 
-def _tflite_outputs(clf, images: np.ndarray):
+def model_outputs(clf, images: np.ndarray):
     """Logits and feature maps of the exported model for pre-decoded images, through
     ``Classifier.forward`` (the same path, test-time augmentation included, as predict)."""
     from hematovision.preprocessing import prepare
@@ -220,14 +220,14 @@ def _score_with_tta(json_path: Path, metadata: dict, splits: dict, *, mode: str 
     import hematovision
 
     clf, y_val = hematovision.load_model(json_path), splits["val"].labels
-    single = {split: _tflite_outputs(clf, splits[split].images) for split in ("val", "test")}
+    single = {split: model_outputs(clf, splits[split].images) for split in ("val", "test")}
     chosen = single
     val_acc = {"none": float((single["val"][0].argmax(1) == y_val).mean())}
     if mode != "none":
         metadata["test_time_augmentation"] = "dihedral8"
         json_path.write_text(json.dumps(metadata, indent=2))
         clf_tta = hematovision.load_model(json_path)
-        with_tta = {split: _tflite_outputs(clf_tta, splits[split].images) for split in ("val", "test")}
+        with_tta = {split: model_outputs(clf_tta, splits[split].images) for split in ("val", "test")}
         val_acc["dihedral8"] = float((with_tta["val"][0].argmax(1) == y_val).mean())
         if mode == "dihedral8" or val_acc["dihedral8"] > val_acc["none"]:
             chosen = with_tta

@@ -31,23 +31,24 @@ DEFAULT_TOLERANCE = 0.001  # 0.1 accuracy points
 
 
 def score_view_sets(json_path: Path, splits: dict) -> dict[str, dict]:
-    """{view set: {"logits": {split: (N, C)}, "accuracy": {split: float}}} through the public classifier."""
+    """{view set: {"logits": {split: (N, C)}, "accuracy": {split: float}}} through the public classifier.
+
+    The model is loaded (and sha256-verified) once; each view set is the same spec with only its
+    ``tta`` replaced.
+    """
+    import dataclasses
+
     import hematovision
+    from hematovision.classifier import Classifier
     from hematovision.tta import VIEW_SETS
 
-    from .tflite import _tflite_outputs
+    from .tflite import model_outputs
 
-    data = json.loads(json_path.read_text())
+    spec = hematovision.load_model(json_path).spec
     out = {}
     for name in VIEW_SETS:
-        # A copy of the JSON beside the model's files, differing only in its views.
-        probe = json_path.parent / f".{json_path.stem}.views-{name}.json"
-        probe.write_text(json.dumps({**data, "test_time_augmentation": None if name == "none" else name}))
-        try:
-            clf = hematovision.load_model(probe)
-            logits = {s: _tflite_outputs(clf, splits[s].images)[0] for s in ("val", "test")}
-        finally:
-            probe.unlink()
+        clf = Classifier(dataclasses.replace(spec, tta=None if name == "none" else name))
+        logits = {s: model_outputs(clf, splits[s].images)[0] for s in ("val", "test")}
         out[name] = {"views": len(VIEW_SETS[name]), "logits": logits,
                      "accuracy": {s: float((logits[s].argmax(1) == splits[s].labels).mean()) for s in logits}}
     return out

@@ -212,6 +212,12 @@ def uncertain_threshold(p: np.ndarray, y: np.ndarray, target: float = 0.995, flo
     return 1.0  # never reached target: everything is uncertain
 
 
+def refit_calibration(oof: np.ndarray, y: np.ndarray) -> tuple[float, float]:
+    """(temperature, uncertain threshold) refitted on a lab's out-of-fold logits, as the adapted JSON stores them."""
+    t = fit_temperature(oof, y)
+    return t, uncertain_threshold(softmax(oof / t), y)
+
+
 def extend_ood(ood: OODModel, feats: np.ndarray, energy: float = 0.9, max_new: int = 16) -> tuple[OODModel, int]:
     """Add the top principal directions of the lab features' residual outside the source subspace."""
     f = feats.reshape(-1, feats.shape[-1]).astype(np.float32) - ood.mean
@@ -259,8 +265,7 @@ def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
         log(f"only {len(y)} cells (< {MIN_CELLS_FOR_CALIBRATION}): temperature and uncertain threshold keep the source values")
         return {**spec.raw.get("calibration", {}), "adapted": False,
                 "note": f"kept from {spec.name}: fewer than {MIN_CELLS_FOR_CALIBRATION} lab cells to refit them"}
-    t = fit_temperature(oof, y)
-    thr = uncertain_threshold(softmax(oof / t), y)
+    t, thr = refit_calibration(oof, y)
     log(f"refitted on out-of-fold logits: temperature {t:.3f}, uncertain threshold {thr:.3f}")
     return {"temperature": t, "uncertain_threshold": thr, "adapted": True,
             "rule": "temperature: NLL-optimal on the lab's out-of-fold logits; threshold: lowest confidence at which "

@@ -14,6 +14,7 @@ from typing import Any, Mapping
 
 from .errors import ModelFormatError
 from .stain_norm import StainReference
+from .tta import VIEW_SETS
 
 FORMAT_VERSION = 1
 
@@ -53,8 +54,6 @@ class InputSpec:
 
 
 def _tta(value, json_path: Path) -> str | None:
-    from .tta import VIEW_SETS
-
     if value in (None, "none"):
         return None
     if value not in VIEW_SETS:

@@ -42,26 +42,31 @@ def best_map_share(mask: np.ndarray, grid: tuple[int, int]) -> float:
     return mass_inside(upsample(ideal, *mask.shape), mask)
 
 
-def localisation(clf, paths, *, limit: int | None = None) -> dict:
-    from hematovision.errors import SegmentationError
+def central_cell_mask(rgb: np.ndarray) -> np.ndarray | None:
+    """The core's segmentation of the central nucleated cell (bool mask), or None where there is none to score."""
     from hematovision.cells.morphology import segment
+    from hematovision.errors import SegmentationError
 
+    try:
+        seg = segment(rgb)
+    except SegmentationError:
+        return None
+    return seg.cell_mask if seg.nucleated and seg.cell_mask.any() else None
+
+
+def localisation(clf, paths, *, limit: int | None = None) -> dict:
     shares, chance, ceiling, skipped = [], [], [], 0
     grid = tuple(clf.spec.raw["outputs"]["features"]["shape"][1:3])
     for path in list(paths)[:limit]:
         rgb = load_image(path)
-        try:
-            seg = segment(rgb)
-        except SegmentationError:
-            skipped += 1
-            continue
-        if not seg.nucleated or not seg.cell_mask.any():
+        mask = central_cell_mask(rgb)
+        if mask is None:
             skipped += 1
             continue
         pred = clf.predict(rgb, cam=True)
-        shares.append(mass_inside(pred.cam, seg.cell_mask))
-        chance.append(float(seg.cell_mask.mean()))
-        ceiling.append(best_map_share(seg.cell_mask, grid))
+        shares.append(mass_inside(pred.cam, mask))
+        chance.append(float(mask.mean()))
+        ceiling.append(best_map_share(mask, grid))
     s = np.array([v for v in shares if np.isfinite(v)])
     return {"n": int(len(s)), "skipped_no_cell": skipped,
             "mean_cam_mass_inside_cell": float(s.mean()) if len(s) else None,

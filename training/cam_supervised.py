@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import shlex
 import sys
 import time
 from pathlib import Path
@@ -39,18 +37,14 @@ from .data import FACTS, class_weights, load_split
 
 def cell_masks(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(N, H, W, 3) uint8 -> (N, H, W, 1) uint8 masks {0, 255} of the central cell, and a has-cell flag per image."""
-    from hematovision.errors import SegmentationError
-    from hematovision.cells.morphology import segment
+    from .cam_localisation import central_cell_mask
 
     masks = np.zeros(images.shape[:3] + (1,), np.uint8)
     found = np.zeros(len(images), bool)
     for i, image in enumerate(images):
-        try:
-            seg = segment(image)
-        except SegmentationError:
-            continue
-        if seg.nucleated and seg.cell_mask.any():
-            masks[i, ..., 0] = seg.cell_mask.astype(np.uint8) * 255
+        mask = central_cell_mask(image)
+        if mask is not None:
+            masks[i, ..., 0] = mask.astype(np.uint8) * 255
             found[i] = True
     return masks, found
 
@@ -73,22 +67,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--limit-per-class", type=int, help="only N images per class and split (smoke tests)")
     p.add_argument("--out", required=True, help="run folder")
     return p.parse_args(argv)
-
-
-def _config(args, argv, labels, spec, train_labels, weights, init_args) -> dict:
-    import keras
-    import tensorflow as tf
-
-    return {
-        "dataset": args.dataset, "model_name": FACTS[args.dataset].model_name, "task": FACTS[args.dataset].task,
-        "dataset_facts": FACTS[args.dataset].to_json(), "labels": list(labels), "input": spec.to_json(),
-        "args": {**init_args, **vars(args)},
-        "command": "python -m training.cam_supervised " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
-        "train_counts": {labels[i]: int(c) for i, c in enumerate(np.bincount(train_labels, minlength=len(labels)))},
-        "class_weights": {labels[i]: round(w, 4) for i, w in weights.items()},
-        "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
-    }
 
 
 def _pipeline(images, masks, labels, spec, *, batch_size, augment_geometry, appearance, out_size, training, seed):
@@ -227,14 +205,13 @@ def _finish(out: Path, splits, spec, history, best, seconds: float) -> None:
     import keras
 
     from . import evaluate
-    from .data import make_dataset
     from .model import backbone
+    from .train import check_batch_norm
 
     model = keras.models.load_model(out / "best.keras")
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    _, train_eval_acc = model.evaluate(make_dataset(splits["train"], spec, batch_size=128, training=False).take(16), verbose=0)
     summary = {"train_seconds": round(seconds, 1),
-               "bn_check": {"evaluate_on_train": float(train_eval_acc), "fit_reported": history[-1].get("accuracy")},
+               "bn_check": check_batch_norm(model, splits["train"], spec, fit_accuracy=history[-1].get("accuracy")),
                "best_val_accuracy": best[0], "best_val_cam_inside": best[1], "start": history[0],
                "select": "val_accuracy, then CAM inside"}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
@@ -249,6 +226,7 @@ def main(argv=None) -> int:
     from hematovision.spec import InputSpec
 
     from .model import backbone
+    from .train import run_config
 
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
@@ -263,7 +241,8 @@ def main(argv=None) -> int:
     init_args = {"alpha": 0.35, "dropout": model.get_layer("dropout").rate, "weights": args.init_model,
                  "init_model_sha256": sha256_file(args.init_model),
                  "output_stride": args.img_size // int(backbone(model).output.shape[1])}
-    config = _config(args, argv, labels, spec, train.labels, weights, init_args)
+    config = run_config(args, argv, spec=spec, train_labels=train.labels, weights=weights,
+                        program="training.cam_supervised", extra_args=init_args)
     geometry, appearance = _augmenters(args, config)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     train_ds = _pipeline(train.images, masks["train"], train.labels, spec, batch_size=args.batch_size, augment_geometry=geometry,

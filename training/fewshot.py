@@ -39,10 +39,9 @@ from hematovision.adapt import (
     extend_ood,
     extract,
     fit_head,
-    fit_temperature,
+    refit_calibration,
     scan_cells,
     softmax,
-    uncertain_threshold,
     view_samples,
 )
 from hematovision.images import load_image
@@ -54,8 +53,7 @@ def adapted_flags(feats, y, train, theta, theta0, clf, l2: float) -> np.ndarray:
     xd = deploy_features(feats, clf.spec.tta)
     if train.sum() >= MIN_CELLS_FOR_CALIBRATION:
         oof, _ = cross_validate(feats[train], y[train], theta0, l2, clf.spec.tta)
-        t = fit_temperature(oof, y[train])
-        thr = uncertain_threshold(softmax(oof / t), y[train])
+        t, thr = refit_calibration(oof, y[train])
     else:
         t, thr = clf.spec.temperature, clf.spec.uncertain_threshold
     flagged = softmax((xd @ theta) / t).max(axis=1) < thr

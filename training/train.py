@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     t0 = time.time()
     splits, train_images, spec = _load_data(args, labels)
     weights = class_weights(splits["train"].labels, len(labels)) if not args.no_class_weights else None
-    config = _run_config(args, argv, spec=spec, train_labels=splits["train"].labels, weights=weights)
+    config = run_config(args, argv, spec=spec, train_labels=splits["train"].labels, weights=weights)
     (out / "config.json").write_text(json.dumps(config, indent=2))
     model, pool = _build_model(args, labels, config=config, out=out)
     train_ds, val_ds = _datasets(args, splits, train_images, spec, colour_pool=pool)
@@ -106,7 +106,8 @@ def main(argv=None) -> int:
     model.save(out / "last.keras")  # the final epoch too, for inspection; best.keras is what ships
     if (out / "best.keras").exists():
         model.load_weights(out / "best.keras")
-    bn_check = _bn_check(model, splits["train"], spec, hist.history)
+    bn_check = check_batch_norm(model, splits["train"], spec,
+                                fit_accuracy=float(hist.history["accuracy"][-1]) if hist.history.get("accuracy") else None)
     backbone(model).save_weights(out / "backbone.weights.h5")
     summary = {
         "train_seconds": round(train_seconds, 1),
@@ -138,8 +139,13 @@ def _load_data(args: argparse.Namespace, labels) -> tuple[dict[str, Split], Spli
     return splits, train_images, spec
 
 
-def _run_config(args: argparse.Namespace, argv, *, spec: InputSpec, train_labels: np.ndarray, weights: dict | None) -> dict:
-    """The run's config.json: dataset and its facts, labels, input spec, arguments, command, counts, machine."""
+def run_config(args: argparse.Namespace, argv, *, spec: InputSpec, train_labels: np.ndarray, weights: dict | None,
+               program: str = "training.train", extra_args: dict | None = None) -> dict:
+    """The run's config.json: dataset and its facts, labels, input spec, arguments, command, counts, machine.
+
+    ``program`` is the module the command line ran (``training.cam_supervised`` fine-tunes with the same
+    run folder); ``extra_args`` are facts about the run not on its command line (merged under ``args``).
+    """
     import keras
     import tensorflow as tf
 
@@ -151,8 +157,8 @@ def _run_config(args: argparse.Namespace, argv, *, spec: InputSpec, train_labels
         "dataset_facts": FACTS[args.dataset].to_json(),
         "labels": list(labels),
         "input": spec.to_json(),
-        "args": vars(args),
-        "command": "python -m training.train " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
+        "args": {**(extra_args or {}), **vars(args)},
+        "command": f"python -m {program} " + " ".join(shlex.quote(a) for a in (argv if argv is not None else sys.argv[1:])),
         "train_counts": {labels[i]: int(c) for i, c in enumerate(np.bincount(train_labels, minlength=len(labels)))},
         "class_weights": {labels[i]: round(w, 4) for i, w in (weights or {}).items()},
         "versions": {"tensorflow": tf.__version__, "keras": keras.__version__, "python": platform.python_version()},
@@ -233,14 +239,14 @@ def _fine_tune(model, args: argparse.Namespace, train_ds, val_ds, *, class_weigh
                      verbose=2)
 
 
-def _bn_check(model, train: Split, spec: InputSpec, history: dict) -> dict:
-    """Batch-norm sanity check: evaluate() on un-augmented training images must roughly agree with fit()'s
-    accuracy (the Keras 3 BN trap makes them diverge). Printed, and returned for train_summary.json."""
+def check_batch_norm(model, train: Split, spec: InputSpec, *, fit_accuracy: float | None) -> dict:
+    """Batch-norm sanity check: evaluate() on un-augmented training images (a compiled ``model``) must roughly agree
+    with the last training epoch's accuracy (the Keras 3 BN trap makes them diverge). Printed, and returned for
+    train_summary.json."""
     sample = make_dataset(train, spec, batch_size=128, training=False)
     _, train_eval_acc = model.evaluate(sample.take(16), verbose=0)
-    fit_acc = float(history["accuracy"][-1]) if history.get("accuracy") else None
-    print(f"BN check: evaluate() on training images {train_eval_acc:.4f} vs fit() {fit_acc}", flush=True)
-    return {"evaluate_on_train": float(train_eval_acc), "fit_reported": fit_acc}
+    print(f"BN check: evaluate() on training images {train_eval_acc:.4f} vs fit() {fit_accuracy}", flush=True)
+    return {"evaluate_on_train": float(train_eval_acc), "fit_reported": fit_accuracy}
 
 
 if __name__ == "__main__":
