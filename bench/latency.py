@@ -2,13 +2,14 @@
 
 Rows (all after warm-up, ``runs`` timed calls each, images cycled):
 
-- ``tflite_net``       int8 TFLite network alone, one pass: ``clf.model.run(x)`` on a prepared tensor (runtime default threads = 1);
+- ``tflite_net``       int8 TFLite network alone, one pass: ``model.run(x)`` on a prepared tensor, 1 interpreter thread;
 - ``tflite_net_2t``    the same with 2 interpreter threads;
 - ``tflite_forward``   the network as shipped, per image: ``clf.forward(x)``, i.e. the test-time-augmentation
   views (8 for a ``dihedral8`` model) in ONE batch-8 invoke, and the averaging;
-- ``tflite_forward_8invokes``, ``tflite_forward_2t`` (TTA models only) the same with one invoke per view
-  (``Classifier(spec, batch_views=False)``, the previous path; identical outputs), and batch-8 on 2 threads;
-- ``tflite_predict``   the whole public path ``clf.predict(path)``: decode, resize, network, softmax, CAM, OOD;
+- ``tflite_forward_8invokes``, ``tflite_forward_1t`` (TTA models only) the same with one invoke per view
+  (``Classifier(spec, batch_views=False)``, the previous path; identical outputs), and the batch on 1 thread;
+- ``tflite_predict``   the whole public path ``clf.predict(path)``: decode, resize, network, softmax, CAM, OOD,
+  on the classifier's default threads (every core, as TensorFlow uses for Keras); ``tflite_predict_1t`` on 1 thread;
 - ``tflite_predict_8invokes`` (TTA models only) the same with one invoke per view;
 - ``tflite_predict_nocam`` the same with ``cam=False`` (what the CLI and the station do);
 - ``keras_predict``    the float Keras model, ``model.predict(x, verbose=0)`` per image (what most apps do per request);
@@ -104,7 +105,7 @@ def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: 
         notes.append("float Keras model not given: Keras rows skipped")
     return LatencyReport(
         model=spec.name, tflite_path=str(spec.tflite_path), keras_path=str(keras_path) if keras_path else None,
-        images=len(images), runs=runs, warmup=warmup, tflite_threads_default=1, tta=getattr(spec, "tta", None),
+        images=len(images), runs=runs, warmup=warmup, tflite_threads_default=clf.model.num_threads, tta=getattr(spec, "tta", None),
         tta_views=views, timings=tuple(t.values()), gradcam=tuple(gradcam),
         ratios=_ratios({**t, **{g.name: g for g in gradcam}}, views=views), top1_agreement=agreement,
         cam_correlation=cam_corr, notes=tuple(notes))
@@ -114,24 +115,29 @@ def _tflite_rows(clf, images, xs, timer, *, views: int, notes: list[str]) -> lis
     """The int8 rows: the network alone (1 and 2 threads), as shipped per image, and the whole ``predict`` path."""
     from hematovision.runtime import TFLiteModel
 
-    k, spec = len(xs), clf.spec
-    rows = [timer("tflite_net", "int8 TFLite network alone, `clf.model.run(x)`, 1 thread", lambda i: clf.model.run(xs[i % k]))]
+    from hematovision.classifier import Classifier
+
+    k, spec, cores = len(xs), clf.spec, clf.model.num_threads
+    one = TFLiteModel(spec.tflite_path, num_threads=1)
+    rows = [timer("tflite_net", "int8 TFLite network alone, `model.run(x)`, 1 thread", lambda i: one.run(xs[i % k]))]
     two = TFLiteModel(spec.tflite_path, num_threads=2)
     rows.append(timer("tflite_net_2t", "int8 TFLite network alone, 2 threads", lambda i: two.run(xs[i % k])))
     if hasattr(clf, "forward"):
         rows.append(timer("tflite_forward", f"int8 network as shipped, per image: `clf.forward(x)`, {views} pass"
-                          + ("es (TTA " + str(getattr(spec, "tta", None)) + ")" if views > 1 else ""),
-                          lambda i: clf.forward(xs[i % k])))
+                          + ("es (TTA " + str(getattr(spec, "tta", None)) + ")" if views > 1 else "")
+                          + f", {cores} thread(s) (the default: every core)", lambda i: clf.forward(xs[i % k])))
     per_view = None
     if views > 1:
         from hematovision.classifier import Classifier
 
-        per_view = Classifier(spec, batch_views=False)
+        per_view = Classifier(spec, batch_views=False, num_threads=cores)
         rows += _tta_forward_rows(clf, per_view, xs, timer, views=views)
         if not clf.views_batched:
             notes.append(f"batch-{views} invoke not supported by this runtime/model: one invoke per view")
-    rows.append(timer("tflite_predict", "whole path `clf.predict(path)`: decode + resize + network + CAM + OOD",
-                      lambda i: clf.predict(images[i % k])))
+    rows.append(timer("tflite_predict", f"whole path `clf.predict(path)`: decode + resize + network + CAM + OOD, "
+                      f"{cores} thread(s)", lambda i: clf.predict(images[i % k])))
+    single = Classifier(spec, num_threads=1)
+    rows.append(timer("tflite_predict_1t", "the same whole path on 1 interpreter thread", lambda i: single.predict(images[i % k])))
     if per_view is not None:
         rows.append(timer("tflite_predict_8invokes", "whole path `clf.predict(path)`, one invoke per TTA view",
                           lambda i: per_view.predict(images[i % k])))
@@ -145,11 +151,11 @@ def _tta_forward_rows(clf, per_view, xs, timer, *, views: int) -> list[Timing]:
     from hematovision.classifier import Classifier
 
     k = len(xs)
-    two_t = Classifier(clf.spec, num_threads=2)
+    one_t = Classifier(clf.spec, num_threads=1)
     return [timer("tflite_forward_8invokes", f"the {views} TTA views one invoke each (previous path)",
                   lambda i: per_view.forward(xs[i % k])),
-            timer("tflite_forward_2t", f"the {views} TTA views in one batch-{views} invoke, 2 threads",
-                  lambda i: two_t.forward(xs[i % k]))]
+            timer("tflite_forward_1t", f"the {views} TTA views in one batch-{views} invoke, 1 thread",
+                  lambda i: one_t.forward(xs[i % k]))]
 
 
 def _features_and_tops(clf, xs) -> tuple[list[np.ndarray], list[int]]:
@@ -183,10 +189,11 @@ def _cam_rows(clf, rgbs, xs, feats, tops, timer) -> list[Timing]:
 
 def _ratios(all_t: dict[str, Timing], *, views: int) -> tuple[Ratio, ...]:
     tta = views > 1
-    pairs = (("keras_predict", "tflite_net", True), ("keras_predict", "tflite_forward", tta),
+    pairs = (("keras_predict", "tflite_net", True), ("keras_predict", "tflite_forward", True),
              ("tflite_forward_8invokes", "tflite_forward", tta), ("tflite_predict_8invokes", "tflite_predict", tta),
              ("keras_call", "tflite_net", True), ("keras_predict_path", "tflite_predict", True),
-             ("keras_predict_path", "tflite_predict_nocam", True), ("gradcam_tape", "tflite_net_cam", True),
+             ("keras_predict_path", "tflite_predict_nocam", True), ("keras_predict_path", "tflite_predict_1t", True),
+             ("gradcam_tape", "tflite_net_cam", True),
              ("gradcam_tape_prebuilt", "tflite_net_cam", True))
     return tuple(r for num, den, wanted in pairs if wanted and (r := _ratio(all_t, num, den)) is not None)
 

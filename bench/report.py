@@ -99,7 +99,8 @@ def _latency(lat: dict) -> list[str]:
            "one process. Network rows take a prepared tensor; path rows start from the JPEG file." + tta, ""]
     out += _timing_table(lat["timings"])
     if lat["gradcam"]:
-        out += ["### Grad-CAM", ""] + _timing_table(lat["gradcam"])
+        out += ["### Grad-CAM", "", "Timed runs per row: " + ", ".join(f"{g['name']} {g['n']}" for g in lat["gradcam"]) + ".", ""]
+        out += _timing_table(lat["gradcam"])
     if lat["ratios"]:
         out += ["| ratio (median / median) | times |", "|---|---|"]
         out += [f"| `{r['numerator']}` / `{r['denominator']}` | {_f(r['value'], 1)}x |" for r in lat["ratios"]]

@@ -1,5 +1,9 @@
 """Scaling over cores: ``classify --workers N`` and ``archive`` (local pool vs Ray), images/s at each N.
 
+Every scaling run gives each worker one interpreter thread (``--threads 1``), so the speed-up is that of the
+processes; one more row shows ``classify --workers 1`` on its default threads (every core) for context.
+Each classify and local-archive configuration runs 3 times, interleaved, and the median wall time is kept.
+
     python -m bench.scaling [--model NAME] [--images N] [--workers 1,2] [--engines local,ray] [--data DIR]
 
 Every run is a child process (``bench/throughput.py``'s runner: wall time around
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -42,24 +47,33 @@ class ScalingReport:
     runs: tuple[ScalingRun, ...]
     identical_output: bool  # classify: the same JSON lines (order included) for every N
     speedups: dict  # "<tool> <N>/1" -> images/s at N over images/s at 1
+    repeats: int = 1  # runs per classify / local-archive configuration (the median-wall one is kept)
 
 
-def _classify(model: str, folder: Path, n: int, workers: int) -> ScalingRun:
+def _threads(threads: int | None) -> list:
+    return [] if threads is None else ["--threads", threads]
+
+
+def _classify(model: str, folder: Path, n: int, workers: int, threads: int | None = 1, tool: str = "classify") -> ScalingRun:
     out = Path(tempfile.mkstemp(prefix="hv-scaling-", suffix=".jsonl")[1])
-    run = run_cli(["classify", "--model", model, "--workers", workers, folder], name=f"classify_w{workers}", images=n,
-                  shown=["classify", "--model", _shown(model), "--workers", workers, "IMAGES_DIR"], stdout_to=out)
+    run = run_cli(["classify", "--model", model, "--workers", workers, *_threads(threads), folder], name=f"{tool}_w{workers}",
+                  images=n, shown=["classify", "--model", _shown(model), "--workers", workers, *_threads(threads), "IMAGES_DIR"],
+                  stdout_to=out)
     digest = hashlib.sha256(out.read_bytes()).hexdigest()
     out.unlink()
-    return ScalingRun("classify", workers, run, n / run.wall_s, digest, None)
+    return ScalingRun(tool, workers, run, n / run.wall_s, digest, None)
 
 
-def _archive(model: str, folder: Path, n: int, workers: int, engine: str, tmp: Path) -> ScalingRun:
+def _archive(model: str, folder: Path, n: int, workers: int, engine: str, tmp: Path, threads: int | None = 1) -> ScalingRun:
     import pyarrow.parquet as pq
 
     output = tmp / f"archive-{engine}-{workers}.parquet"
-    run = run_cli(["archive", "--model", model, "--engine", engine, "--workers", workers, "--input", folder, "--output", output],
-                  name=f"archive_{engine}_w{workers}", images=n, timeout_s=900,
-                  shown=["archive", "--model", _shown(model), "--engine", engine, "--workers", workers,
+    if output.is_dir():  # a repeat: start afresh (archive would resume and skip every file)
+        shutil.rmtree(output)
+    output.unlink(missing_ok=True)
+    run = run_cli(["archive", "--model", model, "--engine", engine, "--workers", workers, *_threads(threads), "--input", folder,
+                   "--output", output], name=f"archive_{engine}_w{workers}", images=n, timeout_s=900,
+                  shown=["archive", "--model", _shown(model), "--engine", engine, "--workers", workers, *_threads(threads),
                          "--input", "IMAGES_DIR", "--output", "OUT.parquet"])
     rows = pq.read_table(output, columns=["path"]).num_rows if output.exists() else 0
     return ScalingRun(f"archive-{engine}", workers, run, n / run.wall_s, None, rows)
@@ -69,25 +83,41 @@ def _shown(model: str) -> str:
     return Path(model).name if Path(model).suffix else model
 
 
+def _median_runs(make, configs: list, repeats: int) -> list[ScalingRun]:
+    """Each config run ``repeats`` times, the configs interleaved (drift hits all alike); the median-wall run of each."""
+    done: dict[int, list[ScalingRun]] = {i: [] for i in range(len(configs))}
+    for _ in range(repeats):
+        for i, config in enumerate(configs):
+            done[i].append(make(config))
+    return [sorted(runs, key=lambda r: r.run.wall_s)[len(runs) // 2] for runs in done.values()]
+
+
 def run(model: str, sources: list[Path], *, n: int = 1000, workers: tuple[int, ...] = (1, 2),
-        engines: tuple[str, ...] = ("local", "ray"), source_name: str = "") -> ScalingReport:
+        engines: tuple[str, ...] = ("local", "ray"), source_name: str = "", repeats: int = 3) -> ScalingReport:
+    """``repeats``: runs per classify / local-archive configuration (median wall kept); Ray runs once (its start-up)."""
     from .common import fill_folder
 
     runs: list[ScalingRun] = []
     with tempfile.TemporaryDirectory(prefix="hv-bench-scaling-") as tmp:
         folder = fill_folder(sources, n, Path(tmp) / "images")
-        runs += [_classify(model, folder, n, w) for w in workers]
+        # Process scaling: one interpreter thread per worker at every N. Context: one worker on the default
+        # threads (every core), what `classify --workers 1` does; not part of the speed-ups.
+        configs = [(w, 1, "classify") for w in workers] + [(1, None, "classify, default threads")]
+        runs += _median_runs(lambda c: _classify(model, folder, n, c[0], threads=c[1], tool=c[2]), configs, repeats)
         for engine in engines:
-            runs += [_archive(model, folder, n, w, engine, Path(tmp)) for w in workers]
+            runs += _median_runs(lambda w: _archive(model, folder, n, w, engine, Path(tmp)), list(workers),
+                                 repeats if engine == "local" else 1)
     base = {r.tool: r.images_per_s for r in runs if r.workers == 1}
     speedups = {f"{r.tool} {r.workers}/1": r.images_per_s / base[r.tool] for r in runs if r.workers != 1 and r.tool in base}
     digests = {r.output_sha256 for r in runs if r.tool == "classify"}
     return ScalingReport(model=model, images=n, source=source_name or f"{len(sources)} distinct images", runs=tuple(runs),
-                         identical_output=len(digests) == 1, speedups=speedups)
+                         identical_output=len(digests) == 1, speedups=speedups, repeats=repeats)
 
 
 def markdown(rep: dict) -> list[str]:
     out = [f"## Scaling over cores ({rep['images']} images: {rep['source']})", "",
+           f"Each classify and local-archive row is the median-wall run of {rep.get('repeats', 1)}, interleaved; `--threads 1` "
+           "gives every worker one interpreter thread, so the speed-up is that of the processes.", "",
            "| run | workers | wall s | images/s | rows | peak RSS MiB (parent) |", "|---|---|---|---|---|---|"]
     for r in rep["runs"]:
         c = r["run"]

@@ -12,9 +12,9 @@ from . import tta
 from .ood import OODModel, pooled
 from .errors import ModelFormatError
 from .images import ImageInput, load_image
-from .preprocessing import prepare
+from .preprocessing import input_table, prepare, prepare_quantized
 from .registry import resolve
-from .runtime import TFLiteModel
+from .runtime import TFLiteModel, available_cores, quantize
 from .spec import ModelSpec
 
 
@@ -59,11 +59,15 @@ class Classifier:
 
     def __init__(self, spec: ModelSpec, *, num_threads: int | None = None, batch_views: bool = True):
         self.spec = spec
-        self.model = TFLiteModel(spec.tflite_path, num_threads=num_threads)
+        self.model = TFLiteModel(spec.tflite_path, num_threads=available_cores() if num_threads is None else num_threads)
         expected = (1, spec.input.height, spec.input.width, 3)
         if self.model.input_shape != expected:
             raise ModelFormatError(f"{spec.tflite_path}: input shape {self.model.input_shape} does not match {expected} in its JSON.")
         self.views = tta.views_of(spec.tta)
+        detail = self.model.input_detail
+        # int8/uint8 input: pixels go through a 256-entry table straight to the quantized tensor (same values).
+        self.input_table = (input_table(spec.input, lambda x: quantize(x, detail))
+                            if np.issubdtype(detail["dtype"], np.integer) and detail["quantization"][0] else None)
         self.views_batched = batch_views and len(self.views) > 1 and self._prepare_batch()
         shapes = self.model.output_shapes
         n_out = len(shapes)
@@ -97,7 +101,7 @@ class Classifier:
         return self.spec.name
 
     def forward(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """Network input (1, h, w, 3) -> (logits (C,), feature map (h', w', K) or None).
+        """Network input (1, h, w, 3), float or already quantized -> (logits (C,), feature map (h', w', K) or None).
 
         With the model's test-time augmentation, logits and feature maps are
         averaged over the 8 dihedral transforms (maps turned back first). The 8
@@ -113,11 +117,17 @@ class Classifier:
                         for k, flip in self.views]
         logits = [out[self.spec.outputs.logits_index] for out in per_view]
         feats = [tta.inverse(out[fi], k, flip) for out, (k, flip) in zip(per_view, self.views)] if fi is not None else []
-        fmap = np.mean(feats, axis=0) if feats else None
+        fmap = _mean(feats) if feats else None
         if self.logits_from_head:
             # GAP and the dense head are linear, so this equals the mean of the per-view head logits.
             return pooled(fmap) @ self.head_weights + self.head_bias, fmap
-        return np.mean(logits, axis=0), fmap
+        return _mean(logits), fmap
+
+    def network_input(self, rgb: np.ndarray) -> np.ndarray:
+        """RGB uint8 image -> what :meth:`forward` takes: the quantized tensor for an integer model, else float."""
+        if self.input_table is not None:
+            return prepare_quantized(rgb, self.spec.input, self.input_table)
+        return prepare(rgb, self.spec.input)
 
     def _prepare_batch(self) -> bool:
         """Make the batch interpreter for the TTA views; False (one invoke per view) where the model cannot take it."""
@@ -130,7 +140,7 @@ class Classifier:
     def predict(self, image: ImageInput, *, cam: bool = True) -> Prediction:
         """Classify one image (path, bytes, PIL image or array; see :func:`load_image`)."""
         rgb = load_image(image)
-        logits, features = self.forward(prepare(rgb, self.spec.input))
+        logits, features = self.forward(self.network_input(rgb))
         logits = logits.astype(np.float64)
         # Temperature scaling (fitted on val): p = softmax(z / T).
         z = logits / self.spec.temperature
@@ -157,11 +167,18 @@ class Classifier:
         )
 
 
+def _mean(arrays: list[np.ndarray]) -> np.ndarray:
+    """The mean of same-shape arrays (the one array itself when there is one view)."""
+    return arrays[0] if len(arrays) == 1 else np.mean(arrays, axis=0)
+
+
 def load_model(name_or_path: str | os.PathLike, *, revision: str | None = None, offline: bool | None = None,
                models_dir: str | os.PathLike | None = None, num_threads: int | None = None) -> Classifier:
     """Load a model by name (``"wbc"``, ``"all"``) or path, verified against its sha256.
 
     ``revision`` overrides the pinned Hub revision; ``offline`` (default: the
-    ``HF_HUB_OFFLINE`` variable) forbids network access.
+    ``HF_HUB_OFFLINE`` variable) forbids network access. ``num_threads``: TFLite
+    interpreter threads (default: every core this process may use; a process pool
+    gives each worker its share, see ``commands/_pool.py``).
     """
     return Classifier(resolve(name_or_path, revision=revision, offline=offline, models_dir=models_dir), num_threads=num_threads)

@@ -111,7 +111,7 @@ def _from_pil(im: "Image.Image", budget: int, where: str) -> np.ndarray:
             "2D image. For a z-stack use `python -m hematovision mesh STACK.tif`."
         )
     im.load()  # decode now, so truncation surfaces here
-    im = ImageOps.exif_transpose(im)
+    ImageOps.exif_transpose(im, in_place=True)  # the orientation the camera recorded (no copy when there is none)
     mode = im.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(im)
@@ -120,7 +120,7 @@ def _from_pil(im: "Image.Image", budget: int, where: str) -> np.ndarray:
         rgba = im.convert("RGBA")
         white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         im = Image.alpha_composite(white, rgba)
-    return np.ascontiguousarray(np.asarray(im.convert("RGB"), dtype=np.uint8))
+    return np.ascontiguousarray(np.asarray(im if mode == "RGB" else im.convert("RGB"), dtype=np.uint8))
 
 
 def _from_array(arr: np.ndarray, budget: int) -> np.ndarray:

@@ -7,6 +7,7 @@ outputs dequantized with theirs, so float, int8 and uint8 models are used alike.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 
@@ -41,10 +42,28 @@ def interpreter_class():
     )
 
 
+def available_cores() -> int:
+    """Every core this process may run on (its CPU affinity), at least 1."""
+    try:
+        return len(os.sched_getaffinity(0)) or 1
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def threads_per_worker(threads: int | None, workers: int) -> int:
+    """Interpreter threads for each of ``workers`` processes: ``threads`` when given, else the cores shared out."""
+    return threads if threads is not None else max(1, available_cores() // max(1, workers))
+
+
 def quantize(x: np.ndarray, detail: dict) -> np.ndarray:
-    """float -> the tensor's dtype: q = round(x / scale) + zero_point, clipped to the dtype's range."""
+    """float -> the tensor's dtype: q = round(x / scale) + zero_point, clipped to the dtype's range.
+
+    An integer array already in the tensor's dtype is taken as quantized and passed through.
+    """
     dtype = detail["dtype"]
     scale, zero_point = detail["quantization"]
+    if np.issubdtype(dtype, np.integer) and x.dtype == dtype:
+        return x  # already quantized (preprocessing.prepare_quantized)
     if not scale or not np.issubdtype(dtype, np.integer):
         return x.astype(dtype)
     info = np.iinfo(dtype)
@@ -83,6 +102,11 @@ class TFLiteModel:
         self.path, self._cls, self._num_threads = path, cls, num_threads
         self._batched: dict[int, object] = {}  # batch size -> an interpreter resized to it (made once, kept)
         self._lock = threading.Lock()
+
+    @property
+    def num_threads(self) -> int:
+        """Interpreter threads (LiteRT's default, 1, when none were asked for)."""
+        return self._num_threads or 1
 
     @property
     def input_shape(self) -> tuple[int, ...]:

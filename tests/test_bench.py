@@ -64,11 +64,14 @@ def test_latency_rows_and_ratios(tiny_models, images):
     clf = load_model(tiny_models["tiny-int8"])
     rep = latency.run(clf, images, keras_path=tiny_models["keras"], runs=5, warmup=1)
     names = {t.name for t in rep.timings} | {t.name for t in rep.gradcam}
-    assert names == {"tflite_net", "tflite_net_2t", "tflite_forward", "tflite_predict", "tflite_predict_nocam", "keras_predict",
+    assert names == {"tflite_net", "tflite_net_2t", "tflite_forward", "tflite_predict", "tflite_predict_1t", "tflite_predict_nocam",
+                     "keras_predict",
                      "keras_call", "keras_predict_path", "cam_numpy", "tflite_net_cam", "gradcam_tape", "gradcam_tape_prebuilt"}
     assert all(t.n == 5 and 0 < t.min_ms <= t.median_ms <= t.p95_ms for t in (*rep.timings, *rep.gradcam))
     ratios = {r.name: r.value for r in rep.ratios}
     assert ratios["keras_predict/tflite_net"] > 1.0  # model.predict has a fixed cost far above a tiny int8 network
+    assert {"keras_predict_path/tflite_predict", "keras_predict_path/tflite_predict_1t"} <= set(ratios)
+    assert rep.tflite_threads_default == clf.model.num_threads >= 1
     assert rep.cam_correlation > 0.8 and rep.top1_agreement >= 2 / 3
 
 
@@ -77,7 +80,7 @@ def test_latency_without_keras(tiny_models, images):
 
     rep = latency.run(load_model(tiny_models["tiny-int8"]), images[:1], runs=3, warmup=0)
     assert {t.name for t in rep.timings} == {"tflite_net", "tflite_net_2t", "tflite_forward", "tflite_predict",
-                                             "tflite_predict_nocam"}
+                                             "tflite_predict_1t", "tflite_predict_nocam"}
     assert rep.keras_path is None and rep.notes
 
 
@@ -197,7 +200,7 @@ def test_app_load_harness_on_a_stub_app(tmp_path, images):
 @pytest.mark.slow
 def test_python_m_bench_quick_end_to_end(tiny_models, tmp_path):
     r = subprocess.run([sys.executable, "-m", "bench", "--model", str(tiny_models["tiny-int8"]), "--keras", str(tiny_models["keras"]),
-                        "--quick", "--skip", "app,station", "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "out")],
+                        "--quick", "--skip", "app,station,scaling", "--data", str(tmp_path / "no-data"), "--out", str(tmp_path / "out")],
                        cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr[-3000:]
     data = json.loads((tmp_path / "out" / "latest.json").read_text())

@@ -109,7 +109,8 @@ def test_field_detection_of_an_example_is_pinned():
         pytest.skip(f"no {path} in this checkout")
     got = [(r.bbox, r.area, r.nucleus_area, r.score) for r in field.find_cells(load_image(path))]
     assert [g[:3] for g in got] == [p[:3] for p in PINNED_FIELD]
-    assert [g[3] for g in got] == pytest.approx([p[3] for p in PINNED_FIELD], abs=1e-12)
+    # The score is float32 arithmetic: OpenCV's SIMD paths differ by CPU (AVX2 vs AVX-512) in the last bits (3e-8 seen).
+    assert [g[3] for g in got] == pytest.approx([p[3] for p in PINNED_FIELD], abs=1e-6)
 
 
 def test_empty_glass_and_red_cells_only_give_no_cells():

@@ -2,6 +2,7 @@
 
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -71,8 +72,61 @@ def test_scaling_benchmark_compares_outputs(mixed_folder):
     from bench.report import to_jsonable
 
     sources = [p for p in sorted(mixed_folder.glob("*.jpg")) if "__zz_" not in p.name][:6]
-    rep = scaling.run(str(WBC), sources, n=12, workers=(1, 2), engines=("local",))
-    assert [(r.tool, r.workers) for r in rep.runs] == [("classify", 1), ("classify", 2), ("archive-local", 1), ("archive-local", 2)]
+    rep = scaling.run(str(WBC), sources, n=12, workers=(1, 2), engines=("local",), repeats=1)
+    assert [(r.tool, r.workers) for r in rep.runs] == [("classify", 1), ("classify", 2), ("classify, default threads", 1),
+                                                       ("archive-local", 1), ("archive-local", 2)]
     assert rep.identical_output and set(rep.speedups) == {"classify 2/1", "archive-local 2/1"}
-    assert all(r.run.classified == 12 for r in rep.runs[:2]) and all(r.rows == 12 for r in rep.runs[2:])
+    assert all(r.run.classified == 12 for r in rep.runs[:3]) and all(r.rows == 12 for r in rep.runs[3:])
     assert "| 2 |" in "\n".join(scaling.markdown(to_jsonable(rep)))
+
+
+@pytest.mark.parametrize("threads, workers, cores, expected", [(None, 1, 2, 2), (None, 2, 2, 1), (None, 3, 2, 1),
+                                                               (None, 2, 8, 4), (3, 2, 8, 3), (1, 1, 2, 1)])
+def test_threads_are_the_cores_shared_out_over_the_workers(monkeypatch, threads, workers, cores, expected):
+    from hematovision import runtime
+
+    monkeypatch.setattr(runtime, "available_cores", lambda: cores)
+    assert runtime.threads_per_worker(threads, workers) == expected
+
+
+def test_load_model_uses_every_core_by_default(tiny_models):
+    import hematovision
+    from hematovision.runtime import available_cores
+
+    assert hematovision.load_model(tiny_models["tiny-int8"]).model.num_threads == available_cores()
+    assert hematovision.load_model(tiny_models["tiny-int8"], num_threads=1).model.num_threads == 1
+
+
+def test_a_forked_worker_takes_the_parents_classifier_instead_of_loading_one():
+    """_init_worker uses the inherited classifier (set before the fork) and never touches the model name."""
+    from hematovision.commands import _pool
+
+    sentinel = object()
+    _pool._WORKER["inherited"] = sentinel
+    try:
+        _pool._init_worker("no-such-model-anywhere", 1)
+        assert _pool._WORKER["clf"] is sentinel and "inherited" not in _pool._WORKER
+    finally:
+        _pool._WORKER.clear()
+
+
+def test_every_archive_repeat_starts_from_an_empty_output(tmp_path, monkeypatch):
+    """A repeat must classify every file again: archive resumes (skips done files) when its output exists."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from bench import scaling
+
+    seen = []
+
+    def fake_run_cli(args, **kwargs):
+        output = Path(args[args.index("--output") + 1])
+        seen.append(output.exists())
+        output.mkdir()  # what archive leaves: a folder of parquet parts
+        pq.write_table(pa.table({"path": ["a.jpg"]}), output / "part-0.parquet")
+        return scaling.CliRun("archive", "archive", 1, 1, 0, 0, 1.0, 1.0, False)
+
+    monkeypatch.setattr(scaling, "run_cli", fake_run_cli)
+    for _ in range(3):
+        assert scaling._archive("wbc", tmp_path, 1, 1, "local", tmp_path).rows == 1
+    assert seen == [False, False, False]

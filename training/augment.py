@@ -195,6 +195,16 @@ def strong_colour(x):
     return tf.clip_by_value((x - mean) * _uniform(b, 0.7, 1.3) + mean, 0.0, 1.0)
 
 
+def lab_appearance(x):
+    """The lab level's colour and optics transforms (everything but the geometry)."""
+    x = white_balance_gamma(x)
+    x = colour(x, strength=1.0)
+    x = defocus(x)
+    x = down_up(x)
+    x = sensor_noise(x)
+    return tf.clip_by_value(x, 0.0, 1.0)
+
+
 def crosslab_appearance(x, pool=None):
     """The crosslab level's colour and optics transforms (everything but the geometry)."""
     x = white_balance_gamma(x)
@@ -237,15 +247,7 @@ def make_augment(level: str, *, out_size: int | None = None, colour_pool=None):
         x = zoom_shift(dihedral(x))
         if out_size is not None:
             x = tf.image.resize(x, (out_size, out_size), antialias=True)
-        if level == "lab":
-            x = white_balance_gamma(x)
-            x = colour(x, strength=1.0)
-            x = defocus(x)
-            x = down_up(x)
-            x = sensor_noise(x)
-        else:
-            x = colour(x)
-        return tf.clip_by_value(x, 0.0, 1.0)
+        return lab_appearance(x) if level == "lab" else tf.clip_by_value(colour(x), 0.0, 1.0)
 
     return augment
 

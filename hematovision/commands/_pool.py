@@ -23,6 +23,7 @@ from typing import Iterator
 
 from ..errors import HematoVisionError, ImageNotFoundError, InvalidImageError
 from ..images import IMAGE_SUFFIXES
+from ..runtime import available_cores
 
 #: Pillow names the file object in some messages (``<_io.BytesIO object at 0x...>``): not a stable error text.
 _IO_REPR = re.compile(r" ?<_io\.[A-Za-z]+ [^>]*>")
@@ -50,10 +51,7 @@ class Task:
 
 def default_workers() -> int:
     """Every core this process may run on."""
-    try:
-        return len(os.sched_getaffinity(0)) or 1
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    return available_cores()
 
 
 def expand(paths: list[str], *, recursive: bool = False) -> list[Item]:
@@ -173,7 +171,8 @@ _WORKER: dict = {}
 def _init_worker(model: str, threads: int | None) -> None:
     from ..classifier import load_model
 
-    _WORKER["clf"] = load_model(model, num_threads=threads)
+    inherited = _WORKER.pop("inherited", None)
+    _WORKER["clf"] = inherited if inherited is not None else load_model(model, num_threads=threads)
 
 
 def _work(task: Task) -> dict:
@@ -201,6 +200,14 @@ def iter_rows(tasks: list[Task], *, clf, model: str, threads: int | None = None,
         yield from (classify_item(clf, task) for task in tasks)
         return
     chunk = max(1, min(16, len(tasks) // (workers * 8)))
-    with ProcessPoolExecutor(max_workers=workers, mp_context=_context(), initializer=_init_worker,
-                             initargs=(model, threads)) as pool:
-        yield from pool.map(_work, tasks, chunksize=chunk)
+    ctx = _context()
+    # A forked worker inherits this process's loaded classifier (copy-on-write) instead of loading the model
+    # again; only a single-threaded interpreter (a forked child has none of its parent's pool threads).
+    if ctx.get_start_method() == "fork" and (threads or 1) == 1:
+        _WORKER["inherited"] = clf
+    try:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_init_worker,
+                                 initargs=(model, threads)) as pool:
+            yield from pool.map(_work, tasks, chunksize=chunk)
+    finally:
+        _WORKER.pop("inherited", None)

@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..errors import HematoVisionError
 from . import DEFAULT_MODEL, _parquet, add_model_argument, fail
+from ..runtime import threads_per_worker
 from ._parquet import ArchiveError
 from .classify import positive_int
 
@@ -66,7 +67,7 @@ def add_parser(sub) -> None:
                    help="local: a process pool on this machine; ray: Ray Data (default: %(default)s)")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or head:6379 (--engine ray; default: local Ray)")
     p.add_argument("--workers", type=positive_int, help="worker processes / Ray actors (default: every core or cluster CPU)")
-    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: runtime's choice)")
+    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: local, the cores shared out over the workers; ray, 1)")
     p.set_defaults(run=run)
 
 
@@ -99,7 +100,10 @@ def archive(options: ArchiveOptions) -> ArchiveResult:
     folder = options.input.absolute()
     if not folder.is_dir():
         raise ArchiveError(f"{folder}: not a folder; --input takes the folder that holds the images.")
-    clf = load_model(options.model, num_threads=options.threads)
+    workers = options.workers or default_workers()
+    # local engine: this process's model serves one worker and is forked for more; Ray: one CPU per actor
+    threads = options.threads if options.engine == "ray" else threads_per_worker(options.threads, workers)
+    clf = load_model(options.model, num_threads=threads)
     model = _parquet.ModelId(clf.spec.name, clf.spec.sha256)
     items = expand([str(folder)], recursive=True)
     if len(items) == 1 and items[0].path == folder:
@@ -111,15 +115,14 @@ def archive(options: ArchiveOptions) -> ArchiveResult:
     readable = [it for it, why in zip(todo, problems) if not why]
     writer = _parquet.PartWriter(options.output, model, pa=pa, rows_per_file=options.rows_per_file)
     writer.add(refused)
-    workers = options.workers or default_workers()
     if options.engine == "ray" and readable:
         writer.close()
         from ._ray import run_ray
 
         workers = run_ray([str(it.path) for it in readable], output=options.output, spec=clf.spec, model=model,
-                          workers=options.workers, address=options.address, threads=options.threads)
+                          workers=options.workers, address=options.address, threads=options.threads or 1)
     else:
-        _run_local(readable, writer, clf=clf, options=options, workers=workers)
+        _run_local(readable, writer, clf=clf, options=options, workers=workers, threads=threads)
     writer.close()
     (written, errors), (_, earlier) = _parquet.count_rows(options.output, [{str(it.path) for it in todo},
                                                                           {str(it.path) for it in items} & done])
@@ -127,9 +130,9 @@ def archive(options: ArchiveOptions) -> ArchiveResult:
                          earlier_errors=earlier, seconds=time.perf_counter() - t0, engine=options.engine, workers=workers)
 
 
-def _run_local(items, writer, *, clf, options: ArchiveOptions, workers: int) -> None:
+def _run_local(items, writer, *, clf, options: ArchiveOptions, workers: int, threads: int) -> None:
     from ._pool import Task, iter_rows
 
     tasks = [Task(index=i, item=it, archive=True) for i, it in enumerate(items)]
-    for row in iter_rows(tasks, clf=clf, model=options.model, threads=options.threads, workers=workers):
+    for row in iter_rows(tasks, clf=clf, model=options.model, threads=threads, workers=workers):
         writer.add([row])

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from ..images import IMAGE_SUFFIXES
 from . import add_model_argument, fail
+from ..runtime import threads_per_worker
 from ._pool import Task, default_workers, expand, iter_rows
 
 
@@ -39,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=f"image files or folders of images ({', '.join(IMAGE_SUFFIXES)})")
     add_model_argument(p)
     p.add_argument("--cam-dir", type=Path, help="write a Grad-CAM overlay PNG per input into this folder")
-    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: runtime's choice)")
+    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: the cores shared out over the workers)")
     p.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="worker processes, one model each (default: %(default)s, every core here; 1: in this process)")
     p.set_defaults(run=run)
@@ -54,8 +55,9 @@ def run(args) -> int:
     from ..classifier import load_model
     from ..errors import HematoVisionError
 
+    threads = threads_per_worker(args.threads, args.workers)  # this process's model serves --workers 1 (and is forked)
     try:
-        clf = load_model(args.model, num_threads=args.threads)
+        clf = load_model(args.model, num_threads=threads)
     except (HematoVisionError, OSError) as exc:
         return fail(f"cannot load model {args.model!r}: {exc}")
     if args.cam_dir:
@@ -63,7 +65,7 @@ def run(args) -> int:
     tasks = [Task(index=i, item=item, cam_dir=args.cam_dir) for i, item in enumerate(expand(args.paths))]
     failed = 0
     try:
-        for row in iter_rows(tasks, clf=clf, model=args.model, threads=args.threads, workers=args.workers):
+        for row in iter_rows(tasks, clf=clf, model=args.model, threads=threads, workers=args.workers):
             failed += "error" in row
             _emit(row)
     except BrokenProcessPool as exc:

@@ -61,7 +61,7 @@ def add_parser(sub) -> None:
     width, height = picamera_size()
     p.add_argument("--width", type=int, help=f"camera frame width (default: the camera's own; {width} for picamera)")
     p.add_argument("--height", type=int, help=f"camera frame height (default: the camera's own; {height} for picamera)")
-    p.add_argument("--threads", type=int, help="TFLite interpreter threads (default: runtime's choice)")
+    p.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every frame")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(run=run)
