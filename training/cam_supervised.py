@@ -11,6 +11,13 @@ CAM that lies outside the cell:
     outside     = sum_ij CAM_y(i, j) (1 - M(i, j)) / (sum_ij CAM_y(i, j) + eps)
     loss        = CE + cam_weight * outside
 
+With ``--teacher`` (knowledge distillation, Hinton et al. 2015) the CE term becomes
+
+    (1 - a) CE + a T^2 KL(softmax(t / T) || softmax(z / T)),   t = mean of the teacher's logits over two mirror views
+
+so the student keeps the teacher's decisions (and its test-time-view average) while
+its CAM is pulled onto the cell; T^2 keeps the gradient scale of the soft term.
+
 ``A`` is the last feature map, ``w`` the dense head, ``M`` the core's
 segmentation of the central white cell (``morphology.segment``) pooled to the
 feature grid as an area fraction. The mask is computed once per training image
@@ -57,12 +64,22 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", required=True, help="folder with splits.csv and images/")
     p.add_argument("--img-size", type=int, default=128)
     p.add_argument("--decode-size", type=int, default=160, help="training images are decoded at this size, augmented, then resized")
-    p.add_argument("--augment", choices=("basic", "crosslab"), default="crosslab")
+    p.add_argument("--augment", choices=("basic", "lab", "crosslab"), default="crosslab",
+                   help="the augmentation level the init model was trained with (training.augment)")
+    p.add_argument("--output-stride", type=int, choices=(16, 32),
+                   help="rebuild the init model at this output stride first (16: an 8x8 CAM at 128 px; the weights "
+                        "carry over one to one); default: keep the init model's")
     p.add_argument("--colour-pool", help="npz from python -m training.colour_pool (crosslab colour transfer)")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate (cosine decay)")
     p.add_argument("--cam-weight", type=float, default=1.0, help="weight of the CAM-outside-the-cell term")
+    p.add_argument("--teacher", help="a trained .keras model to distil from (its logits averaged over the left-right and "
+                   "up-down mirror images, the shipped flips2 views); default: none, cross-entropy only")
+    p.add_argument("--kd-weight", type=float, default=0.5, help="with --teacher: share of the distillation term (default: %(default)s)")
+    p.add_argument("--kd-temperature", type=float, default=2.0, help="with --teacher: softening temperature (default: %(default)s)")
+    p.add_argument("--min-cam-inside", type=float, default=0.0,
+                   help="epochs whose val CAM mass inside the cell is below this are kept only if none reaches it (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="only N images per class and split (smoke tests)")
     p.add_argument("--out", required=True, help="run folder")
@@ -119,10 +136,12 @@ def _augmenters(args, config: dict):
     """(geometry on image + mask, appearance on the image only) for ``--augment``; records the colour pool."""
     import tensorflow as tf
 
-    from .augment import colour, crosslab_appearance, dihedral, wide_zoom_shift, zoom_shift
+    from .augment import colour, crosslab_appearance, dihedral, lab_appearance, wide_zoom_shift, zoom_shift
 
-    if args.augment != "crosslab":
+    if args.augment == "basic":
         return (lambda xm: zoom_shift(dihedral(xm))), colour
+    if args.augment == "lab":
+        return (lambda xm: zoom_shift(dihedral(xm))), lab_appearance
     pool = None
     if args.colour_pool:
         with np.load(args.colour_pool) as saved:
@@ -130,6 +149,22 @@ def _augmenters(args, config: dict):
             config["colour_pool"] = {"file": args.colour_pool, "images": int(len(saved["stats"])),
                                      "sources": [str(x) for x in saved["sources"]]}
     return (lambda xm: wide_zoom_shift(dihedral(xm))), (lambda x: crosslab_appearance(x, pool))
+
+
+def _init_model(args, num_classes: int):
+    """--init-model, rebuilt at --output-stride when asked (same kernels, so its weights load one to one)."""
+    import keras
+
+    from .model import backbone, build_model
+
+    model = keras.models.load_model(args.init_model)
+    stride = args.img_size // int(backbone(model).output.shape[1])
+    if args.output_stride is None or args.output_stride == stride:
+        return model
+    rebuilt = build_model(num_classes, img_size=args.img_size, dropout=model.get_layer("dropout").rate,
+                          output_stride=args.output_stride)
+    rebuilt.set_weights(model.get_weights())
+    return rebuilt
 
 
 def _steps(model, args, weights, n_train: int):
@@ -147,11 +182,15 @@ def _steps(model, args, weights, n_train: int):
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(steps, 1), alpha=0.01))
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
 
+    soft = _distillation(args)
+
     @tf.function
     def train_step(x, m, y):
         with tf.GradientTape() as tape:
             logits, feats = two(x, training=True)
             loss_ce = tf.reduce_sum(ce(y, logits) * tf.gather(cw, y)) / tf.reduce_sum(tf.gather(cw, y))
+            if soft is not None:
+                loss_ce = (1.0 - args.kd_weight) * loss_ce + args.kd_weight * soft(x, logits)
             outside = tf.reduce_mean(_outside_share(feats, kernel, y, m))
             loss = loss_ce + args.cam_weight * outside
         grads = tape.gradient(loss, two.trainable_variables)
@@ -169,6 +208,28 @@ def _steps(model, args, weights, n_train: int):
     return train_step, val_step
 
 
+def _distillation(args):
+    """``soft(x, student_logits)``: T^2 KL(teacher || student) at temperature T, or None without ``--teacher``."""
+    if not args.teacher:
+        return None
+    import keras
+    import tensorflow as tf
+
+    teacher = keras.models.load_model(args.teacher)
+    teacher.trainable = False
+    t = float(args.kd_temperature)
+
+    def soft(x, logits):
+        # The teacher as shipped: logits averaged over the left-right and up-down mirror images (tta flips2).
+        z_t = 0.5 * (teacher(tf.reverse(x, [2]), training=False) + teacher(tf.reverse(x, [1]), training=False))
+        p_t = tf.nn.softmax(z_t / t)
+        log_p_s = tf.nn.log_softmax(logits / t)
+        kl = tf.reduce_sum(p_t * (tf.math.log(p_t + 1e-8) - log_p_s), axis=1)
+        return t * t * tf.reduce_mean(kl)
+
+    return soft
+
+
 def _validate(val_step, val_ds, n: int) -> tuple[float, float]:
     """(val accuracy, mean CAM share inside the cell for the predicted class)."""
     correct = outside = 0.0
@@ -179,7 +240,7 @@ def _validate(val_step, val_ds, n: int) -> tuple[float, float]:
 
 
 def _fit(model, args, out: Path, train_ds, val_ds, n_val: int, train_step, val_step) -> tuple[list, tuple]:
-    """Epoch loop; keeps best.keras by (val accuracy, val CAM inside)."""
+    """Epoch loop; keeps best.keras by (val CAM inside >= --min-cam-inside, val accuracy, val CAM inside)."""
     acc0, inside0 = _validate(val_step, val_ds, n_val)
     history, best, t_train = [{"epoch": 0, "val_accuracy": acc0, "val_cam_inside": inside0}], None, time.time()
     print(f"start: val accuracy {acc0:.4f}, val CAM mass inside the cell {inside0:.3f}", flush=True)
@@ -190,7 +251,7 @@ def _fit(model, args, out: Path, train_ds, val_ds, n_val: int, train_step, val_s
         acc, inside = _validate(val_step, val_ds, n_val)
         row = {"epoch": epoch, "loss_ce": sums[0] / n, "train_outside": sums[1] / n, "accuracy": sums[2] / n,
                "val_accuracy": acc, "val_cam_inside": inside, "seconds": round(time.time() - t_train, 1)}
-        if best is None or (acc, inside) > best:
+        if best is None or (inside >= args.min_cam_inside, acc, inside) > (best[1] >= args.min_cam_inside, *best):
             best, row["saved"] = (acc, inside), True
             model.save(out / "best.keras")
         history.append(row)
@@ -200,7 +261,7 @@ def _fit(model, args, out: Path, train_ds, val_ds, n_val: int, train_step, val_s
     return history, best
 
 
-def _finish(out: Path, splits, spec, history, best, seconds: float) -> None:
+def _finish(out: Path, splits, spec, history, best, seconds: float, *, min_cam_inside: float) -> None:
     """BN check, summary, backbone weights and the float evaluation of best.keras (the files export.tflite reads)."""
     import keras
 
@@ -213,7 +274,7 @@ def _finish(out: Path, splits, spec, history, best, seconds: float) -> None:
     summary = {"train_seconds": round(seconds, 1),
                "bn_check": check_batch_norm(model, splits["train"], spec, fit_accuracy=history[-1].get("accuracy")),
                "best_val_accuracy": best[0], "best_val_cam_inside": best[1], "start": history[0],
-               "select": "val_accuracy, then CAM inside"}
+               "select": f"val CAM inside >= {min_cam_inside}, then val_accuracy, then CAM inside"}
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2))
     backbone(model).save_weights(out / "backbone.weights.h5")
     evaluate.evaluate_run(out, model=model, splits=splits)
@@ -235,12 +296,13 @@ def main(argv=None) -> int:
     labels, splits, train, masks = _load(args)
     spec = InputSpec(height=args.img_size, width=args.img_size)
     weights = class_weights(train.labels, len(labels))
-    model = keras.models.load_model(args.init_model)
+    model = _init_model(args, len(labels))
     from hematovision.registry import sha256_file
 
+    args.output_stride = args.img_size // int(backbone(model).output.shape[1])  # what was trained, rebuilt or not
     init_args = {"alpha": 0.35, "dropout": model.get_layer("dropout").rate, "weights": args.init_model,
                  "init_model_sha256": sha256_file(args.init_model),
-                 "output_stride": args.img_size // int(backbone(model).output.shape[1])}
+                 "teacher_sha256": sha256_file(args.teacher) if args.teacher else None}
     config = run_config(args, argv, spec=spec, train_labels=train.labels, weights=weights,
                         program="training.cam_supervised", extra_args=init_args)
     geometry, appearance = _augmenters(args, config)
@@ -252,7 +314,7 @@ def main(argv=None) -> int:
     train_step, val_step = _steps(model, args, weights, len(train.labels))
     t_train = time.time()
     history, best = _fit(model, args, out, train_ds, val_ds, len(splits["val"].labels), train_step, val_step)
-    _finish(out, splits, spec, history, best, time.time() - t_train)
+    _finish(out, splits, spec, history, best, time.time() - t_train, min_cam_inside=args.min_cam_inside)
     print(f"done in {time.time() - t0:.0f}s -> {out}", flush=True)
     return 0
 
