@@ -10,7 +10,11 @@ samples: a cell has no "up"). With x = [f, 1] and Theta = [W; b] (D+1, C):
 Theta_0 is the shipped head, so classes the lab did not label (and directions the
 few cells do not constrain) keep the source behaviour. w_i is class-balanced: each
 labelled class carries total weight 1 / C_lab, split evenly over its cells' views.
-lam = l2 * mean |x|^2 makes ``l2`` independent of the feature scale. L is smooth
+lam = l2 * mean |x|^2 makes ``l2`` independent of the feature scale. How far a lab's
+cells should pull the head from the source depends on how far its microscope is
+from the training lab, so by default ``l2`` is chosen per lab: the value of
+``L2_GRID`` with the best out-of-fold accuracy (then NLL) in the stratified
+cross-validation below, the same folds for every value. L is smooth
 and lam-strongly convex: Nesterov's accelerated gradient with step 1/L_max,
 L_max = max|x|^2 / 2 + lam (softmax CE's Hessian is <= |x|^2 / 2 per sample).
 
@@ -30,6 +34,7 @@ import datetime as dt
 import json
 import shutil
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +49,9 @@ from .registry import sha256_file
 
 MIN_CELLS_PER_CLASS = 2  # one to fit, one to test in the cross-validation
 MIN_CELLS_FOR_CALIBRATION = 30  # below this, temperature and threshold keep their source values
-DEFAULT_L2 = 1e-2
+#: ``l2`` values the lab's own cross-validation chooses from (the default); ``--l2 VALUE`` fixes one instead.
+L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
+DEFAULT_L2 = None  # None: chosen from L2_GRID by cross-validation on the lab's cells
 
 
 class AdaptError(HematoVisionError, ValueError):
@@ -196,6 +203,31 @@ def cross_validate(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, l2: flo
     return oof, k
 
 
+@dataclass(frozen=True)
+class HeadFit:
+    """The adapted head and how it was chosen."""
+
+    theta: np.ndarray  # (D + 1, C): [W; b] fitted on all the lab's cells with the chosen l2
+    oof: np.ndarray  # (N, C) out-of-fold logits with the chosen l2 (calibration and the reported accuracy)
+    folds: int
+    l2: float
+    oof_accuracy_by_l2: dict  # l2 -> out-of-fold accuracy: the selection, recorded in the JSON
+
+
+def fit_lab_head(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, spec_tta: str | None, *,
+                 l2: float | None = DEFAULT_L2, grid: tuple[float, ...] = L2_GRID) -> HeadFit:
+    """The head ``adapt`` writes: ``l2`` as given, or the grid value with the best out-of-fold accuracy (then NLL)."""
+    scored = {}
+    for value in (grid if l2 is None else (l2,)):
+        oof, k = cross_validate(feats, y, theta0, value, spec_tta)
+        nll = -np.log(softmax(oof)[np.arange(len(y)), y] + 1e-12).mean()
+        scored[value] = (float((oof.argmax(axis=1) == y).mean()), -float(nll), oof, k)
+    chosen = max(scored, key=lambda v: scored[v][:2])
+    _, _, oof, k = scored[chosen]
+    theta = fit_head(*view_samples(feats, y), theta0, chosen)
+    return HeadFit(theta, oof, k, float(chosen), {float(v): r[0] for v, r in scored.items()})
+
+
 def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
     """T minimising the NLL of softmax(z / T), by a log-spaced grid search."""
     grid = np.geomspace(0.05, 20.0, 400)
@@ -237,8 +269,8 @@ def _accuracy(logits: np.ndarray, y: np.ndarray, labels: tuple[str, ...]) -> dic
     return {"accuracy": float((pred == y).mean()), "balanced_accuracy": float(np.mean(list(per.values()))), "per_class_recall": per}
 
 
-def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name: str | None = None, l2: float = DEFAULT_L2,
-          log=print) -> Path:
+def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name: str | None = None,
+          l2: float | None = DEFAULT_L2, log=print) -> Path:
     """Fit the adapted head and write OUT_DIR/<name>.json (+ .tflite, .head.npz, .ood.npz); returns the JSON path."""
     clf = load_model(model)
     spec = clf.spec
@@ -253,11 +285,11 @@ def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name
     log(f"{len(y)} cells: " + ", ".join(f"{k} {names.count(k)}" for k in dict.fromkeys(names)) + "; extracting features...")
     feats, src_logits = extract(clf, images)
     theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
-    oof, k = cross_validate(feats, y, theta0, l2, spec.tta)
-    theta = fit_head(*view_samples(feats, y), theta0, l2)
-    before, after = _accuracy(src_logits, y, spec.labels), _accuracy(oof, y, spec.labels)
-    log(f"{k}-fold cross-validated accuracy on the lab's cells: before {before['accuracy']:.3f}, after {after['accuracy']:.3f}")
-    return _write(clf, Path(out_dir), name, theta, feats, y, paths, oof, l2, k, before, after, log)
+    fit = fit_lab_head(feats, y, theta0, spec.tta, l2=l2)
+    before, after = _accuracy(src_logits, y, spec.labels), _accuracy(fit.oof, y, spec.labels)
+    log(f"{fit.folds}-fold cross-validated accuracy on the lab's cells: before {before['accuracy']:.3f}, after "
+        f"{after['accuracy']:.3f} (l2 {fit.l2:g}{', chosen by that cross-validation' if l2 is None else ''})")
+    return _write(clf, Path(out_dir), name, fit, feats, y, paths, before, after, log)
 
 
 def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
@@ -272,19 +304,19 @@ def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
                     "out-of-fold predictions above it are >= 99.5 % correct (floor 0.5)"}
 
 
-def _write(clf, out: Path, name: str, theta, feats, y, paths, oof, l2, k, before, after, log) -> Path:
+def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, after, log) -> Path:
     spec = clf.spec
     # metrics and the float Keras reference describe the source head, not this one
     data = {k: v for k, v in json.loads(json.dumps(spec.raw)).items() if k not in ("metrics", "float_reference")}
     out.mkdir(parents=True, exist_ok=True)
     tflite, head = out / f"{name}.tflite", out / f"{name}.head.npz"
     shutil.copyfile(spec.tflite_path, tflite)  # unchanged network: same sha256 as the source
-    np.savez(head, weights=theta[:-1].astype(np.float32), bias=theta[-1].astype(np.float32))
+    np.savez(head, weights=fit.theta[:-1].astype(np.float32), bias=fit.theta[-1].astype(np.float32))
     morph = (data.get("morphology") or {}).get("reference_file")
     if morph and (spec.json_path.parent / morph).exists() and not (out / morph).exists():
         shutil.copyfile(spec.json_path.parent / morph, out / morph)
     data.update(name=name, file=tflite.name, head={"source": "head_file", "meaning": "logits = GAP(features) @ weights + bias "
-                "from cam.head_file (the .tflite logits output is not used)"}, calibration=_calibration(spec, oof, y, log))
+                "from cam.head_file (the .tflite logits output is not used)"}, calibration=_calibration(spec, fit.oof, y, log))
     data["cam"] = {**data.get("cam", {}), "head_file": head.name, "head_sha256": sha256_file(head)}
     if clf.ood is not None:
         ood, n_new = extend_ood(clf.ood, feats)
@@ -297,11 +329,14 @@ def _write(clf, out: Path, name: str, theta, feats, y, paths, oof, l2, k, before
                   "on pooled features of the lab's cells and their 8 dihedral views, class-balanced",
         "source_model": {"name": spec.name, "sha256": spec.sha256, "json": str(spec.json_path),
                          "head_sha256": sha256_file(spec.head_path)},
-        "l2": l2, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "l2": fit.l2, "l2_selection": {"grid_oof_accuracy": {f"{v:g}": a for v, a in fit.oof_accuracy_by_l2.items()},
+                                        "rule": "best out-of-fold accuracy, then NLL" if len(fit.oof_accuracy_by_l2) > 1
+                                        else "given (--l2)"},
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "cells": {"count_per_class": {lb: int((y == i).sum()) for i, lb in enumerate(spec.labels) if (y == i).any()},
                   "unlabelled_classes_keep_source_behaviour": [lb for i, lb in enumerate(spec.labels) if not (y == i).any()],
                   "image_sha256": [sha256_file(p) for p in paths]},
-        "cross_validation": {"folds": k, "unit": "cell (all views of a cell in one fold)", "before": before, "after": after},
+        "cross_validation": {"folds": fit.folds, "unit": "cell (all views of a cell in one fold)", "before": before, "after": after},
     }
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {out / f'{name}.json'}")

@@ -187,3 +187,31 @@ def test_deploy_features_pool_the_models_own_views(views, columns):
     expected = feats[:, columns].mean(axis=1)
     np.testing.assert_allclose(deploy_features(feats, views)[:, :-1], expected)
     assert (deploy_features(feats, views)[:, -1] == 1).all()
+
+
+def test_l2_is_chosen_by_the_labs_own_cross_validation(tiny, tmp_path):
+    """Default: the grid value with the best out-of-fold accuracy, recorded; --l2 VALUE fixes it."""
+    from hematovision.adapt import L2_GRID
+
+    cells = write_cells(tmp_path / "cells", {lb: 12 for lb in LABELS}, shift=True)
+    chosen = json.loads(adapt(tiny, cells, tmp_path / "out", log=quiet).read_text())["adaptation"]
+    grid = chosen["l2_selection"]["grid_oof_accuracy"]
+    assert set(grid) == {f"{v:g}" for v in L2_GRID} and grid[f"{chosen['l2']:g}"] == max(grid.values())
+    fixed = json.loads(adapt(tiny, cells, tmp_path / "out2", l2=0.01, log=quiet).read_text())["adaptation"]
+    assert fixed["l2"] == 0.01 and list(fixed["l2_selection"]["grid_oof_accuracy"]) == ["0.01"]
+    assert fixed["l2_selection"]["rule"] == "given (--l2)"
+
+
+def test_a_confidently_wrong_source_head_needs_a_weak_pull():
+    """Where the source head names every lab class wrongly, a strong pull towards it keeps it wrong out of fold;
+    the cross-validation picks a weaker one, and its out-of-fold accuracy is the grid's best."""
+    from hematovision.adapt import L2_GRID, fit_lab_head
+
+    rng = np.random.default_rng(0)
+    y = np.repeat(np.arange(3), 10)
+    feats = np.eye(3)[y][:, None, :].repeat(8, axis=1) * 4.0 + rng.normal(0, 0.3, (30, 8, 3))
+    theta0 = np.concatenate([np.roll(np.eye(3), 1, axis=1) * 20.0, np.zeros((1, 3))])  # class c -> c + 1, confidently
+    fit = fit_lab_head(feats, y, theta0, None)
+    assert fit.oof_accuracy_by_l2[max(L2_GRID)] < 1.0 and fit.l2 < max(L2_GRID)
+    assert fit.oof_accuracy_by_l2[fit.l2] == max(fit.oof_accuracy_by_l2.values()) == 1.0
+    assert (fit.oof.argmax(axis=1) == y).mean() == 1.0 and fit.folds == 5

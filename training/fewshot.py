@@ -5,8 +5,9 @@
 
 For each k and each of ``--draws`` random draws: k cells per class are drawn as
 the lab's labelled cells, the head is refitted exactly as
-``python -m hematovision adapt`` does (hematovision/adapt.py), and the adapted
-and source models are scored on all remaining cells. Classes with fewer than
+``python -m hematovision adapt`` does (hematovision/adapt.py; l2 chosen by the
+draw's own cross-validation), and the adapted and source models are scored on
+all remaining cells. Classes with fewer than
 k + 1 cells are left out for that k (recorded). Reported: mean and std of the
 accuracy over draws, and a Wilson 95 % interval on the accuracy pooled over
 all draws' test predictions (draws share cells, so that interval is narrower
@@ -34,53 +35,50 @@ from hematovision import load_model
 from hematovision.adapt import (
     DEFAULT_L2,
     MIN_CELLS_FOR_CALIBRATION,
-    cross_validate,
     deploy_features,
     extend_ood,
     extract,
-    fit_head,
+    fit_lab_head,
     refit_calibration,
     scan_cells,
     softmax,
-    view_samples,
 )
 from hematovision.images import load_image
 from training.metrics import wilson
 
 
-def adapted_flags(feats, y, train, theta, theta0, clf, l2: float) -> np.ndarray:
+def adapted_flags(feats, y, train, fit, clf) -> np.ndarray:
     """The adapted model's 'uncertain' flag on every cell, as ``adapt`` would calibrate it from the ``train`` cells."""
     xd = deploy_features(feats, clf.spec.tta)
     if train.sum() >= MIN_CELLS_FOR_CALIBRATION:
-        oof, _ = cross_validate(feats[train], y[train], theta0, l2, clf.spec.tta)
-        t, thr = refit_calibration(oof, y[train])
+        t, thr = refit_calibration(fit.oof, y[train])  # the out-of-fold logits of the chosen l2, as adapt uses them
     else:
         t, thr = clf.spec.temperature, clf.spec.uncertain_threshold
-    flagged = softmax((xd @ theta) / t).max(axis=1) < thr
+    flagged = softmax((xd @ fit.theta) / t).max(axis=1) < thr
     if clf.ood is not None:
         ood, _ = extend_ood(clf.ood, feats[train])
         flagged |= ood.score(xd[:, :-1].astype(np.float32)) > ood.threshold
     return flagged
 
 
-def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float, seed: int) -> dict:
+def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | None, seed: int) -> dict:
     counts = {int(c): int((y == c).sum()) for c in np.unique(y)}
     classes = [c for c, n in counts.items() if n > k]
     keep = np.isin(y, classes)
     rng = np.random.default_rng(seed)
     xd = deploy_features(feats, clf.spec.tta)
-    acc, src_acc, flag_share = [], [], []
+    acc, src_acc, flag_share, chosen = [], [], [], []
     pooled = {"hits": 0, "src_hits": 0, "total": 0, "flagged": 0, "unflagged_hits": 0, "confidently_wrong": 0}
     for _ in range(draws):
         train = np.zeros(len(y), bool)
         for c in classes:
             train[rng.choice(np.flatnonzero(y == c), k, replace=False)] = True
         test = keep & ~train
-        theta = fit_head(*view_samples(feats[train], y[train]), theta0, l2)
-        ok = (xd[test] @ theta).argmax(axis=1) == y[test]
+        fit = fit_lab_head(feats[train], y[train], theta0, clf.spec.tta, l2=l2)  # exactly what adapt fits
+        ok = (xd[test] @ fit.theta).argmax(axis=1) == y[test]
         src_ok = src_logits[test].argmax(axis=1) == y[test]
-        flagged = adapted_flags(feats, y, train, theta, theta0, clf, l2)[test]
-        acc.append(ok.mean()), src_acc.append(src_ok.mean()), flag_share.append(flagged.mean())
+        flagged = adapted_flags(feats, y, train, fit, clf)[test]
+        acc.append(ok.mean()), src_acc.append(src_ok.mean()), flag_share.append(flagged.mean()), chosen.append(fit.l2)
         for key, n in (("hits", ok.sum()), ("src_hits", src_ok.sum()), ("total", test.sum()), ("flagged", flagged.sum()),
                        ("unflagged_hits", (ok & ~flagged).sum()), ("confidently_wrong", (~ok & ~flagged).sum())):
             pooled[key] += int(n)
@@ -90,7 +88,8 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float, s
                         "flagged_uncertain": {"mean": float(np.mean(flag_share)), "std": float(np.std(flag_share))},
                         "accuracy_not_flagged": (pooled["unflagged_hits"] / unflagged) if unflagged else None,
                         "accuracy_not_flagged_wilson95": wilson(pooled["unflagged_hits"], unflagged) if unflagged else None,
-                        "confidently_wrong_share": pooled["confidently_wrong"] / max(total, 1)},
+                        "confidently_wrong_share": pooled["confidently_wrong"] / max(total, 1),
+                        "l2_chosen": {f"{v:g}": chosen.count(v) for v in sorted(set(chosen))}},
             "source": {"mean": float(np.mean(src_acc)), "std": float(np.std(src_acc)), "wilson95_pooled": wilson(pooled["src_hits"], total)},
             "classes_left_out": [c for c, n in counts.items() if n <= k]}
 
@@ -101,7 +100,7 @@ def main(argv=None) -> int:
     ap.add_argument("--cells", type=Path, required=True)
     ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--draws", type=int, default=20)
-    ap.add_argument("--l2", type=float, default=DEFAULT_L2)
+    ap.add_argument("--l2", type=float, default=DEFAULT_L2, help="fixed l2 (default: chosen per draw by cross-validation, as adapt does)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)

@@ -38,7 +38,9 @@ def add_parser(sub) -> None:
     p.add_argument("--session", type=session_choice("all"), default="all", help="with --db: session id or 'all' (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="folder for the adapted model's files")
     p.add_argument("--name", default=None, help="adapted model name (default: <model>-lab)")
-    p.add_argument("--l2", type=float, default=DEFAULT_L2, help="strength of the pull towards the source head (default: %(default)s)")
+    p.add_argument("--l2", type=float, default=DEFAULT_L2,
+                   help="strength of the pull towards the source head, fixed (default: chosen per lab by cross-validation on "
+                        "its cells from hematovision.adapt.L2_GRID)")
     p.set_defaults(run=run)
 
 
@@ -62,7 +64,7 @@ def run(args) -> int:
     return 0
 
 
-def adapt_from_db(model: str, db_path: Path, out: Path, *, name: str | None, l2: float, session_ids: list[int] | None) -> Path:
+def adapt_from_db(model: str, db_path: Path, out: Path, *, name: str | None, l2: float | None, session_ids: list[int] | None) -> Path:
     """Export the verified crops to a temporary DIR/<label>/ folder, adapt on it, record where the cells came from."""
     from ..adapt import NoCellsError, adapt
     from ..registry import resolve
