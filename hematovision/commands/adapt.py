@@ -40,7 +40,7 @@ def add_parser(sub) -> None:
     p.add_argument("--name", default=None, help="adapted model name (default: <model>-lab)")
     p.add_argument("--l2", type=float, default=DEFAULT_L2,
                    help="strength of the pull towards the source head, fixed (default: chosen per lab by cross-validation on "
-                        "its cells from hematovision.adapt.L2_GRID)")
+                        "its cells, from the grid in hematovision/adapt.py)")
     p.set_defaults(run=run)
 
 
