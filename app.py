@@ -45,6 +45,7 @@ from hematovision.web.imaging import ANALYSIS_SIDE, analysis_shape, downscale, d
 from hematovision.web.models import CACHE_BYTES, PREDICTIONS, STORE, Analysis, ResultCache  # noqa: F401
 from hematovision.web.morphology_tab import measure
 from hematovision.web.paths import OUTPUT_DIR, UPLOAD_DIR  # noqa: F401
+from hematovision.web.queue import MAX_QUEUE, queue_concurrency
 from hematovision.web.review_db import set_configured_db
 from hematovision.web.style import CSS, KEYBOARD_JS, NOTICE, THEME
 from hematovision.web.view3d_tab import cell_mesh, zstack_mesh  # noqa: F401
@@ -126,7 +127,7 @@ with Blocks(title="HematoVision - blood-cell classification", delete_cache=(3600
     review_tab.wire_batch(batch_ui.review, tabs)
     demo.load(page_loaded, None, [*model_radios(), review_ui.open_server], api_visibility="private", queue=False)
 
-demo.queue(default_concurrency_limit=2, max_size=64)
+demo.queue(default_concurrency_limit=queue_concurrency(), max_size=MAX_QUEUE)  # measured: hematovision/web/queue.py
 
 
 def launch(**options):

@@ -32,9 +32,9 @@ class StationReport:
     reason: str = ""
 
 
-def run(*, model: str | None, images: Path | None, frames: int = 200, timeout_s: float = 300.0) -> StationReport:
+def run(*, model: str | None, images: Path | None, frames: int = 200, timeout_s: float = 300.0, threads: int = 1) -> StationReport:
     script = ROOT / "bench" / "station_bench.py"
-    args = ["-m", "bench.station_bench", "--frames", str(frames)]
+    args = ["-m", "bench.station_bench", "--frames", str(frames), "--threads", str(threads)]
     if model:
         args += ["--model", model]
     if images is not None and images.is_dir():
