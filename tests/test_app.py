@@ -59,7 +59,9 @@ def test_every_endpoint_is_named_in_the_api(client):
 
 def test_limits_are_set(app, url):
     assert app.demo.max_file_size == 50 * 1024 * 1024
-    assert app.demo._queue.default_concurrency_limit == 2
+    from hematovision.web.queue import QUEUE_CONCURRENCY
+
+    assert app.demo._queue.default_concurrency_limit == QUEUE_CONCURRENCY == 1  # measured: bench/results/concurrency.md
     assert app.demo._queue.max_size == 64
 
 
