@@ -94,6 +94,7 @@ def cam_section(report: dict, baseline: dict | None = None) -> list[str]:
         return (f"{100 * r['mean_cam_mass_inside_cell']:.1f} % of the CAM's mass inside the segmented white cell "
                 f"(median {100 * r['median']:.1f} %; a uniform map would score {100 * r['uniform_map_chance']:.1f} %; "
                 f"n = {r['n']}, {r['skipped_no_cell']} images without a segmented cell skipped"
+                + (f", {r['all_zero_maps']} with an all-zero map left out" if r.get("all_zero_maps") else "")
                 + (f"; the best a {r['feature_grid'][0]}x{r['feature_grid'][1]} feature map can score: "
                    f"{100 * r['best_possible_at_this_grid']:.1f} %" if r.get("best_possible_at_this_grid") else "") + ")")
     lines = ["## Does the heatmap point at the cell?", "", f"- This model on PBC {report['split']}: {text(report)}."]

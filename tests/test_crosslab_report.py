@@ -103,3 +103,21 @@ def test_the_cam_ceiling_rises_with_the_feature_grid(grid, low, high):
     yy, xx = np.mgrid[:128, :128]
     mask = (yy - 63.5) ** 2 + (xx - 63.5) ** 2 <= 23 ** 2
     assert low <= best_map_share(mask, grid) <= high
+
+
+def test_localisation_counts_all_zero_maps_apart(monkeypatch):
+    """An image whose CAM is all zero has no mass to place: left out of the mean, and counted, not lost."""
+    from types import SimpleNamespace
+
+    from training import cam_localisation
+
+    mask = np.zeros((8, 8), bool)
+    mask[2:6, 2:6] = True
+    cams = iter([np.pad(np.ones((4, 4)), 2), np.zeros((8, 8)), np.ones((8, 8))])
+    monkeypatch.setattr(cam_localisation, "load_image", lambda path: np.zeros((8, 8, 3), np.uint8))
+    monkeypatch.setattr(cam_localisation, "central_cell_mask", lambda rgb: mask)
+    clf = SimpleNamespace(spec=SimpleNamespace(raw={"outputs": {"features": {"shape": [1, 2, 2, 8]}}}),
+                          predict=lambda rgb, cam: SimpleNamespace(cam=next(cams)))
+    r = cam_localisation.localisation(clf, ["a", "b", "c"])
+    assert (r["n"], r["skipped_no_cell"], r["all_zero_maps"]) == (2, 0, 1)
+    assert r["mean_cam_mass_inside_cell"] == pytest.approx((1.0 + 0.25) / 2)

@@ -68,7 +68,8 @@ def localisation(clf, paths, *, limit: int | None = None) -> dict:
         chance.append(float(mask.mean()))
         ceiling.append(best_map_share(mask, grid))
     s = np.array([v for v in shares if np.isfinite(v)])
-    return {"n": int(len(s)), "skipped_no_cell": skipped,
+    # An all-zero map (every class-weighted feature negative before the ReLU) has no mass to place: counted apart.
+    return {"n": int(len(s)), "skipped_no_cell": skipped, "all_zero_maps": int(len(shares) - len(s)),
             "mean_cam_mass_inside_cell": float(s.mean()) if len(s) else None,
             "median": float(np.median(s)) if len(s) else None,
             "share_of_images_above_0.5": float(np.mean(s > 0.5)) if len(s) else None,
