@@ -1,7 +1,7 @@
 """How many labelled cells does a lab need? Few-shot head adaptation, measured.
 
-    python -m training.fewshot --model wbc --cells ../shared/data/otherlabs/zheng1 --k 5 10 20 --draws 20 \
-        --out reports/fewshot_zheng1.json
+    python -m training.fewshot --model wbc --cells ../shared/data/otherlabs/zheng1 ../shared/data/otherlabs/zheng2 \
+        --k 5 10 20 --draws 20 --out 'reports/fewshot_{name}.json'    # one report per lab
 
 For each k and each of ``--draws`` random draws: k cells per class are drawn as
 the lab's labelled cells, the head is refitted exactly as
@@ -94,22 +94,29 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
             "classes_left_out": [c for c, n in counts.items() if n <= k]}
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", default="wbc")
-    ap.add_argument("--cells", type=Path, required=True)
-    ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
-    ap.add_argument("--draws", type=int, default=20)
-    ap.add_argument("--l2", type=float, default=DEFAULT_L2, help="fixed l2 (default: chosen per draw by cross-validation, as adapt does)")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, required=True)
-    args = ap.parse_args(argv)
-    cells = args.cells / "images" if (args.cells / "images").is_dir() else args.cells
-    clf = load_model(args.model)
+class FewshotUsageError(ValueError):
+    """Several --cells folders need an --out that names each report ({name})."""
+
+
+def out_paths(cells: list[Path], out: str) -> list[Path]:
+    """One report path per cells folder: ``out`` itself for one folder; with several, ``out`` must hold ``{name}``
+    (replaced by each folder's name: ``--out reports/fewshot_{name}.json``)."""
+    if len(cells) > 1 and "{name}" not in out:
+        raise FewshotUsageError(f"--out {out}: with {len(cells)} --cells folders, put {{name}} in --out "
+                                "(e.g. reports/fewshot_{name}.json) so that each folder gets its own report.")
+    names = [c.name for c in cells]
+    if len(set(names)) < len(names):
+        raise FewshotUsageError(f"--cells folders share a name ({', '.join(names)}); {{name}} would not tell them apart.")
+    return [Path(out.replace("{name}", c.name)) for c in cells]
+
+
+def run_one(clf, cells_dir: Path, args, command: str) -> dict:
+    """The protocol on one lab's cells: every k, ``args.draws`` draws each."""
+    cells = cells_dir / "images" if (cells_dir / "images").is_dir() else cells_dir
     groups = scan_cells(cells, clf.labels)
     names = [lb for lb, files in groups.items() for _ in files]
     images = [load_image(p) for files in groups.values() for p in files]
-    print(f"{len(images)} cells; extracting features (8 dihedral views each)...", file=sys.stderr)
+    print(f"{cells}: {len(images)} cells; extracting features (8 dihedral views each)...", file=sys.stderr)
     feats, src_logits = extract(clf, images)
     y = np.array([clf.labels.index(n) for n in names])
     theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
@@ -121,13 +128,31 @@ def main(argv=None) -> int:
         print(f"k={k}: adapted {r['adapted']['mean']:.3f} +- {r['adapted']['std']:.3f} "
               f"(flagged {r['adapted']['flagged_uncertain']['mean']:.3f}, not flagged {r['adapted']['accuracy_not_flagged']}), "
               f"source {r['source']['mean']:.3f} +- {r['source']['std']:.3f} ({r['classes']} classes)", file=sys.stderr)
-    report = {"model": clf.name, "model_sha256": clf.spec.sha256, "cells": str(cells),
-              "count_per_class": {lb: names.count(lb) for lb in dict.fromkeys(names)}, "draws": args.draws, "l2": args.l2,
-              "seed": args.seed, "command": "python -m training.fewshot " + " ".join(sys.argv[1:] if argv is None else argv),
-              "results": results}
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    print(args.out)
+    return {"model": clf.name, "model_sha256": clf.spec.sha256, "cells": str(cells),
+            "count_per_class": {lb: names.count(lb) for lb in dict.fromkeys(names)}, "draws": args.draws, "l2": args.l2,
+            "seed": args.seed, "command": command, "results": results}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="wbc")
+    ap.add_argument("--cells", type=Path, nargs="+", required=True, help="one or more labs' cells (one report each)")
+    ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--draws", type=int, default=20)
+    ap.add_argument("--l2", type=float, default=DEFAULT_L2, help="fixed l2 (default: chosen per draw by cross-validation, as adapt does)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
+    args = ap.parse_args(argv)
+    try:
+        outs = out_paths(args.cells, args.out)
+    except FewshotUsageError as exc:
+        ap.error(str(exc))
+    clf = load_model(args.model)
+    command = "python -m training.fewshot " + " ".join(sys.argv[1:] if argv is None else argv)
+    for cells_dir, out in zip(args.cells, outs):
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(run_one(clf, cells_dir, args, command), indent=2) + "\n", encoding="utf-8")
+        print(out)
     return 0
 
 

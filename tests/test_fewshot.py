@@ -1,0 +1,40 @@
+"""The few-shot protocol (``python -m training.fewshot``): one command, one report per lab, fitted as adapt fits."""
+
+import json
+
+import pytest
+
+from tests.conftest import copy_model
+from tests.test_adapt import LABELS, write_cells
+
+
+@pytest.fixture
+def tiny(tiny_models, tmp_path):
+    return copy_model(tiny_models["tiny-float32"], tmp_path / "src")
+
+
+def test_one_command_writes_a_report_per_lab(tiny, tmp_path):
+    from training.fewshot import main
+
+    shifted = write_cells(tmp_path / "labs" / "shifted", {lb: 8 for lb in LABELS}, shift=True)
+    same = write_cells(tmp_path / "labs" / "same", {lb: 8 for lb in LABELS}, shift=False, seed=1)
+    out = tmp_path / "reports" / "fewshot_{name}.json"
+    assert main(["--model", str(tiny), "--cells", str(shifted), str(same), "--k", "3", "--draws", "3", "--out", str(out)]) == 0
+    reports = {name: json.loads((tmp_path / "reports" / f"fewshot_{name}.json").read_text()) for name in ("shifted", "same")}
+    for report in reports.values():
+        (r,) = report["results"]
+        assert r["k"] == 3 and r["classes"] == 3 and r["test_cells_per_draw"] == 15
+        assert sum(r["adapted"]["l2_chosen"].values()) == 3 and "--cells" in report["command"]
+    shifted_r = reports["shifted"]["results"][0]
+    # The colour-shifted lab: the source model is wrong, the head refitted on 3 cells per class is right.
+    assert shifted_r["source"]["mean"] < 0.5 and shifted_r["adapted"]["mean"] >= 0.9
+
+
+@pytest.mark.parametrize("cells, out, reason", [(["a/x", "b/y"], "r.json", "put {name} in --out"),
+                                                (["a/x", "b/x"], "r_{name}.json", "share a name")])
+def test_several_labs_need_distinct_report_paths(tmp_path, capsys, cells, out, reason):
+    from training.fewshot import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--cells", *[str(tmp_path / c) for c in cells], "--out", str(tmp_path / out)])
+    assert exc.value.code == 2 and reason in capsys.readouterr().err
