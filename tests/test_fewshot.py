@@ -25,6 +25,9 @@ def test_one_command_writes_a_report_per_lab(tiny, tmp_path):
         (r,) = report["results"]
         assert r["k"] == 3 and r["classes"] == 3 and r["test_cells_per_draw"] == 15
         assert sum(r["adapted"]["l2_chosen"].values()) == 3 and "--cells" in report["command"]
+        matrix = r["confusion_pooled"]["rows_true_columns_predicted"]
+        assert r["confusion_pooled"]["labels"] == list(LABELS) and sum(map(sum, matrix)) == 3 * 15
+        assert sum(matrix[i][i] for i in range(3)) / 45 == pytest.approx(r["adapted"]["mean"])
     shifted_r = reports["shifted"]["results"][0]
     # The colour-shifted lab: the source model is wrong, the head refitted on 3 cells per class is right.
     assert shifted_r["source"]["mean"] < 0.5 and shifted_r["adapted"]["mean"] >= 0.9

@@ -69,13 +69,16 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
     xd = deploy_features(feats, clf.spec.tta)
     acc, src_acc, flag_share, chosen = [], [], [], []
     pooled = {"hits": 0, "src_hits": 0, "total": 0, "flagged": 0, "unflagged_hits": 0, "confidently_wrong": 0}
+    confusion = np.zeros((len(clf.labels),) * 2, int)  # adapted model, pooled over draws: rows true, columns predicted
     for _ in range(draws):
         train = np.zeros(len(y), bool)
         for c in classes:
             train[rng.choice(np.flatnonzero(y == c), k, replace=False)] = True
         test = keep & ~train
         fit = fit_lab_head(feats[train], y[train], theta0, clf.spec.tta, l2=l2)  # exactly what adapt fits
-        ok = (xd[test] @ fit.theta).argmax(axis=1) == y[test]
+        pred = (xd[test] @ fit.theta).argmax(axis=1)
+        ok = pred == y[test]
+        np.add.at(confusion, (y[test], pred), 1)
         src_ok = src_logits[test].argmax(axis=1) == y[test]
         flagged = adapted_flags(feats, y, train, fit, clf)[test]
         acc.append(ok.mean()), src_acc.append(src_ok.mean()), flag_share.append(flagged.mean()), chosen.append(fit.l2)
@@ -91,6 +94,7 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
                         "confidently_wrong_share": pooled["confidently_wrong"] / max(total, 1),
                         "l2_chosen": {f"{v:g}": chosen.count(v) for v in sorted(set(chosen))}},
             "source": {"mean": float(np.mean(src_acc)), "std": float(np.std(src_acc)), "wilson95_pooled": wilson(pooled["src_hits"], total)},
+            "confusion_pooled": {"labels": list(clf.labels), "rows_true_columns_predicted": confusion.tolist()},
             "classes_left_out": [c for c, n in counts.items() if n <= k]}
 
 
