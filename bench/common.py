@@ -75,6 +75,16 @@ class Idleness:
     training_running: bool
 
 
+def interleaved_medians(make: Callable, configs: list, repeats: int, *, key: Callable) -> list[tuple[object, list]]:
+    """Each config run ``repeats`` times, the configs interleaved (drift hits all alike); per config, in order,
+    (the run with the median ``key``, every run)."""
+    done: list[list] = [[] for _ in configs]
+    for _ in range(repeats):
+        for runs, config in zip(done, configs):
+            runs.append(make(config))
+    return [(sorted(runs, key=key)[len(runs) // 2], runs) for runs in done]
+
+
 def idleness(sample_s: float = 1.0, *, busy_percent: float = 15.0) -> Idleness:
     """Sample every other process's CPU use for ``sample_s`` seconds; busy ones make the machine not idle."""
     import psutil

@@ -18,15 +18,15 @@ import os
 import sys
 from pathlib import Path
 
-from .common import default_data_dir, idleness, machine, model_facts, split_or_examples
+from .common import default_data_dir, idleness, interleaved_medians, machine, model_facts, split_or_examples
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _median_run(runs: list[dict], key: str) -> dict:
-    """The run with the median ``key`` of a configuration's repeats, with every repeat's value beside it."""
-    ordered = sorted(runs, key=lambda r: r[key] or 0.0)
-    return {**ordered[len(ordered) // 2], f"{key}_runs": [r[key] for r in runs]}
+def _medians(make, configs: list, repeats: int, key: str) -> list[dict]:
+    """Each config ``repeats`` times, interleaved; the run with the median ``key``, with every repeat's value beside it."""
+    return [{**median, f"{key}_runs": [r[key] for r in runs]}
+            for median, runs in interleaved_medians(make, configs, repeats, key=lambda r: r[key] or 0.0)]
 
 
 def _app_once(images: list[Path], limit: int, *, clients: int, requests: int) -> dict:
@@ -40,25 +40,23 @@ def _app_once(images: list[Path], limit: int, *, clients: int, requests: int) ->
 
 
 def app_rows(images: list[Path], limits: tuple[int, ...], *, clients: int, requests: int, repeats: int) -> list[dict]:
-    """Each limit ``repeats`` times, the limits interleaved (drift hits all alike); the median-throughput run of each."""
-    runs: dict[int, list[dict]] = {limit: [] for limit in limits}
-    for _ in range(repeats):
-        for limit in limits:
-            runs[limit].append(_app_once(images, limit, clients=clients, requests=requests))
-    return [_median_run(r, "requests_per_s") for r in runs.values()]
+    """Each limit ``repeats`` times, the limits interleaved; the median-throughput run of each."""
+    return _medians(lambda limit: _app_once(images, limit, clients=clients, requests=requests), list(limits), repeats,
+                    "requests_per_s")
+
+
+def _station_once(bccd: Path, threads: int, *, frames: int) -> dict:
+    from . import station_fields
+
+    rep = station_fields.run(model=None, images=bccd, frames=frames, threads=threads)
+    print(f"station, {threads} thread(s): {rep.fields_per_s} fields/s", file=sys.stderr)
+    return {"threads": threads, "fields_per_s": rep.fields_per_s, "cells_per_s": rep.cells_per_s, "ok": rep.available,
+            "reason": rep.reason}
 
 
 def station_rows(bccd: Path, threads: tuple[int, ...], *, frames: int, repeats: int) -> list[dict]:
-    from . import station_fields
-
-    runs: dict[int, list[dict]] = {t: [] for t in threads}
-    for _ in range(repeats):
-        for t in threads:
-            rep = station_fields.run(model=None, images=bccd, frames=frames, threads=t)
-            runs[t].append({"threads": t, "fields_per_s": rep.fields_per_s, "cells_per_s": rep.cells_per_s,
-                            "ok": rep.available, "reason": rep.reason})
-            print(f"station, {t} thread(s): {rep.fields_per_s} fields/s", file=sys.stderr)
-    return [_median_run(r, "fields_per_s") for r in runs.values()]
+    """Each thread count ``repeats`` times, interleaved; the median-throughput run of each."""
+    return _medians(lambda t: _station_once(bccd, t, frames=frames), list(threads), repeats, "fields_per_s")
 
 
 def best_limit(rows: list[dict]) -> int | None:

@@ -25,7 +25,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .common import default_data_dir, idleness, machine, model_facts, split_or_examples
+from .common import default_data_dir, idleness, interleaved_medians, machine, model_facts, split_or_examples
 from .throughput import CliRun, run_cli
 
 
@@ -84,12 +84,8 @@ def _shown(model: str) -> str:
 
 
 def _median_runs(make, configs: list, repeats: int) -> list[ScalingRun]:
-    """Each config run ``repeats`` times, the configs interleaved (drift hits all alike); the median-wall run of each."""
-    done: dict[int, list[ScalingRun]] = {i: [] for i in range(len(configs))}
-    for _ in range(repeats):
-        for i, config in enumerate(configs):
-            done[i].append(make(config))
-    return [sorted(runs, key=lambda r: r.run.wall_s)[len(runs) // 2] for runs in done.values()]
+    """Each config run ``repeats`` times, interleaved; the median-wall run of each."""
+    return [median for median, _ in interleaved_medians(make, configs, repeats, key=lambda r: r.run.wall_s)]
 
 
 def run(model: str, sources: list[Path], *, n: int = 1000, workers: tuple[int, ...] = (1, 2),

@@ -265,3 +265,12 @@ def test_the_app_section_runs_for_the_models_the_app_serves(shipped_wbc, tmp_pat
     monkeypatch.setenv("HEMATOVISION_MODELS", str(tmp_path))
     skipped = _app(SimpleNamespace(), "not-served", [])
     assert isinstance(skipped, str) and "my-lab-cells" in skipped and "'not-served'" in skipped
+
+
+def test_interleaved_medians_runs_configs_in_turn_and_keeps_the_median():
+    from bench.common import interleaved_medians
+
+    calls, values = [], iter([5, 1, 9, 3, 7, 2])
+    result = interleaved_medians(lambda c: (calls.append(c), (c, next(values)))[1], ["a", "b"], 3, key=lambda r: r[1])
+    assert calls == ["a", "b", "a", "b", "a", "b"]  # interleaved, not one config after the other
+    assert result == [(("a", 7), [("a", 5), ("a", 9), ("a", 7)]), (("b", 2), [("b", 1), ("b", 3), ("b", 2)])]
