@@ -26,6 +26,10 @@ subspace is extended by the principal directions of the lab features' residual,
 so the lab's own cells are not flagged; its threshold is kept. The adapted JSON
 sets ``"head": {"source": "head_file"}``: the classifier then computes
 logits = GAP(features) @ W + b from the head npz, consistent with CAM.
+The same out-of-fold predictions check the lab's labels: cells they assign to
+another class are listed in the JSON and the log for a specialist to look at
+again (hematovision/label_check.py); nothing is relabelled automatically.
+Calibration and the OOD extension live in hematovision/lab_calibration.py.
 """
 
 from __future__ import annotations
@@ -39,11 +43,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import tta
+from . import label_check, tta
 from .classifier import Classifier, load_model
 from .errors import HematoVisionError, ModelFormatError
 from .images import IMAGE_SUFFIXES, load_image
-from .ood import OODModel
+from .lab_calibration import extend_ood, refit_calibration, softmax
 from .preprocessing import prepare
 from .registry import sha256_file
 
@@ -142,11 +146,6 @@ def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.n
     return np.asarray(feats, np.float64), np.asarray(logits, np.float64)
 
 
-def softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))  # shift for numerical stability
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, l2: float, iters: int = 300) -> np.ndarray:
     """Minimise the weighted, regularised cross-entropy of the module docstring; x already has the 1 column.
 
@@ -235,41 +234,6 @@ def fit_lab_head(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, spec_tta:
     return HeadFit(theta, oof, k, float(chosen), {float(v): r[0] for v, r in scored.items()})
 
 
-def fit_temperature(logits: np.ndarray, y: np.ndarray) -> float:
-    """T minimising the NLL of softmax(z / T), by a log-spaced grid search."""
-    grid = np.geomspace(0.05, 20.0, 400)
-    nll = [-np.log(softmax(logits / t)[np.arange(len(y)), y] + 1e-12).mean() for t in grid]
-    return float(grid[int(np.argmin(nll))])
-
-
-def uncertain_threshold(p: np.ndarray, y: np.ndarray, target: float = 0.995, floor: float = 0.5) -> float:
-    """Lowest confidence t at which predictions with confidence >= t are >= target correct (floor 0.5; 1.0 if none)."""
-    conf, correct = p.max(axis=1), p.argmax(axis=1) == y
-    for t in np.sort(conf):
-        if correct[conf >= t].mean() >= target:
-            return float(max(t, floor))
-    return 1.0  # never reached target: everything is uncertain
-
-
-def refit_calibration(oof: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(temperature, uncertain threshold) refitted on a lab's out-of-fold logits, as the adapted JSON stores them."""
-    t = fit_temperature(oof, y)
-    return t, uncertain_threshold(softmax(oof / t), y)
-
-
-def extend_ood(ood: OODModel, feats: np.ndarray, energy: float = 0.9, max_new: int = 16) -> tuple[OODModel, int]:
-    """Add the top principal directions of the lab features' residual outside the source subspace."""
-    f = feats.reshape(-1, feats.shape[-1]).astype(np.float32) - ood.mean
-    r = f - (f @ ood.components) @ ood.components.T  # part the source subspace does not explain
-    _, s, vt = np.linalg.svd(r, full_matrices=False)
-    share = np.cumsum(s ** 2) / max(float((s ** 2).sum()), 1e-12)
-    n_new = int(min(max_new, np.searchsorted(share, energy) + 1, len(feats) - 1))
-    if n_new < 1:
-        return ood, 0
-    q, _ = np.linalg.qr(np.concatenate([ood.components, vt[:n_new].T], axis=1))  # re-orthonormalise
-    return OODModel(ood.mean, q.astype(np.float32), ood.threshold), n_new
-
-
 def _accuracy(logits: np.ndarray, y: np.ndarray, labels: tuple[str, ...]) -> dict:
     pred = logits.argmax(axis=1)
     per = {labels[c]: float((pred[y == c] == c).mean()) for c in np.unique(y)}
@@ -322,8 +286,12 @@ def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, aft
     morph = (data.get("morphology") or {}).get("reference_file")
     if morph and (spec.json_path.parent / morph).exists() and not (out / morph).exists():
         shutil.copyfile(spec.json_path.parent / morph, out / morph)
+    calibration = _calibration(spec, fit.oof, y, log)
     data.update(name=name, file=tflite.name, head={"source": "head_file", "meaning": "logits = GAP(features) @ weights + bias "
-                "from cam.head_file (the .tflite logits output is not used)"}, calibration=_calibration(spec, fit.oof, y, log))
+                "from cam.head_file (the .tflite logits output is not used)"}, calibration=calibration)
+    check = label_check.label_disagreements(fit.oof, y, [f"{p.parent.name}/{p.name}" for p in paths], spec.labels,
+                                            temperature=calibration.get("temperature", 1.0))
+    log(label_check.summary(check, len(y)))
     data["cam"] = {**data.get("cam", {}), "head_file": head.name, "head_sha256": sha256_file(head)}
     if clf.ood is not None:
         ood, n_new = extend_ood(clf.ood, feats)
@@ -344,6 +312,7 @@ def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, aft
                   "unlabelled_classes_keep_source_behaviour": [lb for i, lb in enumerate(spec.labels) if not (y == i).any()],
                   "image_sha256": [sha256_file(p) for p in paths]},
         "cross_validation": {"folds": fit.folds, "unit": "cell (all views of a cell in one fold)", "before": before, "after": after},
+        "label_check": {"rule": label_check.RULE, "cells": [r.to_json() for r in check]},
     }
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {out / f'{name}.json'}")

@@ -32,17 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from hematovision import load_model
-from hematovision.adapt import (
-    DEFAULT_L2,
-    MIN_CELLS_FOR_CALIBRATION,
-    deploy_features,
-    extend_ood,
-    extract,
-    fit_lab_head,
-    refit_calibration,
-    scan_cells,
-    softmax,
-)
+from hematovision.adapt import DEFAULT_L2, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells
+from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
 from hematovision.images import load_image
 from training.metrics import wilson
 
