@@ -82,3 +82,17 @@ def test_quiet_log_is_accepted(tiny_models, tmp_path):
     tiny = copy_model(tiny_models["tiny-float32"], tmp_path / "src")
     cells = write_cells(tmp_path / "cells", {lb: 3 for lb in LABELS}, shift=False)
     assert adapt(tiny, cells, tmp_path / "out", log=quiet).exists()
+
+
+def test_review_tab_summary_asks_to_check_the_disagreeing_cells():
+    from hematovision.web.review_actions import adaptation_summary
+
+    cv = {"folds": 3, "before": {"accuracy": 0.5, "balanced_accuracy": 0.5}, "after": {"accuracy": 0.9, "balanced_accuracy": 0.9}}
+    data = {"adaptation": {"cross_validation": cv, "cells": {"count_per_class": {"red": 3, "blue": 3}},
+                           "label_check": {"cells": [{"file": "red/cell-0000042.png", "label": "red", "predicted": "blue",
+                                                      "p_label": 0.12, "p_predicted": 0.8}]}}}
+    text = adaptation_summary("tiny-lab", data)
+    assert "**Check these labels** (1 verified cell(s)" in text
+    assert "cell-0000042: verified as red, cross-validation says blue (p 0.12 for red)" in text
+    data["adaptation"]["label_check"]["cells"] = []
+    assert "Check these labels" not in adaptation_summary("tiny-lab", data)

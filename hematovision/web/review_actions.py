@@ -142,4 +142,15 @@ def adaptation_summary(name, data) -> str:
              "Compare before switching: a few cells give a noisy estimate. Research use only."]
     if left_out:
         lines += ["", "Left out: " + "; ".join(left_out)]
-    return "\n".join(lines)
+    return "\n".join(lines + label_check_lines(adaptation.get("label_check", {}).get("cells", [])))
+
+
+def label_check_lines(cells, show: int = 10) -> list[str]:
+    """The verified cells the cross-validation assigns to another class: look at them again before trusting the model."""
+    if not cells:
+        return []
+    lines = ["", f"**Check these labels** ({len(cells)} verified cell(s) that a head fitted without them puts in another "
+             "class; mislabelled, or not yet separable on this microscope):"]
+    lines += [f"- {Path(c['file']).stem}: verified as {c['label']}, cross-validation says {c['predicted']} "
+              f"(p {c['p_label']:.2f} for {c['label']})" for c in cells[:show]]
+    return lines + ([f"- ... and {len(cells) - show} more (adaptation.label_check in the model's JSON)"] if len(cells) > show else [])
