@@ -96,3 +96,20 @@ def test_review_tab_summary_asks_to_check_the_disagreeing_cells():
     assert "cell-0000042: verified as red, cross-validation says blue (p 0.12 for red)" in text
     data["adaptation"]["label_check"]["cells"] = []
     assert "Check these labels" not in adaptation_summary("tiny-lab", data)
+
+
+def test_label_audit_reports_a_whole_set_with_a_contact_sheet(tiny_models, tmp_path):
+    """training.label_audit: one report per folder, the mislabelled cell first, a JPEG sheet beside it, tiny classes left out."""
+    from training.label_audit import main as audit_main
+
+    tiny = copy_model(tiny_models["tiny-float32"], tmp_path / "src")
+    cells = write_cells(tmp_path / "lab1" / "images", {"red": 8, "green": 8, "blue": 1}, shift=False)
+    wrong = disc_image("green", size=64, rng=np.random.default_rng(3))
+    cv2.imwrite(str(cells / "red" / "zz.png"), cv2.cvtColor(wrong, cv2.COLOR_RGB2BGR))
+    assert audit_main(["--model", str(tiny), "--cells", str(tmp_path / "lab1"), "--out", str(tmp_path / "r" / "{name}.json")]) == 0
+    report = json.loads((tmp_path / "r" / "lab1.json").read_text())
+    assert report["classes_left_out"] == {"blue": 1} and report["count_per_class"] == {"green": 8, "red": 9}
+    assert report["label_check"]["cells"][0]["file"] == "red/zz.png"
+    assert report["out_of_fold_accuracy"]["n"] == 17 and 0 < report["out_of_fold_accuracy"]["value"] < 1
+    sheet = cv2.imread(report["contact_sheet"])
+    assert report["contact_sheet"].endswith(".jpg") and sheet is not None and sheet.shape[1] == 6 * 160

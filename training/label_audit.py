@@ -12,7 +12,7 @@ and the out-of-fold predictions are compared with the labels
   head on these frozen features reaches on this lab with this many labels (the
   few-shot protocol, ``training.fewshot``, uses 5-20 per class);
 * the cells whose out-of-fold prediction names another class, as JSON and as a
-  PNG contact sheet beside it (``label > predicted`` on each tile), for a
+  JPEG contact sheet beside it (``label > predicted`` on each tile), for a
   specialist to say which are mislabelled and which the model gets wrong.
 
 Classes with fewer than 2 cells are left out (recorded). ``--cells`` may be an
@@ -41,7 +41,7 @@ TILE = 160
 
 
 def contact_sheet(root: Path, rows, path: Path, *, columns: int = 6) -> None:
-    """PNG of the listed cells, each captioned 'label > predicted'."""
+    """JPEG of the listed cells, each captioned 'label > predicted'."""
     tiles = []
     for r in rows:
         tile = cv2.resize(load_image(root / r.file), (TILE, TILE), interpolation=cv2.INTER_AREA)
@@ -50,7 +50,7 @@ def contact_sheet(root: Path, rows, path: Path, *, columns: int = 6) -> None:
         tiles.append(tile)
     tiles += [np.full((TILE, TILE, 3), 255, np.uint8)] * (-len(tiles) % columns)
     sheet = np.vstack([np.hstack(tiles[i:i + columns]) for i in range(0, len(tiles), columns)])
-    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 85])
 
 
 def audit(clf, cells_dir: Path, sheet: Path | None) -> dict:
@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default="wbc")
     ap.add_argument("--cells", type=Path, nargs="+", required=True, help="one or more labelled folders (one report each)")
     ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
-    ap.add_argument("--no-sheet", action="store_true", help="skip the PNG contact sheet (written beside the JSON)")
+    ap.add_argument("--no-sheet", action="store_true", help="skip the JPEG contact sheet (written beside the JSON)")
     args = ap.parse_args(argv)
     try:
         outs = out_paths(args.cells, args.out)
@@ -93,7 +93,7 @@ def main(argv=None) -> int:
     command = "python -m training.label_audit " + " ".join(sys.argv[1:] if argv is None else argv)
     for cells_dir, out in zip(args.cells, outs):
         out.parent.mkdir(parents=True, exist_ok=True)
-        report = audit(clf, cells_dir, None if args.no_sheet else out.with_suffix(".png"))
+        report = audit(clf, cells_dir, None if args.no_sheet else out.with_suffix(".jpg"))
         out.write_text(json.dumps({**report, "command": command}, indent=2) + "\n", encoding="utf-8")
         acc = report["out_of_fold_accuracy"]
         print(f"{out}: out-of-fold accuracy {acc['value']:.3f} {acc['ci95']}, {report['label_check']['n']} cells to check",
