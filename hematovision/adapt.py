@@ -234,6 +234,11 @@ def fit_lab_head(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, spec_tta:
     return HeadFit(theta, oof, k, float(chosen), {float(v): r[0] for v, r in scored.items()})
 
 
+def source_theta(clf: Classifier) -> np.ndarray:
+    """The shipped head as Theta_0 = [W; b] (D + 1, C), float64: where the lab's fit starts and what it is pulled towards."""
+    return np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
+
+
 def _accuracy(logits: np.ndarray, y: np.ndarray, labels: tuple[str, ...]) -> dict:
     pred = logits.argmax(axis=1)
     per = {labels[c]: float((pred[y == c] == c).mean()) for c in np.unique(y)}
@@ -255,7 +260,7 @@ def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name
     y = np.array([spec.labels.index(n) for n in names])
     log(f"{len(y)} cells: " + ", ".join(f"{k} {names.count(k)}" for k in dict.fromkeys(names)) + "; extracting features...")
     feats, src_logits = extract(clf, images)
-    theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
+    theta0 = source_theta(clf)
     fit = fit_lab_head(feats, y, theta0, spec.tta, l2=l2)
     before, after = _accuracy(src_logits, y, spec.labels), _accuracy(fit.oof, y, spec.labels)
     log(f"{fit.folds}-fold cross-validated accuracy on the lab's cells: before {before['accuracy']:.3f}, after "

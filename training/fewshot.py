@@ -32,7 +32,8 @@ from pathlib import Path
 import numpy as np
 
 from hematovision import load_model
-from hematovision.adapt import DEFAULT_L2, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells
+from hematovision.adapt import (DEFAULT_L2, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells,
+                                source_theta)
 from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
 from hematovision.images import load_image
 from training.metrics import wilson
@@ -114,7 +115,7 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
     print(f"{cells}: {len(images)} cells; extracting features (8 dihedral views each)...", file=sys.stderr)
     feats, src_logits = extract(clf, images)
     y = np.array([clf.labels.index(n) for n in names])
-    theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
+    theta0 = source_theta(clf)
     results = []
     for k in args.k:
         r = evaluate(feats, src_logits, y, theta0, clf, k, args.draws, args.l2, args.seed)

@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from hematovision import load_model
-from hematovision.adapt import MIN_CELLS_PER_CLASS, extract, fit_lab_head, scan_cells
+from hematovision.adapt import MIN_CELLS_PER_CLASS, extract, fit_lab_head, scan_cells, source_theta
 from hematovision.images import load_image
 from hematovision.lab_calibration import refit_calibration
 from hematovision.label_check import RULE, label_disagreements
@@ -62,7 +62,7 @@ def audit(clf, cells_dir: Path, sheet: Path | None) -> dict:
     y = np.array([clf.labels.index(lb) for lb, v in groups.items() for _ in v])
     print(f"{root}: {len(files)} cells; extracting features...", file=sys.stderr)
     feats, _ = extract(clf, [load_image(p) for p in files])
-    theta0 = np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
+    theta0 = source_theta(clf)
     fit = fit_lab_head(feats, y, theta0, clf.spec.tta)
     temperature, _ = refit_calibration(fit.oof, y)
     rows = label_disagreements(fit.oof, y, [f"{p.parent.name}/{p.name}" for p in files], clf.labels, temperature=temperature)
