@@ -38,11 +38,15 @@ MATURE_NORMAL = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil
 ALL_MALIGNANT = ("early_pre_b", "pre_b", "pro_b")
 
 
+def cells_root(folder: str | Path) -> Path:
+    """``folder/images`` where it exists (the otherlabs layout, beside labels.csv), else ``folder`` itself."""
+    root = Path(folder)
+    return root / "images" if (root / "images").is_dir() else root
+
+
 def labelled_cells(folder: str | Path) -> list[tuple[Path, str]]:
     """(image path, label) for every image under ``folder/<label>/`` (or ``folder/images/<label>/``)."""
-    root = Path(folder)
-    if (root / "images").is_dir():
-        root = root / "images"
+    root = cells_root(folder)
     if not root.is_dir():
         raise FileNotFoundError(f"{folder} is not a folder of <label>/<image> subfolders")
     cells = [(p, d.name) for d in sorted(root.iterdir()) if d.is_dir()

@@ -36,6 +36,7 @@ from hematovision.adapt import (DEFAULT_L2, MIN_CELLS_FOR_CALIBRATION, deploy_fe
                                 source_theta)
 from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
 from hematovision.images import load_image
+from training.crosslab import cells_root
 from training.metrics import wilson
 
 
@@ -53,6 +54,14 @@ def adapted_flags(feats, y, train, fit, clf) -> np.ndarray:
     return flagged
 
 
+def draw_labelled(y: np.ndarray, classes, k: int, rng: np.random.Generator) -> np.ndarray:
+    """One draw of a lab's labelled cells: k random cells of each of ``classes`` (a mask over ``y``)."""
+    train = np.zeros(len(y), bool)
+    for c in classes:
+        train[rng.choice(np.flatnonzero(y == c), k, replace=False)] = True
+    return train
+
+
 def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | None, seed: int) -> dict:
     counts = {int(c): int((y == c).sum()) for c in np.unique(y)}
     classes = [c for c, n in counts.items() if n > k]
@@ -63,9 +72,7 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
     pooled = {"hits": 0, "src_hits": 0, "total": 0, "flagged": 0, "unflagged_hits": 0, "confidently_wrong": 0}
     confusion = np.zeros((len(clf.labels),) * 2, int)  # adapted model, pooled over draws: rows true, columns predicted
     for _ in range(draws):
-        train = np.zeros(len(y), bool)
-        for c in classes:
-            train[rng.choice(np.flatnonzero(y == c), k, replace=False)] = True
+        train = draw_labelled(y, classes, k, rng)
         test = keep & ~train
         fit = fit_lab_head(feats[train], y[train], theta0, clf.spec.tta, l2=l2)  # exactly what adapt fits
         pred = (xd[test] @ fit.theta).argmax(axis=1)
@@ -106,9 +113,17 @@ def out_paths(cells: list[Path], out: str) -> list[Path]:
     return [Path(out.replace("{name}", c.name)) for c in cells]
 
 
+def report_paths(ap: argparse.ArgumentParser, cells: list[Path], out: str) -> list[Path]:
+    """``out_paths`` for a command's --cells and --out; a usage error ends the command with argparse's message."""
+    try:
+        return out_paths(cells, out)
+    except FewshotUsageError as exc:
+        ap.error(str(exc))
+
+
 def run_one(clf, cells_dir: Path, args, command: str) -> dict:
     """The protocol on one lab's cells: every k, ``args.draws`` draws each."""
-    cells = cells_dir / "images" if (cells_dir / "images").is_dir() else cells_dir
+    cells = cells_root(cells_dir)
     groups = scan_cells(cells, clf.labels)
     names = [lb for lb, files in groups.items() for _ in files]
     images = [load_image(p) for files in groups.values() for p in files]
@@ -139,10 +154,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
     args = ap.parse_args(argv)
-    try:
-        outs = out_paths(args.cells, args.out)
-    except FewshotUsageError as exc:
-        ap.error(str(exc))
+    outs = report_paths(ap, args.cells, args.out)
     clf = load_model(args.model)
     command = "python -m training.fewshot " + " ".join(sys.argv[1:] if argv is None else argv)
     for cells_dir, out in zip(args.cells, outs):

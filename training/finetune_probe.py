@@ -32,6 +32,8 @@ import numpy as np
 from hematovision.adapt import MIN_CELLS_PER_CLASS, deploy_features, fit_lab_head, scan_cells
 from hematovision.images import load_image
 from hematovision.preprocessing import resize
+from training.crosslab import cells_root
+from training.fewshot import draw_labelled
 from training.metrics import wilson
 
 SIZE = 128
@@ -54,11 +56,8 @@ def tta_logits(model, x: np.ndarray) -> np.ndarray:
 
 
 def draw(y: np.ndarray, k: int, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    train = np.zeros(len(y), bool)
-    for c in np.unique(y):
-        train[rng.choice(np.flatnonzero(y == c), k, replace=False)] = True
-    return train
+    """The draw with this seed: k cells of every class (``training.fewshot``'s draw, one generator per seed)."""
+    return draw_labelled(y, np.unique(y), k, np.random.default_rng(seed))
 
 
 def head_only(model, x, y, train) -> np.ndarray:
@@ -116,7 +115,7 @@ def main(argv=None) -> int:
 
     from training.data import load_split
 
-    root = args.cells / "images" if (args.cells / "images").is_dir() else args.cells
+    root = cells_root(args.cells)
     labels = tuple(json.loads(Path(args.model).with_suffix(".json").read_text())["labels"])  # the model's JSON beside it
     groups = {lb: v for lb, v in scan_cells(root, labels).items() if len(v) >= max(args.k + 1, MIN_CELLS_PER_CLASS)}
     files = [p for v in groups.values() for p in v]

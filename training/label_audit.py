@@ -34,7 +34,8 @@ from hematovision.adapt import MIN_CELLS_PER_CLASS, extract, fit_lab_head, scan_
 from hematovision.images import load_image
 from hematovision.lab_calibration import refit_calibration
 from hematovision.label_check import RULE, label_disagreements
-from training.fewshot import FewshotUsageError, out_paths
+from training.crosslab import cells_root
+from training.fewshot import report_paths
 from training.metrics import wilson
 
 TILE = 160
@@ -54,7 +55,7 @@ def contact_sheet(root: Path, rows, path: Path, *, columns: int = 6) -> None:
 
 
 def audit(clf, cells_dir: Path, sheet: Path | None) -> dict:
-    root = cells_dir / "images" if (cells_dir / "images").is_dir() else cells_dir
+    root = cells_root(cells_dir)
     groups = scan_cells(root, clf.labels)
     left_out = {lb: len(v) for lb, v in groups.items() if len(v) < MIN_CELLS_PER_CLASS}
     groups = {lb: v for lb, v in groups.items() if lb not in left_out}
@@ -85,10 +86,7 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
     ap.add_argument("--no-sheet", action="store_true", help="skip the JPEG contact sheet (written beside the JSON)")
     args = ap.parse_args(argv)
-    try:
-        outs = out_paths(args.cells, args.out)
-    except FewshotUsageError as exc:
-        ap.error(str(exc))
+    outs = report_paths(ap, args.cells, args.out)
     clf = load_model(args.model)
     command = "python -m training.label_audit " + " ".join(sys.argv[1:] if argv is None else argv)
     for cells_dir, out in zip(args.cells, outs):
