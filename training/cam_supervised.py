@@ -32,6 +32,7 @@ logged beside it). The run folder has the files ``export.tflite --run`` reads.
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 import json
 import sys
 import time
@@ -167,28 +168,65 @@ def _init_model(args, num_classes: int):
     return rebuilt
 
 
-def _steps(model, args, weights, n_train: int):
-    """The compiled train and validation steps (CE + cam_weight * outside share)."""
+@dataclass(frozen=True)
+class Trainable:
+    """What a CAM-supervised train step needs: the two-output model, the head kernel, the optimiser, the loss."""
+
+    two: object  # keras model: image -> (logits, last feature map)
+    kernel: object  # the logits layer's kernel (D, C): the CAM weights
+    optimizer: object  # Adam, cosine decay over all the run's steps
+    class_weights: object  # (C,) tf constant
+
+    def weighted_ce(self, y, logits):
+        """Class-weighted mean cross-entropy."""
+        import tensorflow as tf
+
+        w = tf.gather(self.class_weights, y)
+        ce = tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(y, tf.int32), logits)
+        return tf.reduce_sum(ce * w) / tf.reduce_sum(w)
+
+
+def trainable(model, args, weights, n_train: int) -> Trainable:
+    """The whole network trainable (batch-norm momentum kept, training-notes.md), with a feature output."""
     import keras
     import tensorflow as tf
 
     from .model import LOGITS_NAME, set_backbone_trainable, with_feature_output
 
     set_backbone_trainable(model, True, bn="momentum")
-    two = with_feature_output(model)
-    kernel = model.get_layer(LOGITS_NAME).kernel
-    cw = tf.constant([weights[i] for i in range(len(weights))], tf.float32)
     steps = args.epochs * int(np.ceil(n_train / args.batch_size))
     opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(steps, 1), alpha=0.01))
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    return Trainable(with_feature_output(model), model.get_layer(LOGITS_NAME).kernel, opt,
+                     tf.constant([weights[i] for i in range(len(weights))], tf.float32))
 
+
+def val_step_of(t: Trainable):
+    """Compiled validation step: (correct count, summed CAM share outside the cell, for the predicted class)."""
+    import tensorflow as tf
+
+    @tf.function
+    def val_step(x, m, y):
+        logits, feats = t.two(x, training=False)
+        pred = tf.argmax(logits, 1, output_type=tf.int32)
+        correct = tf.reduce_sum(tf.cast(pred == tf.cast(y, tf.int32), tf.float32))
+        return correct, tf.reduce_sum(_outside_share(feats, t.kernel, pred, m))
+
+    return val_step
+
+
+def _steps(model, args, weights, n_train: int):
+    """The compiled train and validation steps (CE + cam_weight * outside share)."""
+    import tensorflow as tf
+
+    t = trainable(model, args, weights, n_train)
+    two, kernel, opt = t.two, t.kernel, t.optimizer
     soft = _distillation(args)
 
     @tf.function
     def train_step(x, m, y):
         with tf.GradientTape() as tape:
             logits, feats = two(x, training=True)
-            loss_ce = tf.reduce_sum(ce(y, logits) * tf.gather(cw, y)) / tf.reduce_sum(tf.gather(cw, y))
+            loss_ce = t.weighted_ce(y, logits)
             if soft is not None:
                 loss_ce = (1.0 - args.kd_weight) * loss_ce + args.kd_weight * soft(x, logits)
             outside = tf.reduce_mean(_outside_share(feats, kernel, y, m))
@@ -198,14 +236,7 @@ def _steps(model, args, weights, n_train: int):
         correct = tf.cast(tf.argmax(logits, 1, output_type=tf.int32) == tf.cast(y, tf.int32), tf.float32)
         return loss_ce, outside, tf.reduce_mean(correct)
 
-    @tf.function
-    def val_step(x, m, y):
-        logits, feats = two(x, training=False)
-        pred = tf.argmax(logits, 1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(pred == tf.cast(y, tf.int32), tf.float32))
-        return correct, tf.reduce_sum(_outside_share(feats, kernel, pred, m))
-
-    return train_step, val_step
+    return train_step, val_step_of(t)
 
 
 def _distillation(args):
@@ -239,19 +270,26 @@ def _validate(val_step, val_ds, n: int) -> tuple[float, float]:
     return correct / n, 1.0 - outside / n
 
 
-def _fit(model, args, out: Path, train_ds, val_ds, n_val: int, train_step, val_step) -> tuple[list, tuple]:
-    """Epoch loop; keeps best.keras by (val CAM inside >= --min-cam-inside, val accuracy, val CAM inside)."""
+TRAIN_METRICS = ("loss_ce", "train_outside", "accuracy")  # what _steps' train_step returns, in order
+
+
+def _fit(model, args, out: Path, epoch_batches, val_ds, n_val: int, train_step, val_step, *,
+         metrics: tuple[str, ...] = TRAIN_METRICS, min_cam_inside: float = 0.0) -> tuple[list, tuple]:
+    """Epoch loop; keeps best.keras by (val CAM inside >= min_cam_inside, val accuracy, val CAM inside).
+
+    ``epoch_batches()``: one epoch of train_step's argument tuples; train_step returns ``metrics`` (averaged per epoch).
+    """
     acc0, inside0 = _validate(val_step, val_ds, n_val)
     history, best, t_train = [{"epoch": 0, "val_accuracy": acc0, "val_cam_inside": inside0}], None, time.time()
     print(f"start: val accuracy {acc0:.4f}, val CAM mass inside the cell {inside0:.3f}", flush=True)
     for epoch in range(1, args.epochs + 1):
-        sums, n = np.zeros(3), 0
-        for x, m, y in train_ds:
-            sums, n = sums + np.array([float(v) for v in train_step(x, m, y)]), n + 1
+        sums, n = np.zeros(len(metrics)), 0
+        for batch in epoch_batches():
+            sums, n = sums + np.array([float(v) for v in train_step(*batch)]), n + 1
         acc, inside = _validate(val_step, val_ds, n_val)
-        row = {"epoch": epoch, "loss_ce": sums[0] / n, "train_outside": sums[1] / n, "accuracy": sums[2] / n,
+        row = {"epoch": epoch, **{name: v / n for name, v in zip(metrics, sums)},
                "val_accuracy": acc, "val_cam_inside": inside, "seconds": round(time.time() - t_train, 1)}
-        if best is None or (inside >= args.min_cam_inside, acc, inside) > (best[1] >= args.min_cam_inside, *best):
+        if best is None or (inside >= min_cam_inside, acc, inside) > (best[1] >= min_cam_inside, *best):
             best, row["saved"] = (acc, inside), True
             model.save(out / "best.keras")
         history.append(row)
@@ -313,7 +351,8 @@ def main(argv=None) -> int:
                        appearance=None, out_size=args.img_size, training=False, seed=args.seed)
     train_step, val_step = _steps(model, args, weights, len(train.labels))
     t_train = time.time()
-    history, best = _fit(model, args, out, train_ds, val_ds, len(splits["val"].labels), train_step, val_step)
+    history, best = _fit(model, args, out, lambda: train_ds, val_ds, len(splits["val"].labels), train_step, val_step,
+                         min_cam_inside=args.min_cam_inside)
     _finish(out, splits, spec, history, best, time.time() - t_train, min_cam_inside=args.min_cam_inside)
     print(f"done in {time.time() - t0:.0f}s -> {out}", flush=True)
     return 0

@@ -126,24 +126,14 @@ def learning_status(probs, tau: float):
 
 def _steps(model, args, weights, n_train: int, status0=None):
     """Train step (CE + CAM term on PBC, FixMatch term on the unlabelled batch) and cam_supervised's val step."""
-    import keras
     import tensorflow as tf
 
-    from .model import LOGITS_NAME, set_backbone_trainable, with_feature_output
-
-    set_backbone_trainable(model, True, bn="momentum")
-    two = with_feature_output(model)
-    kernel = model.get_layer(LOGITS_NAME).kernel
-    cw = tf.constant([weights[i] for i in range(len(weights))], tf.float32)
-    steps = args.epochs * int(np.ceil(n_train / args.batch_size))
-    opt = keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, decay_steps=max(steps, 1), alpha=0.01))
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-
+    t = cs.trainable(model, args, weights, n_train)
     status = tf.Variable(status0 if status0 is not None else np.zeros(len(weights) + 1), dtype=tf.float32)
 
     @tf.function
     def train_step(x, m, y, weak, strong):
-        q = tf.nn.softmax(two(weak, training=False)[0])  # the pseudo-label: no gradient, inference-mode BN
+        q = tf.nn.softmax(t.two(weak, training=False)[0])  # the pseudo-label: no gradient, inference-mode BN
         pseudo, tau = tf.argmax(q, 1), tf.fill([len(weights)], args.threshold)
         if args.flexible:  # per-class thresholds, then the running status (momentum 0.99)
             tau = class_thresholds(status, args.threshold)
@@ -151,25 +141,18 @@ def _steps(model, args, weights, n_train: int, status0=None):
         keep = tf.cast(tf.reduce_max(q, 1) >= tf.gather(tau, pseudo), tf.float32)
         n = tf.shape(x)[0]
         with tf.GradientTape() as tape:
-            logits, feats = two(tf.concat([x, strong], 0), training=True)
+            logits, feats = t.two(tf.concat([x, strong], 0), training=True)
             lab, unl = logits[:n], logits[n:]
-            loss_ce = tf.reduce_sum(ce(y, lab) * tf.gather(cw, y)) / tf.reduce_sum(tf.gather(cw, y))
-            outside = tf.reduce_mean(cs._outside_share(feats[:n], kernel, y, m))
-            loss_u = tf.reduce_mean(ce(pseudo, unl) * keep)
+            loss_ce = t.weighted_ce(y, lab)
+            outside = tf.reduce_mean(cs._outside_share(feats[:n], t.kernel, y, m))
+            loss_u = tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(tf.cast(pseudo, tf.int32), unl) * keep)
             loss = loss_ce + args.cam_weight * outside + args.unlabelled_weight * loss_u
-        grads = tape.gradient(loss, two.trainable_variables)
-        opt.apply_gradients(zip(grads, two.trainable_variables))
+        grads = tape.gradient(loss, t.two.trainable_variables)
+        t.optimizer.apply_gradients(zip(grads, t.two.trainable_variables))
         correct = tf.cast(tf.argmax(lab, 1, output_type=tf.int32) == tf.cast(y, tf.int32), tf.float32)
         return loss_ce, outside, tf.reduce_mean(correct), loss_u, tf.reduce_mean(keep)
 
-    @tf.function
-    def val_step(x, m, y):
-        logits, feats = two(x, training=False)
-        pred = tf.argmax(logits, 1, output_type=tf.int32)
-        correct = tf.reduce_sum(tf.cast(pred == tf.cast(y, tf.int32), tf.float32))
-        return correct, tf.reduce_sum(cs._outside_share(feats, kernel, pred, m))
-
-    return train_step, val_step
+    return train_step, cs.val_step_of(t)
 
 
 def _initial_status(model, unl_ds, n: int, args):
@@ -182,31 +165,6 @@ def _initial_status(model, unl_ds, n: int, args):
     status = learning_status(np.concatenate(probs), args.threshold).numpy()
     print("initial learning status (per class, then not confident):", np.round(status, 3).tolist(), flush=True)
     return status
-
-
-def _fit(model, args, out: Path, train_ds, unl_ds, val_ds, n_val: int, train_step, val_step):
-    """Epoch loop; keeps best.keras by PBC val accuracy (ties: CAM inside)."""
-    acc0, inside0 = cs._validate(val_step, val_ds, n_val)
-    history, best, t_train = [{"epoch": 0, "val_accuracy": acc0, "val_cam_inside": inside0}], None, time.time()
-    print(f"start: val accuracy {acc0:.4f}, val CAM mass inside the cell {inside0:.3f}", flush=True)
-    unl = iter(unl_ds)
-    for epoch in range(1, args.epochs + 1):
-        sums, n = np.zeros(5), 0
-        for x, m, y in train_ds:
-            weak, strong = next(unl)
-            sums, n = sums + np.array([float(v) for v in train_step(x, m, y, weak, strong)]), n + 1
-        acc, inside = cs._validate(val_step, val_ds, n_val)
-        row = {"epoch": epoch, "loss_ce": sums[0] / n, "train_outside": sums[1] / n, "accuracy": sums[2] / n,
-               "loss_unlabelled": sums[3] / n, "pseudo_labelled_share": sums[4] / n,
-               "val_accuracy": acc, "val_cam_inside": inside, "seconds": round(time.time() - t_train, 1)}
-        if best is None or (acc, inside) > best:
-            best, row["saved"] = (acc, inside), True
-            model.save(out / "best.keras")
-        history.append(row)
-        print(json.dumps(row), flush=True)
-        (out / "history.json").write_text(json.dumps(history, indent=2))
-    model.save(out / "last.keras")
-    return history, best
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -280,7 +238,10 @@ def train(args, argv) -> int:
         (out / "config.json").write_text(json.dumps(config, indent=2))
     train_step, val_step = _steps(model, args, weights, len(train_split.labels), status0)
     t_train = time.time()
-    history, best = _fit(model, args, out, train_ds, unl_ds, val_ds, len(splits["val"].labels), train_step, val_step)
+    unl_batches = iter(unl_ds)  # endless: the unlabelled cells cycle across PBC epochs
+    history, best = cs._fit(model, args, out, lambda: ((x, m, y, *next(unl_batches)) for x, m, y in train_ds), val_ds,
+                            len(splits["val"].labels), train_step, val_step,
+                            metrics=(*cs.TRAIN_METRICS, "loss_unlabelled", "pseudo_labelled_share"))
     cs._finish(out, splits, spec, history, best, time.time() - t_train, min_cam_inside=0.0)
     print(f"done in {time.time() - t0:.0f}s -> {out}", flush=True)
     return 0
