@@ -35,12 +35,14 @@ def _self_training_from(run_dir, tiny_dataset, tmp_path):
     assert history[1]["pseudo_labelled_share"] == 1.0 and history[1]["loss_unlabelled"] > 0  # tau 0: every per-class threshold is 0
     config = json.loads((out / "config.json").read_text())
     assert config["command"].startswith("python -m training.self_training train")
-    assert config["args"]["unlabelled_images"] == len(list(lab.rglob("*.jpg")))
+    assert config["args"]["unlabelled_images"] == len(list(lab.rglob("*.jpg"))) and config["args"]["output_stride"] == 16
     assert abs(sum(config["initial_learning_status"]) - 1) < 1e-3  # --flexible: started from one pass of the model
     for name in ("best.keras", "train_summary.json", "evaluation.json", "backbone.weights.h5", "unlabelled_sources.txt"):
         assert (out / name).exists(), name
     run("export.tflite", "--run", out, "--name", "st-smoke", "--out", tmp_path / "st-models", "--force")
     import hematovision
 
-    pred = hematovision.load_model(tmp_path / "st-models" / "st-smoke.json").predict(next((EXAMPLES / "wbc").glob("*.jpg")))
+    model = hematovision.load_model(tmp_path / "st-models" / "st-smoke.json")
+    assert "output stride 16" in json.loads((tmp_path / "st-models" / "st-smoke.json").read_text())["architecture"]
+    pred = model.predict(next((EXAMPLES / "wbc").glob("*.jpg")))
     assert abs(sum(pred.probabilities.values()) - 1) < 1e-6

@@ -318,10 +318,31 @@ def _finish(out: Path, splits, spec, history, best, seconds: float, *, min_cam_i
     evaluate.evaluate_run(out, model=model, splits=splits)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+@dataclass(frozen=True)
+class RunSetup:
+    """A fine-tuning run ready to train: data, the init model, its config (not yet written) and the pipelines."""
+
+    out: Path
+    splits: dict
+    train: object  # the train split (images, labels)
+    spec: object  # InputSpec
+    weights: dict  # class weights
+    model: object  # keras model from --init-model (rebuilt at --output-stride if asked)
+    config: dict  # run_config: what export.tflite and the card read
+    geometry: object
+    appearance: object
+    train_ds: object
+    val_ds: object
+
+
+def setup_run(args, argv, *, program: str, extra_args: dict | None = None) -> RunSetup:
+    """Seed, load and segment PBC, load the init model, build the config and the PBC train and val pipelines.
+
+    Shared by this module and ``training.self_training``; ``args.output_stride`` is set to what the model has.
+    """
     import keras
 
+    from hematovision.registry import sha256_file
     from hematovision.spec import InputSpec
 
     from .model import backbone
@@ -330,31 +351,37 @@ def main(argv=None) -> int:
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
     labels, splits, train, masks = _load(args)
     spec = InputSpec(height=args.img_size, width=args.img_size)
     weights = class_weights(train.labels, len(labels))
     model = _init_model(args, len(labels))
-    from hematovision.registry import sha256_file
-
     args.output_stride = args.img_size // int(backbone(model).output.shape[1])  # what was trained, rebuilt or not
     init_args = {"alpha": 0.35, "dropout": model.get_layer("dropout").rate, "weights": args.init_model,
-                 "init_model_sha256": sha256_file(args.init_model),
-                 "teacher_sha256": sha256_file(args.teacher) if args.teacher else None}
-    config = run_config(args, argv, spec=spec, train_labels=train.labels, weights=weights,
-                        program="training.cam_supervised", extra_args=init_args)
+                 "init_model_sha256": sha256_file(args.init_model), **(extra_args or {})}
+    config = run_config(args, argv, spec=spec, train_labels=train.labels, weights=weights, program=program,
+                        extra_args=init_args)
     geometry, appearance = _augmenters(args, config)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
     train_ds = _pipeline(train.images, masks["train"], train.labels, spec, batch_size=args.batch_size, augment_geometry=geometry,
                          appearance=appearance, out_size=args.img_size, training=True, seed=args.seed)
     val_ds = _pipeline(splits["val"].images, masks["val"], splits["val"].labels, spec, batch_size=128, augment_geometry=None,
                        appearance=None, out_size=args.img_size, training=False, seed=args.seed)
-    train_step, val_step = _steps(model, args, weights, len(train.labels))
+    return RunSetup(out, splits, train, spec, weights, model, config, geometry, appearance, train_ds, val_ds)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    from hematovision.registry import sha256_file
+
+    t0 = time.time()
+    run = setup_run(args, argv, program="training.cam_supervised",
+                    extra_args={"teacher_sha256": sha256_file(args.teacher) if args.teacher else None})
+    (run.out / "config.json").write_text(json.dumps(run.config, indent=2))
+    train_step, val_step = _steps(run.model, args, run.weights, len(run.train.labels))
     t_train = time.time()
-    history, best = _fit(model, args, out, lambda: train_ds, val_ds, len(splits["val"].labels), train_step, val_step,
-                         min_cam_inside=args.min_cam_inside)
-    _finish(out, splits, spec, history, best, time.time() - t_train, min_cam_inside=args.min_cam_inside)
-    print(f"done in {time.time() - t0:.0f}s -> {out}", flush=True)
+    history, best = _fit(run.model, args, run.out, lambda: run.train_ds, run.val_ds, len(run.splits["val"].labels),
+                         train_step, val_step, min_cam_inside=args.min_cam_inside)
+    _finish(run.out, run.splits, run.spec, history, best, time.time() - t_train, min_cam_inside=args.min_cam_inside)
+    print(f"done in {time.time() - t0:.0f}s -> {run.out}", flush=True)
     return 0
 
 

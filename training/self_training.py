@@ -200,50 +200,25 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def train(args, argv) -> int:
-    import keras
-
-    from hematovision.registry import sha256_file
-    from hematovision.spec import InputSpec
-
-    from .data import class_weights
-    from .train import run_config
-
-    keras.utils.set_random_seed(args.seed)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    labels, splits, train_split, masks = cs._load(args)
     unl, sources = unlabelled_images(args.unlabelled, args.bccd, args.decode_size)
     print(f"{len(unl)} unlabelled images", flush=True)
-    spec = InputSpec(height=args.img_size, width=args.img_size)
-    weights = class_weights(train_split.labels, len(labels))
-    model = cs._init_model(args, len(labels))
-    extra = {"alpha": 0.35, "dropout": model.get_layer("dropout").rate, "weights": args.init_model,
-             "init_model_sha256": sha256_file(args.init_model), "unlabelled_images": len(unl)}
-    config = run_config(args, argv, spec=spec, train_labels=train_split.labels, weights=weights,
-                        program="training.self_training", extra_args=extra)
-    geometry, appearance = cs._augmenters(args, config)
-    (out / "config.json").write_text(json.dumps(config, indent=2))
-    (out / "unlabelled_sources.txt").write_text("\n".join(sources) + "\n")
-    train_ds = cs._pipeline(train_split.images, masks["train"], train_split.labels, spec, batch_size=args.batch_size,
-                            augment_geometry=geometry, appearance=appearance, out_size=args.img_size, training=True,
-                            seed=args.seed)
-    val_ds = cs._pipeline(splits["val"].images, masks["val"], splits["val"].labels, spec, batch_size=128,
-                          augment_geometry=None, appearance=None, out_size=args.img_size, training=False, seed=args.seed)
-    unl_ds = _unlabelled_pipeline(unl, spec, batch_size=args.unlabelled_batch, geometry=geometry,
-                                  appearance=appearance, out_size=args.img_size, seed=args.seed)
-    status0 = _initial_status(model, unl_ds, len(unl), args) if args.flexible else None
+    run = cs.setup_run(args, argv, program="training.self_training", extra_args={"unlabelled_images": len(unl)})
+    (run.out / "unlabelled_sources.txt").write_text("\n".join(sources) + "\n")
+    unl_ds = _unlabelled_pipeline(unl, run.spec, batch_size=args.unlabelled_batch, geometry=run.geometry,
+                                  appearance=run.appearance, out_size=args.img_size, seed=args.seed)
+    status0 = _initial_status(run.model, unl_ds, len(unl), args) if args.flexible else None
     if status0 is not None:
-        config["initial_learning_status"] = [round(float(v), 4) for v in status0]
-        (out / "config.json").write_text(json.dumps(config, indent=2))
-    train_step, val_step = _steps(model, args, weights, len(train_split.labels), status0)
+        run.config["initial_learning_status"] = [round(float(v), 4) for v in status0]
+    (run.out / "config.json").write_text(json.dumps(run.config, indent=2))
+    train_step, val_step = _steps(run.model, args, run.weights, len(run.train.labels), status0)
     t_train = time.time()
     unl_batches = iter(unl_ds)  # endless: the unlabelled cells cycle across PBC epochs
-    history, best = cs._fit(model, args, out, lambda: ((x, m, y, *next(unl_batches)) for x, m, y in train_ds), val_ds,
-                            len(splits["val"].labels), train_step, val_step,
+    history, best = cs._fit(run.model, args, run.out, lambda: ((x, m, y, *next(unl_batches)) for x, m, y in run.train_ds),
+                            run.val_ds, len(run.splits["val"].labels), train_step, val_step,
                             metrics=(*cs.TRAIN_METRICS, "loss_unlabelled", "pseudo_labelled_share"))
-    cs._finish(out, splits, spec, history, best, time.time() - t_train, min_cam_inside=0.0)
-    print(f"done in {time.time() - t0:.0f}s -> {out}", flush=True)
+    cs._finish(run.out, run.splits, run.spec, history, best, time.time() - t_train, min_cam_inside=0.0)
+    print(f"done in {time.time() - t0:.0f}s -> {run.out}", flush=True)
     return 0
 
 
