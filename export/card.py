@@ -264,7 +264,20 @@ def _data_section(meta: dict) -> list[str]:
         "",
         f"Citation: {data['citation']}",
         "",
+        *_other_labs_lines(counts.get("other_labs_labelled") or []),
     ]
+
+
+def _other_labs_lines(extras: list[dict]) -> list[str]:
+    """Other labs' labelled cells added to the training split (``--extra-labelled``): none of them is a zero-shot set."""
+    if not extras:
+        return []
+    lines = ["Other labs' labelled cells added to training (included in the counts above; these labs are **not** "
+             "zero-shot test sets for this model):", ""]
+    for e in extras:
+        per_class = ", ".join(f"{k} {v}" for k, v in e["counts"].items())
+        lines.append(f"- `{e['folder']}`: {e['cells']} cells ({per_class}), each repeated {e['copies']} times per epoch")
+    return lines + [""]
 
 
 def _provenance(meta: dict, *, robustness: dict | None = None, adaptation: dict | None = None) -> list[str]:

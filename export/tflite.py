@@ -293,7 +293,8 @@ def _provenance(config: dict, run: Path, y: dict, argv) -> dict:
     train_summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     return {
         "data": {"dataset": config["dataset"], "path_used": a["data"], "counts_train": config["train_counts"],
-                 "n_val": int(len(y["val"])), "n_test": int(len(y["test"]))},
+                 "n_val": int(len(y["val"])), "n_test": int(len(y["test"])),
+                 **({"other_labs_labelled": a["extra_labelled_cells"]} if a.get("extra_labelled_cells") else {})},
         "train_command": config["command"],
         "export_command": "python -m export.tflite " + " ".join(argv if argv is not None else sys.argv[1:]),
         "init": a.get("init_from") or a.get("weights"),

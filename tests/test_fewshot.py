@@ -28,6 +28,7 @@ def test_one_command_writes_a_report_per_lab(tiny, tmp_path):
         matrix = r["confusion_pooled"]["rows_true_columns_predicted"]
         assert r["confusion_pooled"]["labels"] == list(LABELS) and sum(map(sum, matrix)) == 3 * 15
         assert sum(matrix[i][i] for i in range(3)) / 45 == pytest.approx(r["adapted"]["mean"])
+        assert len(r["adapted"]["per_draw"]) == 3 and sum(r["adapted"]["per_draw"]) / 3 == pytest.approx(r["adapted"]["mean"], abs=1e-4)
     shifted_r = reports["shifted"]["results"][0]
     # The colour-shifted lab: the source model is wrong, the head refitted on 3 cells per class is right.
     assert shifted_r["source"]["mean"] < 0.5 and shifted_r["adapted"]["mean"] >= 0.9

@@ -84,7 +84,9 @@ def train_evaluate_export_load(tiny_dataset, tmp_path, stain, recipe):
         assert config["colour_pool"]["images"] > 0 and "output stride 16" in meta["architecture"]
     # CAM supervision from either run: the cross-lab one as it is (output stride 16 already), the lab one rebuilt
     # at output stride 16 first and distilled from itself as the teacher (the recipe tried for wbc).
-    recipe_args = (["--colour-pool", tmp_path / "pool.npz"] if recipe == "crosslab"
+    # The cross-lab fine-tune also takes "another lab's" labelled cells (here the same tiny set, as a folder tree).
+    recipe_args = (["--colour-pool", tmp_path / "pool.npz", "--extra-labelled", tiny_dataset, "--extra-share", "0.5"]
+                   if recipe == "crosslab"
                    else ["--augment", "lab", "--output-stride", "16", "--teacher", run_dir / "best.keras",
                          "--min-cam-inside", "0.5"])
     _cam_supervised_from(run_dir, tiny_dataset, tmp_path, recipe_args)
@@ -99,6 +101,10 @@ def _cam_supervised_from(run_dir, tiny_dataset, tmp_path, recipe_args):
     assert [h["epoch"] for h in history] == [0, 1] and 0.0 <= history[1]["val_cam_inside"] <= 1.0
     config = json.loads((cam_dir / "config.json").read_text())
     assert config["args"]["output_stride"] == 16 and len(config["args"]["init_model_sha256"]) == 64
+    extras = config["args"]["extra_labelled_cells"]
+    assert [e["copies"] for e in extras] == ([1] if "--extra-labelled" in recipe_args else [])
+    n_pbc = len(list((EXAMPLES / "wbc").glob("*.jpg")))  # each image once in train
+    assert sum(config["train_counts"].values()) == n_pbc + sum(e["cells"] * e["copies"] for e in extras)
     teacher = config["args"]["teacher"]
     assert (teacher is not None) == (len(config["args"]["teacher_sha256"] or "") == 64)
     import keras
@@ -112,6 +118,10 @@ def _cam_supervised_from(run_dir, tiny_dataset, tmp_path, recipe_args):
     assert {"labels", "input", "args", "command", "dataset_facts", "train_counts"} <= set(config)
     assert config["command"].startswith("python -m training.cam_supervised")
     assert {"alpha", "dropout", "data"} <= set(config["args"])
+    if extras:  # the other labs' cells reach the model JSON's provenance (and from there the card)
+        run("export.tflite", "--run", cam_dir, "--name", "ml-smoke", "--out", tmp_path / "ml-models", "--force")
+        meta = json.loads((tmp_path / "ml-models" / "ml-smoke.json").read_text())
+        assert meta["provenance"]["data"]["other_labs_labelled"] == extras
 
 
 def test_outside_share_is_the_cam_mass_off_the_cell():

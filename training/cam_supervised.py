@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .data import FACTS, class_weights, load_split
+from .data import FACTS, Split, class_weights, load_labelled_folder, load_split
 
 
 def cell_masks(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -81,6 +81,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--kd-temperature", type=float, default=2.0, help="with --teacher: softening temperature (default: %(default)s)")
     p.add_argument("--min-cam-inside", type=float, default=0.0,
                    help="epochs whose val CAM mass inside the cell is below this are kept only if none reaches it (default: %(default)s)")
+    p.add_argument("--extra-labelled", nargs="+", default=[], metavar="DIR",
+                   help="other labs' labelled cells (<label>/<image> folders) added to the training split, each repeated "
+                        "to about --extra-share of it; their CAM masks come from the same segmentation")
+    p.add_argument("--extra-share", type=float, default=0.1,
+                   help="with --extra-labelled: each folder's copies per epoch as a share of the PBC train split (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="only N images per class and split (smoke tests)")
     p.add_argument("--out", required=True, help="run folder")
@@ -125,12 +130,37 @@ def _load(args):
     t0 = time.time()
     splits = {s: load_split(args.data, s, args.img_size, labels, limit=args.limit_per_class) for s in ("train", "val", "test")}
     train = load_split(args.data, "train", args.decode_size, labels, limit=args.limit_per_class)
+    train, extras = _with_extra_labelled(train, getattr(args, "extra_labelled", []), getattr(args, "extra_share", 0.1),
+                                         args.decode_size, labels)
     masks = {"train": cell_masks(train.images), "val": cell_masks(splits["val"].images)}
     print(f"decoded and segmented in {time.time() - t0:.0f}s; cell found in {masks['train'][1].mean():.3f} of train, "
           f"{masks['val'][1].mean():.3f} of val", flush=True)
     # No cell found: a mask covering everything, i.e. no penalty.
     masks = {k: np.where(found[:, None, None, None], m, 255).astype(np.uint8) for k, (m, found) in masks.items()}
-    return labels, splits, train, masks
+    return labels, splits, train, masks, extras
+
+
+def _with_extra_labelled(train: Split, folders, share: float, size: int, labels) -> tuple[Split, list[dict]]:
+    """``train`` plus each folder's cells repeated ``round(share * len(train) / n)`` times (at least once).
+
+    Multi-source training: a few hundred cells of another microscope, repeated so that they are about ``share``
+    of an epoch, each copy augmented afresh. Returns the merged split and what was added (for config.json).
+    """
+    if not 0.0 < share <= 1.0:
+        raise ValueError(f"--extra-share must be in (0, 1], not {share}")
+    parts, extras = [train], []
+    for folder in folders:
+        cells = load_labelled_folder(folder, size, labels)
+        copies = max(1, round(share * len(train.labels) / len(cells.labels)))
+        parts.append(Split(cells.paths * copies, np.concatenate([cells.images] * copies),
+                           np.concatenate([cells.labels] * copies)))
+        extras.append({"folder": str(folder), "cells": len(cells.labels), "copies": copies,
+                       "counts": {labels[i]: int(c) for i, c in enumerate(np.bincount(cells.labels, minlength=len(labels))) if c}})
+        print(f"extra labelled: {folder}: {len(cells.labels)} cells x {copies}", flush=True)
+    if not extras:
+        return train, []
+    return Split(sum((p.paths for p in parts), ()), np.concatenate([p.images for p in parts]),
+                 np.concatenate([p.labels for p in parts])), extras
 
 
 def _augmenters(args, config: dict):
@@ -351,13 +381,13 @@ def setup_run(args, argv, *, program: str, extra_args: dict | None = None) -> Ru
     keras.utils.set_random_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    labels, splits, train, masks = _load(args)
+    labels, splits, train, masks, extras = _load(args)
     spec = InputSpec(height=args.img_size, width=args.img_size)
     weights = class_weights(train.labels, len(labels))
     model = _init_model(args, len(labels))
     args.output_stride = args.img_size // int(backbone(model).output.shape[1])  # what was trained, rebuilt or not
     init_args = {"alpha": 0.35, "dropout": model.get_layer("dropout").rate, "weights": args.init_model,
-                 "init_model_sha256": sha256_file(args.init_model), **(extra_args or {})}
+                 "init_model_sha256": sha256_file(args.init_model), "extra_labelled_cells": extras, **(extra_args or {})}
     config = run_config(args, argv, spec=spec, train_labels=train.labels, weights=weights, program=program,
                         extra_args=init_args)
     geometry, appearance = _augmenters(args, config)

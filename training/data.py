@@ -104,6 +104,21 @@ def load_split(data_dir: str | Path, split: str, size: int, labels: tuple[str, .
     )
 
 
+def load_labelled_folder(folder: str | Path, size: int, labels: tuple[str, ...]) -> Split:
+    """Decode every cell of a ``<label>/<image>`` folder (another lab's labelled cells) to ``size`` x ``size``."""
+    from .crosslab import labelled_cells
+
+    cells = labelled_cells(folder)
+    index = {name: i for i, name in enumerate(labels)}
+    unknown = sorted({lab for _, lab in cells} - set(index))
+    if unknown:
+        raise ValueError(f"{folder}: label folders {unknown} are not among {labels}")
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        images = list(pool.map(lambda cell: resize(load_image(cell[0]), size, size), cells))
+    return Split(paths=tuple(str(p) for p, _ in cells), images=np.stack(images),
+                 labels=np.array([index[lab] for _, lab in cells], dtype=np.int32))
+
+
 def _first_per_class(rows: list[dict[str, str]], limit: int) -> list[dict[str, str]]:
     seen: dict[str, int] = {}
     kept = []

@@ -87,6 +87,8 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
     total, unflagged = pooled["total"], pooled["total"] - pooled["flagged"]
     return {"k": k, "classes": len(classes), "test_cells_per_draw": int(total / max(draws, 1)),
             "adapted": {"mean": float(np.mean(acc)), "std": float(np.std(acc)), "wilson95_pooled": wilson(pooled["hits"], total),
+                        # the same seed gives the same draws to every model: compare two models draw by draw
+                        "per_draw": [round(float(a), 4) for a in acc],
                         "flagged_uncertain": {"mean": float(np.mean(flag_share)), "std": float(np.std(flag_share))},
                         "accuracy_not_flagged": (pooled["unflagged_hits"] / unflagged) if unflagged else None,
                         "accuracy_not_flagged_wilson95": wilson(pooled["unflagged_hits"], unflagged) if unflagged else None,
