@@ -49,8 +49,9 @@ CREATE INDEX IF NOT EXISTS frames_by_session ON frames(session_id);
 """
 
 
-def make_db(path: Path, labels, *, uncertain=(), model_labels=WBC, sha="a" * 64) -> list[int]:
-    """A station database with one finished session whose cells the model labelled ``labels`` (crops written)."""
+def make_db(path: Path, labels, *, uncertain=(), ood=(), model_labels=WBC, sha="a" * 64) -> list[int]:
+    """A station database with one finished session whose cells the model labelled ``labels`` (crops written);
+    the cells at the indices in ``ood`` are out of distribution."""
     crops = path.parent / "crops"
     crops.mkdir(parents=True, exist_ok=True)
     ids = []
@@ -59,7 +60,7 @@ def make_db(path: Path, labels, *, uncertain=(), model_labels=WBC, sha="a" * 64)
         for i, label in enumerate(labels):
             crop = SimpleNamespace(image=np.full((24, 24, 3), 40 + 9 * i % 200, np.uint8), box=(0, 0, 24, 24))
             pred = SimpleNamespace(label=label, confidence=0.9, uncertain=i in uncertain, probabilities={label: 0.9}, model="wbc",
-                                   out_of_distribution=False)
+                                   out_of_distribution=i in ood)
             ids.append(db.add_cell(s.id, frame=SimpleNamespace(index=i, name=f"f{i:03d}.png"), index_in_frame=0, crop=crop,
                                    prediction=pred, model_sha256=sha, crops_dir=crops))
         db.close_session(s.id, stop_reason="source ended")

@@ -8,6 +8,9 @@ folder without images, a FIFO, a device or a symlink loop gets its own error
 row. ``--workers N`` classifies in N processes (default: every core), one model
 each; the lines and their order are the same for any N. Exit status: 0 all
 classified, 1 some input failed or the model could not be loaded, 2 usage error.
+When the inputs, taken as one batch, are out of distribution far more often than
+the training lab's own cells (``hematovision.batch_shift``), a warning on stderr
+says so: on an unfamiliar microscope even the confident answers are unreliable.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import sys
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
+from ..batch_shift import check_batch
 from ..images import IMAGE_SUFFIXES
 from . import add_model_argument, fail
 from ..runtime import threads_per_worker
@@ -63,11 +67,15 @@ def run(args) -> int:
     if args.cam_dir:
         args.cam_dir.mkdir(parents=True, exist_ok=True)
     tasks = [Task(index=i, item=item, cam_dir=args.cam_dir) for i, item in enumerate(expand(args.paths))]
-    failed = 0
+    failed, ood = 0, []
     try:
         for row in iter_rows(tasks, clf=clf, model=args.model, threads=threads, workers=args.workers):
             failed += "error" in row
+            ood.append(row.get("out_of_distribution"))
             _emit(row)
     except BrokenProcessPool as exc:
         return fail(f"a worker process died ({exc}); re-run with --workers 1 to see which file stops it.")
+    shift = check_batch(ood)
+    if shift.shifted:  # stderr: stdout stays one JSON line per input
+        print(f"hematovision classify: warning: {shift.message()}", file=sys.stderr)
     return 1 if failed else 0

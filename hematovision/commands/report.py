@@ -81,6 +81,9 @@ def _print_sessions(db, sessions, *, verified: bool) -> None:
         else:
             diff = db.differential(s.id)
             print(diff.format())
+        shift = db.batch_shift(s.id)
+        if shift.shifted:
+            print(f"  WARNING: {shift.message()}")
         total.extend(diff)
     if len(sessions) > 1:
         print(total.format(title=f"All {len(sessions)} sessions: {total.total} cells"))

@@ -37,6 +37,7 @@ from typing import Iterator
 import cv2
 
 from .. import __version__
+from ..batch_shift import BatchShift, check_batch
 from .differential import Differential
 from ..errors import StationLogError
 from .schema import SCHEMA_VERSION, connect
@@ -210,6 +211,11 @@ class StationLog:
         where, args = ("WHERE session_id = ?", (session_id,)) if session_id is not None else ("", ())
         rows = self._db.execute(f"SELECT label, uncertain FROM cells {where} ORDER BY id", args)
         return Differential.from_rows(labels, rows)
+
+    def batch_shift(self, session_id: int) -> BatchShift:
+        """Does this session's set-up look unlike the training lab's? (:func:`hematovision.batch_shift.check_batch`)"""
+        rows = self._db.execute("SELECT out_of_distribution FROM cells WHERE session_id = ? ORDER BY id", (session_id,))
+        return check_batch(None if ood is None else bool(ood) for (ood,) in rows)
 
     def cells(self, session_id: int | None = None) -> Iterator[dict]:
         where, args = ("WHERE session_id = ?", (session_id,)) if session_id is not None else ("", ())

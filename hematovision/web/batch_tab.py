@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 import pandas as pd
 
+from ..batch_shift import check_batch
 from ..station import report
 from ..errors import HematoVisionError
 from .errors import log, public, refusal, user_errors
@@ -52,6 +53,19 @@ def _log_for_review(logged, clf, request):
     remember_batch(getattr(request, "session_hash", None), db_path)
 
 
+def _summary(rows, diff, logged) -> str:
+    """Counts, the uncertain and unreadable files, and a warning first when the batch as a whole looks like an
+    unfamiliar set-up (hematovision/batch_shift.py: far more cells out of distribution than the training lab's)."""
+    failed = len(rows) - diff.total
+    if failed:
+        log.warning("batch: %d of %d files could not be read", failed, len(rows))
+    shift = check_batch(pred.out_of_distribution for _, _, pred, _ in logged if pred is not None)
+    return ((f"**Warning:** {shift.message()}\n\n" if shift.shifted else "")
+            + f"**{diff.total}** of {len(rows)} files classified"
+            + (f"; **{diff.uncertain} uncertain**: review them with a specialist" if diff.uncertain else "")
+            + (f"; {failed} could not be read (see the error column)." if failed else "."))
+
+
 @user_errors
 def batch(files, model_name, request: gr.Request = None, progress=gr.Progress()):
     """Classify many single-cell images and count them: a per-file table, the differential count (percent per
@@ -75,12 +89,7 @@ def batch(files, model_name, request: gr.Request = None, progress=gr.Progress())
     csv_path = report.write_csv(rows, output_file(f"hematovision-{model_name}-batch.csv"))
     table = pd.DataFrame([[_table_cell(v) for v in r.values()] for r in rows], columns=list(report.COLUMNS))
     diff_table = pd.DataFrame(report.differential_rows(diff), columns=list(report.DIFFERENTIAL_COLUMNS))
-    failed = len(rows) - diff.total
-    if failed:
-        log.warning("batch: %d of %d files could not be read", failed, len(rows))
-    summary = (f"**{diff.total}** of {len(rows)} files classified"
-               + (f"; **{diff.uncertain} uncertain**: review them with a specialist" if diff.uncertain else "")
-               + (f"; {failed} could not be read (see the error column)." if failed else "."))
+    summary = _summary(rows, diff, logged)
     return table, diff_table, diff_table, str(csv_path), summary
 
 

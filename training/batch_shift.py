@@ -1,0 +1,114 @@
+"""How often does the batch-level shift check fire, and how much confidently wrong does it catch?
+
+    python -m training.batch_shift --model wbc --pbc ../shared/data/pbc \\
+        --labelled ../shared/data/otherlabs/zheng1 ../shared/data/otherlabs/zheng2 --bccd ../shared/data/bccd \\
+        --sizes 5 10 20 50 --batches 2000 --out reports/wbc_batch_shift.json
+
+Every cell of each set is classified once through the public API. Then, for each batch size ``n``, ``--batches``
+random batches of ``n`` cells (seeded, without replacement within a batch) are drawn from one set and judged by
+:func:`hematovision.batch_shift.check_batch`. Reported per set and size: the share of batches called shifted (on
+PBC test, the false-alarm rate), and the share of cells that are confidently wrong (not flagged, wrong) without and
+with the batch check (a cell of a shifted batch counts as flagged). BCCD crops have no subtype labels: only the
+alarm rate is reported for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hematovision.batch_shift import check_batch
+
+
+def cells_of(clf, images, labels) -> dict:
+    """Per-cell arrays: out of distribution, flagged (uncertain or OOD), correct (None without labels)."""
+    preds = [clf.predict(im, cam=False) for im in images]
+    ood = np.array([bool(p.out_of_distribution) for p in preds])
+    flagged = np.array([p.uncertain or bool(p.out_of_distribution) for p in preds])
+    correct = None if labels is None else np.array([p.label == lab for p, lab in zip(preds, labels)])
+    return {"ood": ood, "flagged": flagged, "correct": correct}
+
+
+def simulate(cells: dict, size: int, batches: int, seed: int) -> dict:
+    """Random batches of ``size`` cells: the alarm rate and the confidently-wrong share without and with the check."""
+    n = len(cells["ood"])
+    if size > n:
+        return {"size": size, "skipped": f"only {n} cells"}
+    rng = np.random.default_rng(seed)
+    alarms, wrong_plain, wrong_checked = 0, 0, 0
+    for _ in range(batches):
+        idx = rng.choice(n, size, replace=False)
+        shifted = check_batch(cells["ood"][idx]).shifted
+        alarms += shifted
+        if cells["correct"] is not None:
+            confidently_wrong = int(np.sum(~cells["flagged"][idx] & ~cells["correct"][idx]))
+            wrong_plain += confidently_wrong
+            wrong_checked += 0 if shifted else confidently_wrong
+    out = {"size": size, "batches": batches, "shifted_share": alarms / batches}
+    if cells["correct"] is not None:
+        out["confidently_wrong_without_check"] = wrong_plain / (batches * size)
+        out["confidently_wrong_with_check"] = wrong_checked / (batches * size)
+    return out
+
+
+def _sets(args) -> dict:
+    """{name: (images, labels or None)} for every set asked for."""
+    from hematovision.images import load_image
+
+    from .crosslab import labelled_cells
+    from .data import read_splits
+
+    sets = {}
+    if args.pbc:
+        rows = [r for r in read_splits(args.pbc) if r["split"] == "test"]
+        sets["pbc_test"] = ([load_image(Path(args.pbc) / r["path"]) for r in rows], [r["label"] for r in rows])
+    for folder in args.labelled:
+        cells = labelled_cells(folder)
+        sets[Path(folder).name] = ([load_image(p) for p, _ in cells], [lab for _, lab in cells])
+    if args.bccd:
+        from .robustness import bccd_crops
+
+        sets["bccd_wbc_crops"] = ([im for _, im in bccd_crops(args.bccd)], None)
+    return sets
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.batch_shift", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="model name or JSON path (it needs an OOD reference)")
+    p.add_argument("--pbc", help="the model's own dataset folder (its test split: the false-alarm rate)")
+    p.add_argument("--labelled", nargs="*", default=[], help="other labs' labelled folders (DIR/<label>/<image>)")
+    p.add_argument("--bccd", help="BCCD folder (boxes.csv + images/): unlabelled white-cell crops")
+    p.add_argument("--sizes", nargs="+", type=int, default=[5, 10, 20, 50], help="batch sizes (cells)")
+    p.add_argument("--batches", type=int, default=2000, help="random batches per set and size")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="write the report JSON here")
+    args = p.parse_args(argv)
+    if min(args.sizes) < 1 or args.batches < 1:
+        p.error("--sizes and --batches must be positive")
+
+    import hematovision
+
+    clf = hematovision.load_model(args.model)
+    if clf.ood is None:
+        p.error(f"{clf.name} has no out-of-distribution reference (python -m export.ood fits one)")
+    report = {"model": clf.name, "sha256": clf.spec.sha256,
+              "command": "python -m training.batch_shift " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "sets": {}}
+    for name, (images, labels) in _sets(args).items():
+        cells = cells_of(clf, images, labels)
+        report["sets"][name] = {"cells": len(images), "ood_share": float(cells["ood"].mean()),
+                                "by_size": [simulate(cells, s, args.batches, args.seed) for s in args.sizes]}
+        print(name, json.dumps(report["sets"][name]), flush=True)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(report, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
