@@ -213,3 +213,17 @@ def test_acceptance_station_review_three_cells_signed_report(tmp_path):
     device = resources_of(bundle)["Device"][0]
     model = json.loads((ROOT / "models" / "wbc.json").read_text())
     assert {"type": {"text": "model sha256"}, "value": model["sha256"]} in device["version"]
+
+
+@pytest.mark.parametrize("ood, warned", [((), False), (tuple(range(6)), True)])
+def test_fhir_conclusion_carries_the_batch_shift_warning(tmp_path, capsys, ood, warned):
+    """Cells from an unfamiliar set-up (hematovision/batch_shift.py) say so in the report's conclusion, too."""
+    db = tmp_path / "station.sqlite"
+    make_db(db, ["neutrophil"] * 8 + ["lymphocyte"] * 4, ood=ood)
+    out = tmp_path / "report.json"
+    assert main(["report", "--db", str(db), "--fhir", str(out)]) == 0
+    bundle = json.loads(out.read_text())
+    validated(bundle)
+    text = resources_of(bundle)["DiagnosticReport"][0]["conclusion"]
+    assert ("looks unlike the training lab's cells: 6 of 12 cells are out of distribution" in text) is warned
+    assert text.endswith(RESEARCH_USE)

@@ -103,7 +103,8 @@ def _write_fhir(db, sessions, path: Path, *, verified: bool) -> None:
     diff = count.differential if verified else _model_differential(db, ids, labels)
     report = DifferentialReport(labels=labels, counts=dict(diff.counts), model_name=name, model_sha256=sha, verified=verified,
                                 cells=count.cells, cells_verified=count.verified, excluded=dict(diff.excluded),
-                                reviewers=count.reviewers, effective=sessions[0].started, sessions=tuple(ids))
+                                reviewers=count.reviewers, effective=sessions[0].started, sessions=tuple(ids),
+                                shift_warning=db.batch_shift(*ids).message())
     write_bundle(build_bundle(report, issued=now_iso()), path)
     print(f"wrote FHIR R4 Bundle ({'final' if report.final else 'preliminary'}) to {path}")
 

@@ -66,6 +66,7 @@ class DifferentialReport:
     reviewers: tuple[str, ...] = ()
     effective: str | None = None  # when the cells were imaged (the first session's start)
     sessions: tuple[int, ...] = ()
+    shift_warning: str = ""  # hematovision.batch_shift: the cells look like another set-up than the training lab's
 
     @property
     def final(self) -> bool:
@@ -142,6 +143,8 @@ def conclusion(report: DifferentialReport, table: Mapping[str, LoincRow], leukoc
         left = report.cells - report.cells_verified
         parts.append(f"Preliminary: {left} of {report.cells} cells not verified yet." if report.verified
                      else "Preliminary until a technologist verifies every cell (report --verified).")
+    if report.shift_warning:
+        parts.append(report.shift_warning)
     parts.append(RESEARCH_USE)
     return " ".join(parts)
 

@@ -212,9 +212,10 @@ class StationLog:
         rows = self._db.execute(f"SELECT label, uncertain FROM cells {where} ORDER BY id", args)
         return Differential.from_rows(labels, rows)
 
-    def batch_shift(self, session_id: int) -> BatchShift:
-        """Does this session's set-up look unlike the training lab's? (:func:`hematovision.batch_shift.check_batch`)"""
-        rows = self._db.execute("SELECT out_of_distribution FROM cells WHERE session_id = ? ORDER BY id", (session_id,))
+    def batch_shift(self, *session_ids: int) -> BatchShift:
+        """Do these sessions' cells, as one batch, look unlike the training lab's? (:mod:`hematovision.batch_shift`)"""
+        marks = ", ".join("?" * len(session_ids))
+        rows = self._db.execute(f"SELECT out_of_distribution FROM cells WHERE session_id IN ({marks}) ORDER BY id", session_ids)
         return check_batch(None if ood is None else bool(ood) for (ood,) in rows)
 
     def cells(self, session_id: int | None = None) -> Iterator[dict]:
