@@ -173,3 +173,16 @@ def test_station_warns_at_the_end_of_a_session_from_an_unfamiliar_set_up(tmp_pat
     assert r.returncode == 0, r.stderr
     assert "Differential:" in r.stdout
     assert ("WARNING: This batch looks unlike the training lab's cells" in r.stdout) is warned, r.stdout
+
+
+@pytest.mark.parametrize("ood, warned", [([0] * 10, False), ([1] * 4 + [0] * 6, True), ([None] * 10, False)])
+def test_review_tab_progress_warns_about_an_unfamiliar_set_up(ood, warned):
+    pytest.importorskip("gradio")
+    from types import SimpleNamespace
+
+    from hematovision.web.review_view import progress
+
+    slide = SimpleNamespace(rows=[SimpleNamespace(cell={"uncertain": 0, "out_of_distribution": o}, review=None) for o in ood])
+    text = progress(slide)
+    assert text.startswith("**Warning:** This batch looks unlike") is warned
+    assert "**0 of 10 verified**" in text

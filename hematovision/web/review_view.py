@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
+from ..batch_shift import check_batch
 from ..errors import HematoVisionError
 from ..images import load_image
 from ..station.review import allowed_labels, cell_reviews, history, verified_count
@@ -119,7 +120,9 @@ def progress(slide) -> str:
     total, done = len(slide.rows), sum(r.review is not None for r in slide.rows)
     flags = [r for r in slide.rows if flagged(r.cell)]
     reviewers = sorted({r.review.reviewer for r in slide.rows if r.review is not None})
-    return (f"**{done} of {total} verified**"
+    shift = check_batch(r.cell["out_of_distribution"] for r in slide.rows)
+    return ((f"**Warning:** {shift.message()}\n\n" if shift.shifted else "")
+            + f"**{done} of {total} verified**"
             + (f" · flagged (uncertain or out of distribution): {sum(r.review is not None for r in flags)} of "
                f"{len(flags)} verified" if flags else "")
             + (f" · reviewers: {html.escape(', '.join(reviewers))}" if reviewers else ""))
