@@ -338,6 +338,7 @@ def main(argv=None) -> int:
     p.add_argument("--comparison", help="JSON of python -m export.compare (the candidates this model was chosen from)")
     p.add_argument("--crosslab", help="JSON report of python -m training.crosslab")
     p.add_argument("--crosslab-disclosure", default="", help="what was looked at while choosing (printed under the table)")
+    p.add_argument("--batch-shift", help="JSON report of python -m training.batch_shift")
     p.add_argument("--fewshot", nargs="*", default=[], help="JSON reports of python -m training.fewshot")
     p.add_argument("--cam-localisation", help="JSON report of python -m training.cam_localisation")
     p.add_argument("--cam-baseline", help="the same report for the model this one replaces")
@@ -350,6 +351,8 @@ def main(argv=None) -> int:
     extra = []
     if args.crosslab:
         extra += card_crosslab.crosslab_section(_read_json(args.crosslab), disclosure=args.crosslab_disclosure)
+    if args.batch_shift:
+        extra += card_crosslab.batch_shift_section(_read_json(args.batch_shift))
     if args.fewshot:
         extra += card_crosslab.fewshot_section([_read_json(f) for f in args.fewshot])
     if args.cam_localisation:

@@ -1,6 +1,6 @@
-"""Model-card sections for the cross-lab report, few-shot adaptation and CAM localisation.
+"""Model-card sections for the cross-lab report, the batch-level shift check, few-shot adaptation and CAM localisation.
 
-Each function takes the JSON a repo command wrote (``training.crosslab``,
+Each function takes the JSON a repo command wrote (``training.crosslab``, ``training.batch_shift``,
 ``training.fewshot``, ``training.cam_localisation``) and returns Markdown
 lines that quote its numbers and its command, so the card never disagrees
 with the report.
@@ -49,6 +49,32 @@ def crosslab_section(report: dict, *, disclosure: str = "") -> list[str]:
         lines.append(f"- {disclosure}")
     lines += ["", f"Command: `{report['command']}` (training/crosslab.py).", ""]
     return lines
+
+
+def batch_shift_section(report: dict) -> list[str]:
+    """How often a batch is called "unfamiliar set-up" (hematovision/batch_shift.py), and what that saves."""
+    sizes = [b["size"] for b in next(iter(report["sets"].values()))["by_size"]]
+    lines = ["## Batch-level set-up check (`hematovision/batch_shift.py`)", "",
+             "A batch (CLI run, Batch tab, station session) whose cells are out of distribution far more often than the "
+             "training lab's own (binomial test against 1 %, alpha 0.001, at least 5 cells) gets a warning: on an "
+             "unfamiliar microscope even the confident answers are unreliable. Share of random batches called shifted "
+             "and, where labels exist, the share of cells confidently wrong without -> with the check (a cell of a "
+             "shifted batch counts as flagged).", "",
+             "| set | cells | out of distribution per cell | " + " | ".join(f"n = {n}" for n in sizes) + " |",
+             "|---|---|---|" + "---|" * len(sizes)]
+    for name, s in report["sets"].items():
+        cells = []
+        for b in s["by_size"]:
+            if "skipped" in b:
+                cells.append("-")
+                continue
+            text = f"{100 * b['shifted_share']:.1f} %"
+            if "confidently_wrong_without_check" in b:
+                text += (f" (confidently wrong {100 * b['confidently_wrong_without_check']:.1f} -> "
+                         f"{100 * b['confidently_wrong_with_check']:.1f} %)")
+            cells.append(text)
+        lines.append(f"| {name} | {s['cells']} | {100 * s['ood_share']:.1f} % | " + " | ".join(cells) + " |")
+    return lines + ["", f"Command: `{report['command']}` (training/batch_shift.py).", ""]
 
 
 def fewshot_section(reports: list[dict]) -> list[str]:

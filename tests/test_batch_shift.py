@@ -186,3 +186,31 @@ def test_review_tab_progress_warns_about_an_unfamiliar_set_up(ood, warned):
     text = progress(slide)
     assert text.startswith("**Warning:** This batch looks unlike") is warned
     assert "**0 of 10 verified**" in text
+
+
+def test_card_section_quotes_the_report():
+    from export.card_crosslab import batch_shift_section
+
+    report = {"command": "python -m training.batch_shift --model m", "sets": {
+        "pbc_test": {"cells": 100, "ood_share": 0.003, "by_size": [
+            {"size": 5, "batches": 10, "shifted_share": 0.0, "confidently_wrong_without_check": 0.002,
+             "confidently_wrong_with_check": 0.002}, {"size": 500, "skipped": "only 100 cells"}]},
+        "bccd": {"cells": 50, "ood_share": 0.9, "by_size": [{"size": 5, "batches": 10, "shifted_share": 1.0},
+                                                            {"size": 500, "skipped": "only 50 cells"}]}}}
+    text = "\n".join(batch_shift_section(report))
+    assert "| n = 5 | n = 500 |" in text
+    assert "| pbc_test | 100 | 0.3 % | 0.0 % (confidently wrong 0.2 -> 0.2 %) | - |" in text
+    assert "| bccd | 50 | 90.0 % | 100.0 % | - |" in text and "`python -m training.batch_shift --model m`" in text
+
+
+@pytest.mark.parametrize("model", ["wbc", "wbc-crosslab"])
+def test_shipped_cards_show_the_measured_batch_check(model):
+    import json
+
+    from tests.conftest import ROOT
+
+    report = json.loads((ROOT / "reports" / f"{model}_batch_shift.json").read_text())
+    card = (ROOT / "models" / f"{model}.md").read_text()
+    assert report["command"] in card
+    z = report["sets"]["zheng2"]["by_size"][2]
+    assert f"{100 * z['shifted_share']:.1f} % (confidently wrong {100 * z['confidently_wrong_without_check']:.1f}" in card
