@@ -214,3 +214,18 @@ def test_shipped_cards_show_the_measured_batch_check(model):
     assert report["command"] in card
     z = report["sets"]["zheng2"]["by_size"][2]
     assert f"{100 * z['shifted_share']:.1f} % (confidently wrong {100 * z['confidently_wrong_without_check']:.1f}" in card
+
+
+def test_simulation_tests_against_the_rate_it_is_given():
+    """The score-based variant counts 'atypical' cells against a higher expected rate: 2 of 10 is then not a shift."""
+    cells = _cells([True] * 20 + [False] * 80, [False] * 100, None)
+    assert simulate(cells, 100, 1, seed=0)["shifted_share"] == 1.0
+    assert simulate(cells, 100, 1, seed=0, expected_rate=0.3)["shifted_share"] == 0.0
+
+
+def test_atypical_percentile_needs_pbc(capsys):
+    from training.batch_shift import main
+
+    with pytest.raises(SystemExit):
+        main(["--model", "wbc", "--atypical-percentile", "95"])
+    assert "needs --pbc" in capsys.readouterr().err
