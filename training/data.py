@@ -86,22 +86,9 @@ def load_split(data_dir: str | Path, split: str, size: int, labels: tuple[str, .
     rows = [r for r in read_splits(data_dir) if r["split"] == split]
     if limit is not None:
         rows = _first_per_class(rows, limit)
-    index = {name: i for i, name in enumerate(labels)}
-    unknown = {r["label"] for r in rows} - set(index)
-    if unknown:
-        raise ValueError(f"labels {sorted(unknown)} in splits.csv are not among {labels}")
     root = Path(data_dir)
-
-    def decode(row: dict[str, str]) -> np.ndarray:
-        return resize(load_image(root / row["path"]), size, size)
-
-    with ThreadPoolExecutor(max_workers=4) as pool:
-        images = list(pool.map(decode, rows))
-    return Split(
-        paths=tuple(r["path"] for r in rows),
-        images=np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
-        labels=np.array([index[r["label"]] for r in rows], dtype=np.int32),
-    )
+    return _decoded_split([root / r["path"] for r in rows], [r["path"] for r in rows], [r["label"] for r in rows], size,
+                          labels, unknown="labels {unknown} in splits.csv are not among {labels}")
 
 
 def load_labelled_folder(folder: str | Path, size: int, labels: tuple[str, ...]) -> Split:
@@ -109,14 +96,24 @@ def load_labelled_folder(folder: str | Path, size: int, labels: tuple[str, ...])
     from .crosslab import labelled_cells
 
     cells = labelled_cells(folder)
+    return _decoded_split([p for p, _ in cells], [str(p) for p, _ in cells], [lab for _, lab in cells], size, labels,
+                          unknown=f"{folder}: label folders {{unknown}} are not among {{labels}}")
+
+
+def _decoded_split(files: list[Path], recorded: list[str], names: list[str], size: int, labels: tuple[str, ...], *,
+                   unknown: str) -> Split:
+    """Check every name is a class (else ValueError with ``unknown`` formatted), then decode ``files`` in threads."""
     index = {name: i for i, name in enumerate(labels)}
-    unknown = sorted({lab for _, lab in cells} - set(index))
-    if unknown:
-        raise ValueError(f"{folder}: label folders {unknown} are not among {labels}")
+    missing = sorted(set(names) - set(index))
+    if missing:
+        raise ValueError(unknown.format(unknown=missing, labels=labels))
     with ThreadPoolExecutor(max_workers=4) as pool:
-        images = list(pool.map(lambda cell: resize(load_image(cell[0]), size, size), cells))
-    return Split(paths=tuple(str(p) for p, _ in cells), images=np.stack(images),
-                 labels=np.array([index[lab] for _, lab in cells], dtype=np.int32))
+        images = list(pool.map(lambda path: resize(load_image(path), size, size), files))
+    return Split(
+        paths=tuple(recorded),
+        images=np.stack(images) if images else np.zeros((0, size, size, 3), np.uint8),
+        labels=np.array([index[name] for name in names], dtype=np.int32),
+    )
 
 
 def _first_per_class(rows: list[dict[str, str]], limit: int) -> list[dict[str, str]]:
