@@ -6,7 +6,9 @@ Runs the exported model itself over the training split, fits the PCA
 reconstruction-residual score of ``hematovision/ood.py`` on the pooled
 features, sets the threshold at a high percentile (99.9) of the `val` scores, then
 measures on `val`, `test` and the generated non-blood set
-(``training/nonblood.py``). Writes ``<name>.ood.npz`` and the ``ood`` section
+(``training/nonblood.py``). It also stores the *atypical* threshold of the
+batch-level set-up check (``hematovision/batch_shift.py``): the
+``ATYPICAL_PERCENTILE``-th percentile of the same `val` scores. Writes ``<name>.ood.npz`` and the ``ood`` section
 of ``<name>.json``.
 """
 
@@ -20,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from hematovision.batch_shift import ATYPICAL_PERCENTILE
 from hematovision.ood import OODModel, pooled
 from hematovision.preprocessing import prepare
 from hematovision.registry import sha256_file
@@ -61,6 +64,7 @@ def main(argv=None) -> int:
     ood_path = json_path.with_name(f"{clf.spec.name}.ood.npz")
     ood.save(ood_path)
     measured = {split: float((ood.score(feats[split]) > threshold).mean()) for split in ("val", "test")}
+    atypical = float(np.percentile(ood.score(feats["val"]), ATYPICAL_PERCENTILE))
     meta["ood"] = {
         "file": ood_path.name,
         "sha256": sha256_file(ood_path),
@@ -68,10 +72,14 @@ def main(argv=None) -> int:
                   "components of the training features (hematovision/ood.py)",
         "threshold": threshold,
         "threshold_rule": f"{args.percentile} percentile of val scores",
+        "atypical_threshold": atypical,
+        "atypical_threshold_rule": f"{ATYPICAL_PERCENTILE:g} percentile of val scores (hematovision/batch_shift.py: a batch "
+                                   "with far more cells above it than the training lab's is flagged as a whole)",
         "command": "python -m export.ood " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     json_path.write_text(json.dumps(meta, indent=2))
     meta["ood"]["measured"] = {"cells_flagged_out_of_distribution": measured,
+                               "cells_atypical": {s: float((ood.score(feats[s]) > atypical).mean()) for s in ("val", "test")},
                                **_nonblood_measures(hematovision.load_model(json_path), args.nonblood_per_category)}
     json_path.write_text(json.dumps(meta, indent=2))
     print(json.dumps(meta["ood"], indent=2))

@@ -29,7 +29,11 @@ class Prediction:
     image's size (None when not asked for). ``out_of_distribution`` is True when
     the image's features are far from every training class (see ``ood.py``):
     probably not a blood cell like the training images; it also sets ``uncertain``.
-    It is None for models without an OOD reference.
+    It is None for models without an OOD reference. ``atypical`` is True when the
+    OOD score is above the model's ``ood.atypical_threshold`` (the 95th percentile
+    of val scores: one training-lab cell in twenty is atypical). On its own it
+    means nothing; many atypical cells in one batch mean an unfamiliar set-up
+    (``hematovision.batch_shift``). None without that threshold.
     """
 
     label: str
@@ -40,13 +44,14 @@ class Prediction:
     model: str = ""
     ood_score: float | None = None
     out_of_distribution: bool | None = None
+    atypical: bool | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
 
     def to_json(self) -> dict:
         return {"label": self.label, "confidence": self.confidence, "probabilities": self.probabilities,
-                "uncertain": self.uncertain, "out_of_distribution": self.out_of_distribution}
+                "uncertain": self.uncertain, "out_of_distribution": self.out_of_distribution, "atypical": self.atypical}
 
 
 class Classifier:
@@ -150,10 +155,12 @@ class Classifier:
         heat = None
         if cam and self.head_weights is not None:
             heat = cam_maps.upsample(cam_maps.class_activation_map(features, self.head_weights, top), *rgb.shape[:2])
-        ood_score = ood = None
+        ood_score = ood = atypical = None
         if self.ood is not None:
             ood_score = float(self.ood.score(pooled(features)))
             ood = ood_score > self.ood.threshold
+            if self.spec.atypical_threshold is not None:
+                atypical = ood_score > self.spec.atypical_threshold
         confidence = float(p[top])
         return Prediction(
             label=self.labels[top],
@@ -164,6 +171,7 @@ class Classifier:
             model=self.spec.name,
             ood_score=ood_score,
             out_of_distribution=ood,
+            atypical=atypical,
         )
 
 

@@ -8,6 +8,7 @@ Training writes it, export completes it, and the app, CLI and station read it.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -66,6 +67,16 @@ def _beside(folder: Path, name: str | None) -> Path | None:
     return folder / str(name) if name else None
 
 
+def _optional_float(value) -> float | None:
+    """A finite float, or None when absent (a bad value raises ValueError: a bad field)."""
+    if value is None:
+        return None
+    number = float(value)
+    if not math.isfinite(number):
+        raise ValueError(f"{value!r} is not a finite number")
+    return number
+
+
 @dataclass(frozen=True)
 class OutputSpec:
     """Which TFLite output holds the logits and which the last feature map."""
@@ -89,6 +100,7 @@ class ModelSpec:
     uncertain_threshold: float = 0.0
     head_path: Path | None = None
     ood_path: Path | None = None
+    atypical_threshold: float | None = None  # OOD score above which a cell counts as atypical (hematovision/batch_shift.py)
     descriptions: Mapping[str, str] = field(default_factory=dict)
     red_cell_fraction: float | None = None
     tta: str | None = None
@@ -148,6 +160,7 @@ class ModelSpec:
                 uncertain_threshold=float(cal.get("uncertain_threshold", 0.0)),
                 head_path=folder / head if head else None,
                 ood_path=folder / ood if ood else None,
+                atypical_threshold=_optional_float((data.get("ood") or {}).get("atypical_threshold")),
                 descriptions=dict(data.get("descriptions", {})),
                 red_cell_fraction=(data.get("morphology") or {}).get("red_cell_fraction"),
                 tta=_tta(data.get("test_time_augmentation"), json_path),

@@ -69,8 +69,10 @@ def test_result_is_frozen():
         BatchShift(1, 0, 1.0, False, False).shifted = True
 
 
-def _cells(ood, flagged, correct):
-    return {"ood": np.array(ood), "flagged": np.array(flagged), "correct": None if correct is None else np.array(correct)}
+def _cells(ood, flagged, correct, atypical=None):
+    atypical = [None] * len(ood) if atypical is None else atypical
+    return {"ood": np.array(ood), "atypical": np.array(atypical, dtype=object), "flagged": np.array(flagged),
+            "correct": None if correct is None else np.array(correct)}
 
 
 def test_simulation_on_a_clean_lab_never_alarms_and_keeps_its_errors():
@@ -97,17 +99,51 @@ def test_simulation_without_labels_reports_the_alarm_rate_only_and_skips_big_bat
 # --------------------------------------------------------------------------- where a lab sees it
 
 
-@pytest.mark.parametrize("ood, warned", [((), False), ((0,), False), ((0, 1, 2, 3), True)])
-def test_station_report_warns_about_a_session_from_an_unfamiliar_set_up(tmp_path, capsys, ood, warned):
+@pytest.mark.parametrize("ood, atypical, warned", [((), None, False), ((0,), None, False), ((0, 1, 2, 3), None, True),
+                                                    ((), range(9), True), ((), range(2), False)])
+def test_station_report_warns_about_a_session_from_an_unfamiliar_set_up(tmp_path, capsys, ood, atypical, warned):
     from hematovision.__main__ import main
     from tests.test_review import make_db
 
     db = tmp_path / "station.sqlite"
-    make_db(db, ["neutrophil"] * 12, ood=ood)
+    make_db(db, ["neutrophil"] * 12, ood=ood, atypical=atypical)
     assert main(["report", "--db", str(db)]) == 0
     out = capsys.readouterr().out
     assert "Differential: 12 cells" in out
-    assert ("WARNING: This batch looks unlike the training lab's cells: 4 of 12 cells" in out) is warned
+    assert ("WARNING: This batch looks unlike the training lab's cells: " in out) is warned
+    if warned:
+        assert f"{len(ood)} of 12 cells are out of distribution" in out
+
+
+def test_a_schema_2_station_database_migrates_and_its_old_cells_are_judged_by_the_flag_count(tmp_path):
+    """Cells logged before schema 3 have no atypical verdict (NULL); cells logged after it have one."""
+    import sqlite3
+    from types import SimpleNamespace
+
+    from hematovision.station.log import StationLog
+    from tests.test_review import make_db
+
+    db = tmp_path / "station.sqlite"
+    make_db(db, ["neutrophil"] * 6, ood=(0, 1, 2))
+    with sqlite3.connect(db) as con:  # make it look like a schema-2 database: no score columns
+        con.execute("ALTER TABLE cells DROP COLUMN ood_score")
+        con.execute("ALTER TABLE cells DROP COLUMN atypical")
+        con.execute("PRAGMA user_version = 2")
+    with StationLog(db, create=False) as log:
+        old = log.batch_shift(1)
+        assert old.shifted and old.atypical is None and old.cells == 6
+        s = log.open_session(model_name="wbc", model_sha256="a" * 64, labels=("neutrophil", "lymphocyte"), source="x", mode="cell")
+        crop = SimpleNamespace(image=np.zeros((8, 8, 3), np.uint8), box=(0, 0, 8, 8))
+        for i in range(5):
+            pred = SimpleNamespace(label="neutrophil", confidence=0.9, uncertain=False, probabilities={"neutrophil": 0.9},
+                                   model="wbc", out_of_distribution=False, ood_score=0.04, atypical=True)
+            log.add_cell(s.id, frame=SimpleNamespace(index=i, name=f"g{i}.png"), index_in_frame=0, crop=crop, prediction=pred,
+                         model_sha256="a" * 64, crops_dir=tmp_path / "crops")
+        new = log.batch_shift(s.id)
+        assert new.atypical == 5 and new.shifted
+        assert [c["ood_score"] for c in log.cells(s.id)] == [0.04] * 5 and [c["atypical"] for c in log.cells(1)] == [None] * 6
+    with sqlite3.connect(db) as con:
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 3
 
 
 def test_batch_tab_summary_puts_the_warning_first():
@@ -118,10 +154,12 @@ def test_batch_tab_summary_puts_the_warning_first():
     from hematovision.web.batch_tab import _summary
 
     diff = Differential(("a", "b"), counts={"a": 10})
-    logged = [("x.png", "x.png", SimpleNamespace(out_of_distribution=i < 5), None) for i in range(10)]
+    logged = [("x.png", "x.png", SimpleNamespace(out_of_distribution=i < 5, atypical=None), None) for i in range(10)]
     text = _summary([None] * 10, diff, logged)
     assert text.startswith("**Warning:** This batch looks unlike") and "**10** of 10 files classified" in text
-    calm = [("x.png", "x.png", SimpleNamespace(out_of_distribution=False), None) for _ in range(10)]
+    atypical = [("x.png", "x.png", SimpleNamespace(out_of_distribution=False, atypical=True), None) for _ in range(10)]
+    assert "10 of 10 are atypical" in _summary([None] * 10, diff, atypical)
+    calm = [("x.png", "x.png", SimpleNamespace(out_of_distribution=False, atypical=False), None) for _ in range(10)]
     assert _summary([None] * 10, diff, calm).startswith("**10** of 10 files classified")
 
 
@@ -175,14 +213,16 @@ def test_station_warns_at_the_end_of_a_session_from_an_unfamiliar_set_up(tmp_pat
     assert ("WARNING: This batch looks unlike the training lab's cells" in r.stdout) is warned, r.stdout
 
 
-@pytest.mark.parametrize("ood, warned", [([0] * 10, False), ([1] * 4 + [0] * 6, True), ([None] * 10, False)])
-def test_review_tab_progress_warns_about_an_unfamiliar_set_up(ood, warned):
+@pytest.mark.parametrize("ood, atypical, warned", [([0] * 10, [0] * 10, False), ([1] * 4 + [0] * 6, [None] * 10, True),
+                                                    ([None] * 10, [None] * 10, False), ([0] * 10, [1] * 8 + [0] * 2, True)])
+def test_review_tab_progress_warns_about_an_unfamiliar_set_up(ood, atypical, warned):
     pytest.importorskip("gradio")
     from types import SimpleNamespace
 
     from hematovision.web.review_view import progress
 
-    slide = SimpleNamespace(rows=[SimpleNamespace(cell={"uncertain": 0, "out_of_distribution": o}, review=None) for o in ood])
+    slide = SimpleNamespace(rows=[SimpleNamespace(cell={"uncertain": 0, "out_of_distribution": o, "atypical": a}, review=None)
+                                  for o, a in zip(ood, atypical)])
     text = progress(slide)
     assert text.startswith("**Warning:** This batch looks unlike") is warned
     assert "**0 of 10 verified**" in text
@@ -192,15 +232,16 @@ def test_card_section_quotes_the_report():
     from export.card_crosslab import batch_shift_section
 
     report = {"command": "python -m training.batch_shift --model m", "sets": {
-        "pbc_test": {"cells": 100, "ood_share": 0.003, "by_size": [
+        "pbc_test": {"cells": 100, "ood_share": 0.003, "atypical_share": 0.05, "by_size": [
             {"size": 5, "batches": 10, "shifted_share": 0.0, "confidently_wrong_without_check": 0.002,
-             "confidently_wrong_with_check": 0.002}, {"size": 500, "skipped": "only 100 cells"}]},
-        "bccd": {"cells": 50, "ood_share": 0.9, "by_size": [{"size": 5, "batches": 10, "shifted_share": 1.0},
-                                                            {"size": 500, "skipped": "only 50 cells"}]}}}
+             "confidently_wrong_with_check": 0.002}, {"size": 500, "skipped": "only 100 cells"}],
+            "by_size_flag_count_only": [{"size": 5, "batches": 10, "shifted_share": 0.0}, {"size": 500, "skipped": "x"}]},
+        "bccd": {"cells": 50, "ood_share": 0.9, "atypical_share": None,
+                 "by_size": [{"size": 5, "batches": 10, "shifted_share": 1.0}, {"size": 500, "skipped": "only 50 cells"}]}}}
     text = "\n".join(batch_shift_section(report))
     assert "| n = 5 | n = 500 |" in text
-    assert "| pbc_test | 100 | 0.3 % | 0.0 % (confidently wrong 0.2 -> 0.2 %) | - |" in text
-    assert "| bccd | 50 | 90.0 % | 100.0 % | - |" in text and "`python -m training.batch_shift --model m`" in text
+    assert "| pbc_test | 100 | 0.3 % / 5.0 % | 0.0 % (0.0 %), confidently wrong 0.2 -> 0.2 % | - |" in text
+    assert "| bccd | 50 | 90.0 % / - | 100.0 % | - |" in text and "`python -m training.batch_shift --model m`" in text
 
 
 @pytest.mark.parametrize("model", ["wbc", "wbc-crosslab"])
@@ -212,20 +253,159 @@ def test_shipped_cards_show_the_measured_batch_check(model):
     report = json.loads((ROOT / "reports" / f"{model}_batch_shift.json").read_text())
     card = (ROOT / "models" / f"{model}.md").read_text()
     assert report["command"] in card
-    z = report["sets"]["zheng2"]["by_size"][2]
-    assert f"{100 * z['shifted_share']:.1f} % (confidently wrong {100 * z['confidently_wrong_without_check']:.1f}" in card
+    z, alone = report["sets"]["zheng2"]["by_size"][2], report["sets"]["zheng2"]["by_size_flag_count_only"][2]
+    assert (f"{100 * z['shifted_share']:.1f} % ({100 * alone['shifted_share']:.1f} %), confidently wrong "
+            f"{100 * z['confidently_wrong_without_check']:.1f}") in card
 
 
-def test_simulation_tests_against_the_rate_it_is_given():
-    """The score-based variant counts 'atypical' cells against a higher expected rate: 2 of 10 is then not a shift."""
-    cells = _cells([True] * 20 + [False] * 80, [False] * 100, None)
-    assert simulate(cells, 100, 1, seed=0)["shifted_share"] == 1.0
-    assert simulate(cells, 100, 1, seed=0, expected_rate=0.3)["shifted_share"] == 0.0
+def test_simulation_judges_as_the_product_does_and_reports_the_flag_count_alone():
+    """Few cells flagged out of distribution but most atypical: only the check with the atypical count alarms."""
+    cells = _cells([False] * 100, [False] * 100, None, atypical=[True] * 60 + [False] * 40)
+    assert simulate(cells, 20, 50, seed=0)["shifted_share"] >= 0.95  # a rare batch draws <= 8 atypical cells of 20
+    assert simulate(cells, 20, 50, seed=0, use_atypical=False)["shifted_share"] == 0.0
 
 
-def test_atypical_percentile_needs_pbc(capsys):
+def test_the_measurement_refuses_a_model_without_an_ood_reference(tmp_path, capsys):
+    import json
+    import shutil
+
+    from tests.conftest import ROOT
     from training.batch_shift import main
 
+    for suffix in (".json", ".tflite", ".head.npz"):
+        shutil.copy(ROOT / "models" / f"wbc{suffix}", tmp_path / f"wbc{suffix}")
+    meta = json.loads((tmp_path / "wbc.json").read_text())
+    meta.pop("ood")
+    (tmp_path / "wbc.json").write_text(json.dumps(meta))
     with pytest.raises(SystemExit):
-        main(["--model", "wbc", "--atypical-percentile", "95"])
-    assert "needs --pbc" in capsys.readouterr().err
+        main(["--model", str(tmp_path / "wbc.json")])
+    assert "no out-of-distribution reference" in capsys.readouterr().err
+
+
+# --------------------------------------------------------------------------- the atypical count
+
+
+@pytest.mark.parametrize("atypical, shifted", [
+    ([False] * 20, False),                       # no atypical cell
+    ([True] * 2 + [False] * 18, False),          # 10 %: the expected rate itself
+    ([True] * 5 + [False] * 15, False),          # 25 %: P = 0.043, x 2 (Bonferroni) = 0.087
+    ([True] * 9 + [False] * 11, True),           # 45 %: P = 6.0e-5
+    ([True] * 18 + [False] * 2, True),           # 90 %, like zheng2 under wbc
+    ([True] * 4, False),                         # fewer than 5 cells: this count is not used
+])
+def test_atypical_count_verdict(atypical, shifted):
+    check = check_batch([False] * len(atypical), atypical=atypical)
+    assert check.shifted is shifted
+    assert check.atypical == (sum(atypical) if len(atypical) >= 5 else None)
+
+
+def test_two_counts_are_bonferroni_corrected():
+    """3 of 10 out of distribution: P = 1.1e-4 alone; with a second count the bound is 2.3e-4, still shifted;
+    the p-value of the batch is twice the smaller one."""
+    one = check_batch([True] * 3 + [False] * 7)
+    two = check_batch([True] * 3 + [False] * 7, atypical=[True] * 3 + [False] * 7)
+    assert two.p_value == pytest.approx(2 * one.p_value, rel=1e-9) and two.shifted
+    # a count just significant alone at alpha is no longer significant at alpha / 2
+    alone = check_batch([False] * 20, atypical=[True] * 8 + [False] * 12)
+    assert alone.p_value == pytest.approx(2 * binomial_upper_tail(8, 20, 0.10), rel=1e-9)
+
+
+def test_cells_without_an_atypical_verdict_fall_back_to_the_flag_count():
+    """A model without ood.atypical_threshold, or station cells logged before schema 3: None, not counted."""
+    check = check_batch([True] * 3 + [False] * 7, atypical=[None] * 10)
+    assert check.atypical is None and check.p_value == pytest.approx(binomial_upper_tail(3, 10, 0.01))
+    assert "atypical" not in check.message()
+
+
+def test_message_names_the_atypical_count():
+    text = check_batch([False] * 10, atypical=[True] * 10).message()
+    assert "0 of 10 cells are out of distribution" in text and "10 of 10 are atypical (expected at most 10 %)" in text
+
+
+def test_bad_atypical_rate_is_refused():
+    with pytest.raises(ValueError, match="expected_atypical_rate"):
+        check_batch([False] * 10, expected_atypical_rate=1.0)
+
+
+def test_shipped_models_carry_the_atypical_threshold_between_their_two_percentiles():
+    """export.ood writes it: the 95th percentile of val scores, below the 99.9th that flags a cell."""
+    import json
+
+    from hematovision import load_model
+    from tests.conftest import ROOT
+
+    for name in ("wbc", "wbc-crosslab", "all"):
+        ood = json.loads((ROOT / "models" / f"{name}.json").read_text())["ood"]
+        assert 0 < ood["atypical_threshold"] < ood["threshold"]
+        assert ood["measured"]["cells_atypical"]["val"] == pytest.approx(0.05, abs=0.005)  # ties among ~300-1500 val scores
+        assert load_model(name).spec.atypical_threshold == ood["atypical_threshold"]
+
+
+def test_prediction_marks_atypical_cells_from_the_threshold_in_the_json(tmp_path):
+    """The same image is atypical or not as the JSON's threshold sits below or above its score; no threshold: None."""
+    import json
+    import shutil
+
+    from hematovision import load_model
+    from tests.conftest import EXAMPLES, ROOT
+
+    image = sorted((EXAMPLES / "wbc").glob("*.jpg"))[0]
+    score = load_model("wbc").predict(image, cam=False).ood_score
+    for threshold, expected in ((score * 0.5, True), (score * 2, False), (None, None)):
+        for suffix in (".tflite", ".head.npz", ".ood.npz"):
+            shutil.copy(ROOT / "models" / f"wbc{suffix}", tmp_path / f"wbc{suffix}")
+        meta = json.loads((ROOT / "models" / "wbc.json").read_text())
+        meta["ood"]["atypical_threshold"] = threshold
+        (tmp_path / "wbc.json").write_text(json.dumps(meta))
+        pred = load_model(tmp_path / "wbc.json").predict(image, cam=False)
+        assert pred.atypical is expected and pred.to_json()["atypical"] is expected
+
+
+@pytest.mark.parametrize("value", ["high", float("nan")])
+def test_a_bad_atypical_threshold_is_a_model_format_error(tmp_path, value):
+    import json
+
+    from hematovision.errors import ModelFormatError
+    from hematovision.spec import ModelSpec
+    from tests.conftest import ROOT
+
+    meta = json.loads((ROOT / "models" / "wbc.json").read_text())
+    meta["ood"]["atypical_threshold"] = value
+    with pytest.raises(ModelFormatError, match="bad field"):
+        ModelSpec.from_json(meta, json_path=tmp_path / "wbc.json")
+
+
+def test_export_ood_writes_the_atypical_threshold_at_the_95th_percentile_of_val(tiny_models, tmp_path):
+    """export.ood on the tiny model and a tiny train/val/test folder: the JSON gets the atypical threshold, the
+    classifier reads it, and about 5 % of val (the percentile's share) is above it."""
+    import json
+
+    import cv2
+
+    from export.ood import main as export_ood
+    from export.ood import pooled_features
+    from hematovision import load_model
+    from hematovision.ood import OODModel
+    from tests.conftest import copy_model
+    from tests.tiny_model import LABELS, disc_image
+    from training.data import load_split
+
+    data = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    rows = ["path,label,split"]
+    for label in LABELS:
+        (data / "images" / label).mkdir(parents=True)
+        for i in range(30):
+            cv2.imwrite(str(data / "images" / label / f"{i}.png"), cv2.cvtColor(disc_image(label, size=64, rng=rng), cv2.COLOR_RGB2BGR))
+            rows.append(f"images/{label}/{i}.png,{label},{('train', 'train', 'val', 'test')[i % 4]}")
+    (data / "splits.csv").write_text("\n".join(rows) + "\n")
+    path = copy_model(tiny_models["tiny-int8"], tmp_path / "model")
+    assert export_ood(["--model", str(path), "--data", str(data), "--k", "4", "--nonblood-per-category", "1"]) == 0
+    ood = json.loads(path.read_text())["ood"]
+    clf = load_model(path)
+    val = load_split(data, "val", clf.spec.input.height, clf.labels)
+    scores = OODModel.load(path.parent / ood["file"]).score(pooled_features(clf, val.images))
+    assert ood["atypical_threshold"] == pytest.approx(float(np.percentile(scores, 95)), rel=1e-6)
+    assert ood["atypical_threshold"] <= ood["threshold"] and clf.spec.atypical_threshold == ood["atypical_threshold"]
+    assert ood["measured"]["cells_atypical"]["val"] == pytest.approx(float((scores > ood["atypical_threshold"]).mean()))
+    assert "95 percentile of val scores" in ood["atypical_threshold_rule"]

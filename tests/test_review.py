@@ -49,9 +49,9 @@ CREATE INDEX IF NOT EXISTS frames_by_session ON frames(session_id);
 """
 
 
-def make_db(path: Path, labels, *, uncertain=(), ood=(), model_labels=WBC, sha="a" * 64) -> list[int]:
+def make_db(path: Path, labels, *, uncertain=(), ood=(), atypical=None, model_labels=WBC, sha="a" * 64) -> list[int]:
     """A station database with one finished session whose cells the model labelled ``labels`` (crops written);
-    the cells at the indices in ``ood`` are out of distribution."""
+    the cells at the indices in ``ood`` are out of distribution, those in ``atypical`` atypical (None: no verdict)."""
     crops = path.parent / "crops"
     crops.mkdir(parents=True, exist_ok=True)
     ids = []
@@ -60,7 +60,7 @@ def make_db(path: Path, labels, *, uncertain=(), ood=(), model_labels=WBC, sha="
         for i, label in enumerate(labels):
             crop = SimpleNamespace(image=np.full((24, 24, 3), 40 + 9 * i % 200, np.uint8), box=(0, 0, 24, 24))
             pred = SimpleNamespace(label=label, confidence=0.9, uncertain=i in uncertain, probabilities={label: 0.9}, model="wbc",
-                                   out_of_distribution=i in ood)
+                                   out_of_distribution=i in ood, atypical=None if atypical is None else i in atypical)
             ids.append(db.add_cell(s.id, frame=SimpleNamespace(index=i, name=f"f{i:03d}.png"), index_in_frame=0, crop=crop,
                                    prediction=pred, model_sha256=sha, crops_dir=crops))
         db.close_session(s.id, stop_reason="source ended")
@@ -106,7 +106,7 @@ def test_a_release_1_database_migrates_and_keeps_everything(tmp_path):
         assert latest_reviews(db)[2] == review
         assert db.integrity() == "ok" and db.journal_mode == "wal"
     with sqlite3.connect(path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
         for table, rows in before.items():  # every old row and value is still there; new columns are NULL
             after = con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
             assert [r[:len(rows[0])] for r in after] == rows

@@ -6,15 +6,12 @@
 
 Every cell of each set is classified once through the public API. Then, for each batch size ``n``, ``--batches``
 random batches of ``n`` cells (seeded, without replacement within a batch) are drawn from one set and judged by
-:func:`hematovision.batch_shift.check_batch`. Reported per set and size: the share of batches called shifted (on
-PBC test, the false-alarm rate), and the share of cells that are confidently wrong (not flagged, wrong) without and
-with the batch check (a cell of a shifted batch counts as flagged). BCCD crops have no subtype labels: only the
-alarm rate is reported for them.
-
-``--atypical-percentile Q`` (needs ``--pbc``) also measures a score-based variant, not (yet) what the product does:
-a cell counts as *atypical* when its OOD score exceeds the Q-th percentile of the PBC val scores (so about
-``1 - Q/100`` of the training lab's cells are atypical), and the batch is tested against twice that rate. Reported
-under ``by_size_atypical``.
+:func:`hematovision.batch_shift.check_batch` exactly as the product judges them: the out-of-distribution count
+and, where the model JSON has ``ood.atypical_threshold``, the atypical count. Reported per set and size
+(``by_size``): the share of batches called shifted (on PBC test, the false-alarm rate), and the share of cells
+that are confidently wrong (not flagged, wrong) without and with the batch check (a cell of a shifted batch counts
+as flagged). ``by_size_flag_count_only`` is the same with the out-of-distribution count alone (the check before
+the atypical count was added). BCCD crops have no subtype labels: only the alarm rate is reported for them.
 """
 
 from __future__ import annotations
@@ -26,23 +23,24 @@ from pathlib import Path
 
 import numpy as np
 
-from hematovision.batch_shift import EXPECTED_OOD_RATE, check_batch
+from hematovision.batch_shift import EXPECTED_ATYPICAL_RATE, EXPECTED_OOD_RATE, check_batch
 
 
 def cells_of(clf, images, labels) -> dict:
-    """Per-cell arrays: out of distribution, OOD score, flagged (uncertain or OOD), correct (None without labels)."""
+    """Per-cell arrays: out of distribution, atypical (None without the threshold), flagged (uncertain or OOD),
+    correct (None without labels)."""
     preds = [clf.predict(im, cam=False) for im in images]
     ood = np.array([bool(p.out_of_distribution) for p in preds])
-    score = np.array([p.ood_score for p in preds], dtype=float)
+    atypical = np.array([p.atypical for p in preds], dtype=object)
     flagged = np.array([p.uncertain or bool(p.out_of_distribution) for p in preds])
     correct = None if labels is None else np.array([p.label == lab for p, lab in zip(preds, labels)])
-    return {"ood": ood, "score": score, "flagged": flagged, "correct": correct}
+    return {"ood": ood, "atypical": atypical, "flagged": flagged, "correct": correct}
 
 
-def simulate(cells: dict, size: int, batches: int, seed: int, *, expected_rate: float = EXPECTED_OOD_RATE) -> dict:
+def simulate(cells: dict, size: int, batches: int, seed: int, *, use_atypical: bool = True) -> dict:
     """Random batches of ``size`` cells: the alarm rate and the confidently-wrong share without and with the check.
 
-    The check counts ``cells["ood"]`` against ``expected_rate`` (pass ``atypical`` flags as ``ood`` for the variant)."""
+    ``use_atypical=False``: the out-of-distribution count alone."""
     n = len(cells["ood"])
     if size > n:
         return {"size": size, "skipped": f"only {n} cells"}
@@ -50,7 +48,7 @@ def simulate(cells: dict, size: int, batches: int, seed: int, *, expected_rate: 
     alarms, wrong_plain, wrong_checked = 0, 0, 0
     for _ in range(batches):
         idx = rng.choice(n, size, replace=False)
-        shifted = check_batch(cells["ood"][idx], expected_rate=expected_rate).shifted
+        shifted = check_batch(cells["ood"][idx], atypical=cells["atypical"][idx] if use_atypical else ()).shifted
         alarms += shifted
         if cells["correct"] is not None:
             confidently_wrong = int(np.sum(~cells["flagged"][idx] & ~cells["correct"][idx]))
@@ -63,20 +61,6 @@ def simulate(cells: dict, size: int, batches: int, seed: int, *, expected_rate: 
     return out
 
 
-def _atypical_rule(clf, args) -> dict:
-    """The score-based variant's per-cell threshold (a percentile of PBC val OOD scores) and its tested rate."""
-    from hematovision.images import load_image
-
-    from .data import read_splits
-
-    rows = [r for r in read_splits(args.pbc) if r["split"] == "val"]
-    scores = [clf.predict(load_image(Path(args.pbc) / r["path"]), cam=False).ood_score for r in rows]
-    q = args.atypical_percentile
-    return {"percentile_of_val": q, "threshold": float(np.percentile(scores, q)), "val_cells": len(rows),
-            "expected_rate": 2 * (1 - q / 100), "meaning": "atypical = OOD score above the threshold; the batch is "
-            "tested against twice the share of val cells above it"}
-
-
 def _sets(args) -> dict:
     """{name: (images, labels or None)} for every set asked for."""
     from hematovision.images import load_image
@@ -87,7 +71,7 @@ def _sets(args) -> dict:
     sets = {}
     if args.pbc:
         rows = [r for r in read_splits(args.pbc) if r["split"] == "test"]
-        sets["pbc_test"] = ([load_image(Path(args.pbc) / r["path"]) for r in rows], [r["label"] for r in rows])
+        sets[f"{Path(args.pbc).name}_test"] = ([load_image(Path(args.pbc) / r["path"]) for r in rows], [r["label"] for r in rows])
     for folder in args.labelled:
         cells = labelled_cells(folder)
         sets[Path(folder).name] = ([load_image(p) for p, _ in cells], [lab for _, lab in cells])
@@ -102,20 +86,16 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m training.batch_shift", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", required=True, help="model name or JSON path (it needs an OOD reference)")
-    p.add_argument("--pbc", help="the model's own dataset folder (its test split: the false-alarm rate)")
+    p.add_argument("--pbc", help="the model's own dataset folder, e.g. ../shared/data/pbc (its test split, reported as <folder>_test: the false-alarm rate)")
     p.add_argument("--labelled", nargs="*", default=[], help="other labs' labelled folders (DIR/<label>/<image>)")
     p.add_argument("--bccd", help="BCCD folder (boxes.csv + images/): unlabelled white-cell crops")
     p.add_argument("--sizes", nargs="+", type=int, default=[5, 10, 20, 50], help="batch sizes (cells)")
     p.add_argument("--batches", type=int, default=2000, help="random batches per set and size")
-    p.add_argument("--atypical-percentile", type=float,
-                   help="also measure the score-based variant: atypical = OOD score above this percentile of PBC val")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the report JSON here")
     args = p.parse_args(argv)
     if min(args.sizes) < 1 or args.batches < 1:
         p.error("--sizes and --batches must be positive")
-    if args.atypical_percentile is not None and (not args.pbc or not 50 <= args.atypical_percentile < 100):
-        p.error("--atypical-percentile needs --pbc and a value in [50, 100)")
 
     import hematovision
 
@@ -124,19 +104,17 @@ def main(argv=None) -> int:
         p.error(f"{clf.name} has no out-of-distribution reference (python -m export.ood fits one)")
     report = {"model": clf.name, "sha256": clf.spec.sha256,
               "command": "python -m training.batch_shift " + " ".join(argv if argv is not None else sys.argv[1:]),
+              "ood_threshold": clf.ood.threshold, "atypical_threshold": clf.spec.atypical_threshold,
+              "expected_rates": {"out_of_distribution": EXPECTED_OOD_RATE, "atypical": EXPECTED_ATYPICAL_RATE},
               "sets": {}}
-    atypical = _atypical_rule(clf, args) if args.atypical_percentile is not None else None
-    if atypical:
-        report["atypical_rule"] = atypical
     for name, (images, labels) in _sets(args).items():
         cells = cells_of(clf, images, labels)
-        report["sets"][name] = {"cells": len(images), "ood_share": float(cells["ood"].mean()),
-                                "by_size": [simulate(cells, s, args.batches, args.seed) for s in args.sizes]}
-        if atypical:
-            marked = {**cells, "ood": cells["score"] > atypical["threshold"]}
-            report["sets"][name]["atypical_share"] = float(marked["ood"].mean())
-            report["sets"][name]["by_size_atypical"] = [
-                simulate(marked, s, args.batches, args.seed, expected_rate=atypical["expected_rate"]) for s in args.sizes]
+        known = [bool(a) for a in cells["atypical"] if a is not None]
+        report["sets"][name] = {
+            "cells": len(images), "ood_share": float(cells["ood"].mean()),
+            "atypical_share": float(np.mean(known)) if known else None,
+            "by_size": [simulate(cells, s, args.batches, args.seed) for s in args.sizes],
+            "by_size_flag_count_only": [simulate(cells, s, args.batches, args.seed, use_atypical=False) for s in args.sizes]}
         print(name, json.dumps(report["sets"][name]), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -8,8 +8,8 @@ folder without images, a FIFO, a device or a symlink loop gets its own error
 row. ``--workers N`` classifies in N processes (default: every core), one model
 each; the lines and their order are the same for any N. Exit status: 0 all
 classified, 1 some input failed or the model could not be loaded, 2 usage error.
-When the inputs, taken as one batch, are out of distribution far more often than
-the training lab's own cells (``hematovision.batch_shift``), a warning on stderr
+When the inputs, taken as one batch, are out of distribution or atypical far more
+often than the training lab's own cells (``hematovision.batch_shift``), a warning on stderr
 says so: on an unfamiliar microscope even the confident answers are unreliable.
 """
 
@@ -67,15 +67,16 @@ def run(args) -> int:
     if args.cam_dir:
         args.cam_dir.mkdir(parents=True, exist_ok=True)
     tasks = [Task(index=i, item=item, cam_dir=args.cam_dir) for i, item in enumerate(expand(args.paths))]
-    failed, ood = 0, []
+    failed, ood, atypical = 0, [], []
     try:
         for row in iter_rows(tasks, clf=clf, model=args.model, threads=threads, workers=args.workers):
             failed += "error" in row
             ood.append(row.get("out_of_distribution"))
+            atypical.append(row.get("atypical"))
             _emit(row)
     except BrokenProcessPool as exc:
         return fail(f"a worker process died ({exc}); re-run with --workers 1 to see which file stops it.")
-    shift = check_batch(ood)
+    shift = check_batch(ood, atypical=atypical)
     if shift.shifted:  # stderr: stdout stays one JSON line per input
         print(f"hematovision classify: warning: {shift.message()}", file=sys.stderr)
     return 1 if failed else 0

@@ -47,7 +47,7 @@ __all__ = ["CELL_COLUMNS", "SCHEMA_VERSION", "ResumeSourceError", "Session", "St
 #: Columns of ``cells`` in the order of the CSV export.
 CELL_COLUMNS = ("id", "session_id", "time", "frame_index", "source_frame", "cell_in_frame", "x0", "y0", "x1", "y1", "label",
                 "confidence", "uncertain", "out_of_distribution", "model_name", "model_sha256", "crop_path", "probabilities",
-                "source_sha256")
+                "source_sha256", "ood_score", "atypical")
 
 
 class ResumeSourceError(StationLogError, ValueError):
@@ -136,12 +136,13 @@ class StationLog:
         name = f"{seq:06d}_f{frame.index:06d}_{index_in_frame:02d}_{_safe(prediction.label)}.jpg"
         path = crops_dir / name
         _write_jpeg(path, crop.image)
-        ood = getattr(prediction, "out_of_distribution", None)
+        ood, score, atypical = (getattr(prediction, k, None) for k in ("out_of_distribution", "ood_score", "atypical"))
         row = dict(session_id=session_id, time=now_iso(), frame_index=frame.index, source_frame=frame.name,
                    cell_in_frame=index_in_frame, **dict(zip(("x0", "y0", "x1", "y1"), (int(v) for v in crop.box))),
                    label=prediction.label, confidence=float(prediction.confidence), uncertain=int(bool(prediction.uncertain)),
                    out_of_distribution=None if ood is None else int(bool(ood)), model_name=prediction.model,
                    model_sha256=model_sha256, crop_path=self._stored_path(path), source_sha256=source_sha256,
+                   ood_score=None if score is None else float(score), atypical=None if atypical is None else int(bool(atypical)),
                    probabilities=json.dumps({k: round(float(v), 5) for k, v in prediction.probabilities.items()}))
         try:
             cur = self._db.execute(f"INSERT INTO cells ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
@@ -215,8 +216,10 @@ class StationLog:
     def batch_shift(self, *session_ids: int) -> BatchShift:
         """Do these sessions' cells, as one batch, look unlike the training lab's? (:mod:`hematovision.batch_shift`)"""
         marks = ", ".join("?" * len(session_ids))
-        rows = self._db.execute(f"SELECT out_of_distribution FROM cells WHERE session_id IN ({marks}) ORDER BY id", session_ids)
-        return check_batch(None if ood is None else bool(ood) for (ood,) in rows)
+        rows = self._db.execute(f"SELECT out_of_distribution, atypical FROM cells WHERE session_id IN ({marks}) ORDER BY id",
+                                session_ids).fetchall()
+        flag = lambda v: None if v is None else bool(v)  # noqa: E731 - NULL: no verdict (no OOD reference, or schema < 3)
+        return check_batch([flag(ood) for ood, _ in rows], atypical=[flag(a) for _, a in rows])
 
     def cells(self, session_id: int | None = None) -> Iterator[dict]:
         where, args = ("WHERE session_id = ?", (session_id,)) if session_id is not None else ("", ())

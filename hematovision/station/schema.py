@@ -11,6 +11,10 @@ DELETE, and another refuses changing a cell's model label), the content hash of
 each source file (``cells.source_sha256``, ``frames.source_sha256``) and the
 canonical source of a session (``sessions.source_key``) that ``--resume`` checks.
 
+Version 3 keeps each cell's out-of-distribution score and whether it was
+*atypical* (``cells.ood_score``, ``cells.atypical``; :mod:`hematovision.batch_shift`
+counts the atypical cells of a session). Cells logged before it have NULL there.
+
 :func:`connect` opens a file only after checking that it is an SQLite file
 and, when it exists, a HematoVision one: a foreign or damaged file is refused
 before WAL mode (which is written into the file) is switched on.
@@ -24,7 +28,7 @@ from pathlib import Path
 from ..errors import StationLogError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 TABLES = ("sessions", "cells", "frames")
 
 #: The schema of version 1 as released (same tables, columns and types). Never edit: add a migration instead.
@@ -66,6 +70,10 @@ CREATE TRIGGER reviews_no_delete BEFORE DELETE ON reviews
     BEGIN SELECT RAISE(ABORT, 'reviews are append-only: add a new review instead'); END;
 CREATE TRIGGER cells_keep_model_label BEFORE UPDATE OF label ON cells
     BEGIN SELECT RAISE(ABORT, 'the model label of a cell is never changed: add a review instead'); END;
+""",
+    2: """
+ALTER TABLE cells ADD COLUMN ood_score REAL;
+ALTER TABLE cells ADD COLUMN atypical INTEGER;
 """,
 }
 

@@ -55,11 +55,12 @@ def _log_for_review(logged, clf, request):
 
 def _summary(rows, diff, logged) -> str:
     """Counts, the uncertain and unreadable files, and a warning first when the batch as a whole looks like an
-    unfamiliar set-up (hematovision/batch_shift.py: far more cells out of distribution than the training lab's)."""
+    unfamiliar set-up (hematovision/batch_shift.py: far more cells out of distribution or atypical than the training lab's)."""
     failed = len(rows) - diff.total
     if failed:
         log.warning("batch: %d of %d files could not be read", failed, len(rows))
-    shift = check_batch(pred.out_of_distribution for _, _, pred, _ in logged if pred is not None)
+    preds = [pred for _, _, pred, _ in logged if pred is not None]
+    shift = check_batch([p.out_of_distribution for p in preds], atypical=[p.atypical for p in preds])
     return ((f"**Warning:** {shift.message()}\n\n" if shift.shifted else "")
             + f"**{diff.total}** of {len(rows)} files classified"
             + (f"; **{diff.uncertain} uncertain**: review them with a specialist" if diff.uncertain else "")
