@@ -78,6 +78,15 @@ def batch_shift_section(report: dict) -> list[str]:
             cells.append(text)
         atypical = "-" if s.get("atypical_share") is None else f"{100 * s['atypical_share']:.1f} %"
         lines.append(f"| {name} | {s['cells']} | {100 * s['ood_share']:.1f} % / {atypical} | " + " | ".join(cells) + " |")
+    running = [(name, s["sequential"]) for name, s in report["sets"].items() if s.get("sequential")]
+    if running:
+        lines += ["", "The station also judges a session while it runs, once per printed differential. Judged after every "
+                  "cell of random sessions (the worst case for repeated looks):", ""]
+        for name, q in running:
+            when = q["first_warning_at_cells"]
+            lines.append(f"- {name}, {q['sessions']} sessions of {q['cells']} cells: the warning ever fires in "
+                         f"{100 * q['ever_shifted_share']:.2f} %" + (f", first after {when['median']:.0f} cells (median; 90th "
+                                                                     f"percentile {when['p90']:.0f})" if when else "") + ".")
     return lines + ["", "Disclosure: the 95th percentile and the factor 2 of the atypical count were chosen after a probe on "
                     "zheng2, so its figures are not a clean test; the false-alarm rate on the training lab's own test cells is.",
                     "", f"Command: `{report['command']}` (training/batch_shift.py).", ""]

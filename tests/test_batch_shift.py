@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from hematovision.batch_shift import BatchShift, binomial_upper_tail, check_batch
-from training.batch_shift import simulate
+from training.batch_shift import sequential, simulate
 
 
 def _direct_tail(x, n, p):
@@ -207,10 +207,16 @@ def test_station_warns_at_the_end_of_a_session_from_an_unfamiliar_set_up(tmp_pat
         for path in sorted((EXAMPLES / "wbc").glob("*.jpg"))[:8]:
             shutil.copy(path, folder / path.name)
     db = tmp_path / "station.sqlite"
-    r = subprocess.run(station_cmd("wbc", folder, db, "--no-watch"), capture_output=True, text=True, cwd=ROOT, timeout=300)
+    r = subprocess.run(station_cmd("wbc", folder, db, "--no-watch", "--summary-every", "0.001"), capture_output=True, text=True,
+                       cwd=ROOT, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "Differential:" in r.stdout
     assert ("WARNING: This batch looks unlike the training lab's cells" in r.stdout) is warned, r.stdout
+    # while the session runs, the warning comes with the running differential, once, before the final summary
+    early = r.stdout.count("WARNING (so far): This batch looks unlike")
+    assert early == (1 if warned else 0), r.stdout
+    if warned:
+        assert r.stdout.index("WARNING (so far)") < r.stdout.index("session 1:")
 
 
 @pytest.mark.parametrize("ood, atypical, warned", [([0] * 10, [0] * 10, False), ([1] * 4 + [0] * 6, [None] * 10, True),
@@ -409,3 +415,29 @@ def test_export_ood_writes_the_atypical_threshold_at_the_95th_percentile_of_val(
     assert ood["atypical_threshold"] <= ood["threshold"] and clf.spec.atypical_threshold == ood["atypical_threshold"]
     assert ood["measured"]["cells_atypical"]["val"] == pytest.approx(float((scores > ood["atypical_threshold"]).mean()))
     assert "95 percentile of val scores" in ood["atypical_threshold_rule"]
+
+
+@pytest.mark.parametrize("atypical_share, fires", [(0.0, 0.0), (0.88, 1.0)])
+def test_sequential_sessions_measure_how_often_and_how_soon_the_running_check_fires(atypical_share, fires):
+    """Judged after every cell: a lab like the training one never alarms; one like zheng2 (88 % atypical) alarms at
+    once, from the 5th cell (5 of 5 atypical: P = 1e-5, x 2 < alpha)."""
+    k = int(100 * atypical_share)
+    cells = _cells([False] * 100, [False] * 100, None, atypical=[True] * k + [False] * (100 - k))
+    r = sequential(cells, 50, 100, seed=0)
+    assert r["ever_shifted_share"] == fires and r["cells"] == 50 and r["sessions"] == 100
+    if fires:
+        assert 5 <= r["first_warning_at_cells"]["median"] <= r["first_warning_at_cells"]["p90"] <= 10
+    else:
+        assert r["first_warning_at_cells"] is None
+
+
+def test_card_section_reports_the_running_check():
+    from export.card_crosslab import batch_shift_section
+
+    report = {"command": "c", "sets": {"zheng2": {"cells": 100, "ood_share": 0.2, "atypical_share": 0.9,
+                                                   "by_size": [{"size": 5, "batches": 1, "shifted_share": 1.0}],
+                                                   "sequential": {"cells": 100, "sessions": 2000, "ever_shifted_share": 1.0,
+                                                                  "first_warning_at_cells": {"median": 5.0, "p90": 7.0}}}}}
+    text = "\n".join(batch_shift_section(report))
+    assert "- zheng2, 2000 sessions of 100 cells: the warning ever fires in 100.00 %, first after 5 cells (median; " \
+           "90th percentile 7)." in text

@@ -12,6 +12,12 @@ and, where the model JSON has ``ood.atypical_threshold``, the atypical count. Re
 that are confidently wrong (not flagged, wrong) without and with the batch check (a cell of a shifted batch counts
 as flagged). ``by_size_flag_count_only`` is the same with the out-of-distribution count alone (the check before
 the atypical count was added). BCCD crops have no subtype labels: only the alarm rate is reported for them.
+
+``--sequential N`` also measures the station's running check, which looks again at a growing session: for
+``--batches`` random orderings of N cells of a set, the session is judged after every cell (the worst case: the
+station looks every ``--summary-every`` seconds), and reported (``sequential``) are the share of sessions where
+the warning ever fires (on the training lab's own cells, the false-alarm rate of repeated looks) and, over the
+sessions where it fires, the median and 90th percentile of the cell count at which it first does.
 """
 
 from __future__ import annotations
@@ -61,6 +67,21 @@ def simulate(cells: dict, size: int, batches: int, seed: int, *, use_atypical: b
     return out
 
 
+def sequential(cells: dict, length: int, runs: int, seed: int) -> dict:
+    """Random orderings of ``length`` cells judged after every cell: how often and how soon the warning first fires."""
+    n = len(cells["ood"])
+    length = min(length, n)
+    rng = np.random.default_rng(seed)
+    first = []
+    for _ in range(runs):
+        order = rng.permutation(n)[:length]
+        ood, atypical = list(cells["ood"][order]), list(cells["atypical"][order])
+        first.append(next((k for k in range(1, length + 1) if check_batch(ood[:k], atypical=atypical[:k]).shifted), None))
+    fired = [k for k in first if k is not None]
+    return {"cells": length, "sessions": runs, "ever_shifted_share": len(fired) / runs,
+            "first_warning_at_cells": {"median": float(np.median(fired)), "p90": float(np.percentile(fired, 90))} if fired else None}
+
+
 def _sets(args) -> dict:
     """{name: (images, labels or None)} for every set asked for."""
     from hematovision.images import load_image
@@ -91,11 +112,13 @@ def main(argv=None) -> int:
     p.add_argument("--bccd", help="BCCD folder (boxes.csv + images/): unlabelled white-cell crops")
     p.add_argument("--sizes", nargs="+", type=int, default=[5, 10, 20, 50], help="batch sizes (cells)")
     p.add_argument("--batches", type=int, default=2000, help="random batches per set and size")
+    p.add_argument("--sequential", type=int, metavar="N",
+                   help="also judge random N-cell sessions after every cell (the station's running check)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="write the report JSON here")
     args = p.parse_args(argv)
-    if min(args.sizes) < 1 or args.batches < 1:
-        p.error("--sizes and --batches must be positive")
+    if min(args.sizes) < 1 or args.batches < 1 or (args.sequential is not None and args.sequential < 1):
+        p.error("--sizes, --batches and --sequential must be positive")
 
     import hematovision
 
@@ -115,6 +138,8 @@ def main(argv=None) -> int:
             "atypical_share": float(np.mean(known)) if known else None,
             "by_size": [simulate(cells, s, args.batches, args.seed) for s in args.sizes],
             "by_size_flag_count_only": [simulate(cells, s, args.batches, args.seed, use_atypical=False) for s in args.sizes]}
+        if args.sequential:
+            report["sets"][name]["sequential"] = sequential(cells, args.sequential, args.batches, args.seed)
         print(name, json.dumps(report["sets"][name]), flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

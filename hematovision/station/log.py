@@ -72,6 +72,11 @@ class Session:
 SESSION_COLUMNS = "id, started, ended, stop_reason, source, mode, model_name, model_sha256, labels, source_key"
 
 
+def _verdict(value) -> bool | None:
+    """A 0/1 column as a flag; NULL is no verdict (a model without an OOD reference, or a cell logged before schema 3)."""
+    return None if value is None else bool(value)
+
+
 def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -218,8 +223,7 @@ class StationLog:
         marks = ", ".join("?" * len(session_ids))
         rows = self._db.execute(f"SELECT out_of_distribution, atypical FROM cells WHERE session_id IN ({marks}) ORDER BY id",
                                 session_ids).fetchall()
-        flag = lambda v: None if v is None else bool(v)  # noqa: E731 - NULL: no verdict (no OOD reference, or schema < 3)
-        return check_batch([flag(ood) for ood, _ in rows], atypical=[flag(a) for _, a in rows])
+        return check_batch([_verdict(ood) for ood, _ in rows], atypical=[_verdict(a) for _, a in rows])
 
     def cells(self, session_id: int | None = None) -> Iterator[dict]:
         where, args = ("WHERE session_id = ?", (session_id,)) if session_id is not None else ("", ())

@@ -148,7 +148,7 @@ class Station:
             start = time.monotonic()
             next_due = start
             next_print = start + self._summary_every()
-            reason = ""
+            reason, warned = "", False
             try:
                 while True:
                     why = should_stop()
@@ -176,6 +176,7 @@ class Station:
                         self._skip(frame, "invalid", str(exc), db, session.id, summary, None)
                     if self._summary_every() and time.monotonic() >= next_print:
                         self.printer(summary.differential.format())
+                        warned = warned or self._warn_if_shifted(db, session.id)
                         next_print = time.monotonic() + self._summary_every()
             finally:
                 summary.elapsed_s = time.monotonic() - start
@@ -207,6 +208,14 @@ class Station:
         if self._sha[0] != frame.index:
             self._sha = (frame.index, file_sha256(self._folder / frame.name))
         return self._sha[1]
+
+    def _warn_if_shifted(self, db: StationLog, session_id: int) -> bool:
+        """Print the set-up warning (hematovision/batch_shift.py) with the running differential, as soon as the
+        session's cells so far look unlike the training lab's: the technologist learns it while at the microscope."""
+        shift = db.batch_shift(session_id)
+        if shift.shifted:
+            self.printer(f"WARNING (so far): {shift.message()}")
+        return shift.shifted
 
     def _summary_every(self) -> float:
         return self.config.summary_every
