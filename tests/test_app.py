@@ -77,6 +77,7 @@ def test_classify_returns_calibrated_labels(app, client, model, example):
     assert label["label"] == max(probs, key=probs.get) == result["label"]
     assert isinstance(result["uncertain"], bool) and result["model"] == model
     assert ("Uncertain" in verdict) == result["uncertain"]
+    assert isinstance(result["atypical"], bool)  # the shipped models carry ood.atypical_threshold
 
 
 def test_explain_overlay_has_the_image_size(client):
