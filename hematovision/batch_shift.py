@@ -2,10 +2,11 @@
 
 One cell flagged out of distribution says little; many cells of one batch (one
 smear, one microscope) flagged far more often than the training lab's own cells
-are says the whole set-up differs, and then the cells the model is sure of are
-not to be trusted either (on another lab's CellaVision exports the shipped
-``wbc`` is confidently wrong on about one cell in five, while flagging a fifth
-of them as out of distribution).
+say that the whole set-up differs, or that the smear is full of cells of a type
+the model does not know (blasts: then the warning is needed just as much). Either
+way the cells the model is sure of are not to be trusted either: on another
+lab's CellaVision exports the shipped ``wbc`` is confidently wrong on about one
+cell in five, while flagging a fifth of them as out of distribution.
 
 The test: of ``n`` cells, ``x`` are out of distribution. On the training lab's
 own cells the per-cell rate is at most ``expected_rate`` (the OOD threshold is
@@ -76,10 +77,11 @@ class BatchShift:
         if self.atypical is not None:
             counts += (f" and {self.atypical} of {self.atypical_cells} are atypical (expected at most "
                        f"{100 * self.expected_atypical_rate:.0f} %)")
-        return (f"This batch looks unlike the training lab's cells: {counts}. On a microscope, stain "
-                "or camera the model was not trained on, even its confident answers are often wrong: treat every "
-                "answer as unverified, and adapt the model to this set-up with a few labelled cells "
-                "(python -m hematovision adapt; if it is adapted already, with more of them).")
+        return (f"This batch looks unlike the training lab's cells: {counts}. Either the set-up differs "
+                "(microscope, stain or camera) or the smear holds many cells of a type the model does not know, such "
+                "as blasts: have a specialist look at it. Here even the model's confident answers are often wrong: "
+                "treat every answer as unverified. If the set-up is new, adapt the model to it with a few labelled "
+                "cells (python -m hematovision adapt; if it is adapted already, with more of them).")
 
     def to_json(self) -> dict:
         return {"cells": self.cells, "out_of_distribution": self.out_of_distribution, "p_value": self.p_value,

@@ -54,6 +54,8 @@ def test_cells_without_an_ood_flag_are_not_counted():
 def test_message_says_what_happened_and_what_to_do():
     text = check_batch([True] * 6 + [False] * 4).message()
     assert "6 of 10 cells" in text and "at most 1 %" in text and "python -m hematovision adapt" in text
+    # a smear full of blasts trips it too: the message must not send the lab only to adaptation
+    assert "blasts" in text and "specialist" in text
     assert check_batch([True] * 6 + [False] * 4).to_json()["shifted"] is True
 
 

@@ -12,6 +12,9 @@ and, where the model JSON has ``ood.atypical_threshold``, the atypical count. Re
 that are confidently wrong (not flagged, wrong) without and with the batch check (a cell of a shifted batch counts
 as flagged). ``by_size_flag_count_only`` is the same with the out-of-distribution count alone (the check before
 the atypical count was added). BCCD crops have no subtype labels: only the alarm rate is reported for them.
+``--blasts DIR`` adds B-lymphoblasts cut from the ALL set's malignant fields at PBC framing (as in
+``training.crosslab``): cells of a type the model does not know, from a smear of a patient, not a new microscope;
+the alarm rate is reported for them too (a smear full of blasts is also "unlike the training lab's cells").
 
 ``--sequential N`` also measures the station's running check, which looks again at a growing session: for
 ``--batches`` random orderings of N cells of a set, the session is judged after every cell (the worst case: the
@@ -96,6 +99,10 @@ def _sets(args) -> dict:
     for folder in args.labelled:
         cells = labelled_cells(folder)
         sets[Path(folder).name] = ([load_image(p) for p, _ in cells], [lab for _, lab in cells])
+    if args.blasts:
+        from .crosslab import blast_crops
+
+        sets["blasts_pbc_framing"] = (blast_crops(args.blasts, per_class=args.blasts_per_class), None)
     if args.bccd:
         from .robustness import bccd_crops
 
@@ -110,6 +117,8 @@ def main(argv=None) -> int:
     p.add_argument("--pbc", help="the model's own dataset folder, e.g. ../shared/data/pbc (its test split, reported as <folder>_test: the false-alarm rate)")
     p.add_argument("--labelled", nargs="*", default=[], help="other labs' labelled folders (DIR/<label>/<image>)")
     p.add_argument("--bccd", help="BCCD folder (boxes.csv + images/): unlabelled white-cell crops")
+    p.add_argument("--blasts", help="ALL dataset folder: B-lymphoblasts cut out at PBC framing (unknown cell type)")
+    p.add_argument("--blasts-per-class", type=int, help="at most N ALL images per malignant class")
     p.add_argument("--sizes", nargs="+", type=int, default=[5, 10, 20, 50], help="batch sizes (cells)")
     p.add_argument("--batches", type=int, default=2000, help="random batches per set and size")
     p.add_argument("--sequential", type=int, metavar="N",
