@@ -2,7 +2,8 @@
 
     python -m training.batch_shift --model wbc --pbc ../shared/data/pbc \\
         --labelled ../shared/data/otherlabs/zheng1 ../shared/data/otherlabs/zheng2 --bccd ../shared/data/bccd \\
-        --sizes 5 10 20 50 --batches 2000 --out reports/wbc_batch_shift.json
+        --blasts ../shared/data/all --blasts-per-class 100 --sizes 5 10 20 50 --batches 2000 --sequential 100 \\
+        --out reports/wbc_batch_shift.json
 
 Every cell of each set is classified once through the public API. Then, for each batch size ``n``, ``--batches``
 random batches of ``n`` cells (seeded, without replacement within a batch) are drawn from one set and judged by
