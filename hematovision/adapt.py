@@ -2,21 +2,8 @@
 
 DIR/<label>/<image>, labels among the model's classes (a lab may label only some).
 The network (.tflite) is reused unchanged; only the GAP -> dense head is refitted.
-Each cell gives f_v = GAP(feature map) for each of its 8 dihedral views (extra
-samples: a cell has no "up"). With x = [f, 1] and Theta = [W; b] (D+1, C):
-
-    L(Theta) = sum_i w_i CE(softmax(x_i Theta), y_i) + (lam / 2) |Theta - Theta_0|^2
-
-Theta_0 is the shipped head, so classes the lab did not label (and directions the
-few cells do not constrain) keep the source behaviour. w_i is class-balanced: each
-labelled class carries total weight 1 / C_lab, split evenly over its cells' views.
-lam = l2 * mean |x|^2 makes ``l2`` independent of the feature scale. How far a lab's
-cells should pull the head from the source depends on how far its microscope is
-from the training lab, so by default ``l2`` is chosen per lab: the value of
-``L2_GRID`` with the best out-of-fold accuracy (then NLL) in the stratified
-cross-validation below, the same folds for every value. L is smooth
-and lam-strongly convex: Nesterov's accelerated gradient with step 1/L_max,
-L_max = max|x|^2 / 2 + lam (softmax CE's Hessian is <= |x|^2 / 2 per sample).
+The head's maths (the regularised softmax regression and the choice of ``l2``) live in
+hematovision/lab_head.py.
 
 Accuracy before (source model) and after (adapted, out-of-fold) comes from a
 stratified k-fold cross-validation over cells (all views of a cell in one fold).
@@ -29,7 +16,12 @@ logits = GAP(features) @ W + b from the head npz, consistent with CAM.
 The same out-of-fold predictions check the lab's labels: cells they assign to
 another class are listed in the JSON and the log for a specialist to look at
 again (hematovision/label_check.py); nothing is relabelled automatically.
-Calibration and the OOD extension live in hematovision/lab_calibration.py.
+The same folds score the lab's cells against the extended reference out of fold: the
+batch set-up check (hematovision/batch_shift.py) on them before and after adaptation is
+recorded (``adaptation.set_up_check``), and from 30 cells the atypical threshold is
+refitted to max(source, their 95th percentile), so that the lab's own set-up is no
+longer called unfamiliar while a batch unlike both still is.
+Calibration, the OOD extension and the refit live in hematovision/lab_calibration.py.
 """
 
 from __future__ import annotations
@@ -38,7 +30,6 @@ import datetime as dt
 import json
 import shutil
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -47,15 +38,16 @@ from . import label_check, tta
 from .classifier import Classifier, load_model
 from .errors import HematoVisionError, ModelFormatError
 from .images import IMAGE_SUFFIXES, load_image
-from .lab_calibration import extend_ood, refit_calibration, softmax
+from .lab_calibration import batch_verdict, extend_ood, out_of_fold_ood_scores, refit_atypical_threshold, refit_calibration
+from .lab_head import L2_GRID, DEFAULT_L2, HeadFit, _view_indices, deploy_features, fit_lab_head, source_theta, stratified_folds
+
+__all__ = ["DEFAULT_L2", "L2_GRID", "MIN_CELLS_FOR_CALIBRATION", "MIN_CELLS_PER_CLASS", "adapt", "deploy_features", "extend_ood",
+           "extract", "fit_lab_head", "load_cells", "scan_cells", "source_theta", "stratified_folds"]
 from .preprocessing import prepare
 from .registry import sha256_file
 
 MIN_CELLS_PER_CLASS = 2  # one to fit, one to test in the cross-validation
 MIN_CELLS_FOR_CALIBRATION = 30  # below this, temperature and threshold keep their source values
-#: ``l2`` values the lab's own cross-validation chooses from (the default); ``--l2 VALUE`` fixes one instead.
-L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)
-DEFAULT_L2 = None  # None: chosen from L2_GRID by cross-validation on the lab's cells
 
 
 class AdaptError(HematoVisionError, ValueError):
@@ -146,99 +138,6 @@ def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.n
     return np.asarray(feats, np.float64), np.asarray(logits, np.float64)
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, w: np.ndarray, theta0: np.ndarray, l2: float, iters: int = 300) -> np.ndarray:
-    """Minimise the weighted, regularised cross-entropy of the module docstring; x already has the 1 column.
-
-    The iterations run in float32 (half the time of float64 matmuls on these skinny products; the head is
-    stored as float32 anyway); the constants (lam, step, momentum) are computed in float64.
-    """
-    onehot = np.eye(theta0.shape[1], dtype=np.float32)[y]
-    sq = (x * x).sum(axis=1)
-    lam = l2 * float(sq.mean())
-    step = 1.0 / (0.5 * float(sq.max()) + lam)
-    kappa = (0.5 * float(sq.max()) + lam) / lam
-    beta = (np.sqrt(kappa) - 1) / (np.sqrt(kappa) + 1)  # Nesterov momentum for a strongly convex objective
-    x32, xt32, w32 = x.astype(np.float32), np.ascontiguousarray(x.T, np.float32), w.astype(np.float32)[:, None]
-    anchor = theta0.astype(np.float32)
-    theta = prev = anchor.copy()
-    lam, step, beta = np.float32(lam), np.float32(step), np.float32(beta)
-    for _ in range(iters):
-        look = theta + beta * (theta - prev)
-        # dL/dTheta = X^T diag(w) (softmax(X Theta) - Y) + lam (Theta - Theta_0)
-        grad = xt32 @ (w32 * (softmax(x32 @ look) - onehot)) + lam * (look - anchor)
-        prev, theta = theta, look - step * grad
-    return theta.astype(np.float64)
-
-
-def view_samples(feats: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cells (N, V, D) -> view samples [f, 1], labels, class-balanced weights summing to 1."""
-    n, v, _ = feats.shape
-    x = np.concatenate([feats.reshape(n * v, -1), np.ones((n * v, 1))], axis=1)
-    classes, counts = np.unique(y, return_counts=True)
-    per_cell = {c: 1.0 / (len(classes) * k) for c, k in zip(classes, counts)}
-    w = np.repeat([per_cell[c] / v for c in y], v)
-    return x, np.repeat(y, v), w
-
-
-def _view_indices(spec_tta: str | None) -> list[int]:
-    """Positions in ``tta.DIHEDRAL8`` of the model's test-time views (every view set is a subset of it)."""
-    return [tta.DIHEDRAL8.index(v) for v in tta.views_of(spec_tta)]
-
-
-def deploy_features(feats: np.ndarray, spec_tta: str | None) -> np.ndarray:
-    """What the classifier pools at inference: the mean over the model's test-time views (view 0 without TTA)."""
-    f = feats[:, _view_indices(spec_tta)].mean(axis=1)
-    return np.concatenate([f, np.ones((len(f), 1))], axis=1)
-
-
-def cross_validate(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, l2: float, spec_tta: str | None,
-                   seed: int = 0) -> tuple[np.ndarray, int]:
-    """Stratified k-fold over cells (k = min(5, smallest class)); returns out-of-fold adapted logits and k."""
-    k = int(min(5, np.unique(y, return_counts=True)[1].min()))
-    rng = np.random.default_rng(seed)
-    fold = np.empty(len(y), int)
-    for c in np.unique(y):
-        idx = rng.permutation(np.flatnonzero(y == c))
-        fold[idx] = np.arange(len(idx)) % k
-    oof = np.zeros((len(y), theta0.shape[1]))
-    xd = deploy_features(feats, spec_tta)
-    for j in range(k):
-        train = fold != j
-        theta = fit_head(*view_samples(feats[train], y[train]), theta0, l2)
-        oof[~train] = xd[~train] @ theta
-    return oof, k
-
-
-@dataclass(frozen=True)
-class HeadFit:
-    """The adapted head and how it was chosen."""
-
-    theta: np.ndarray  # (D + 1, C): [W; b] fitted on all the lab's cells with the chosen l2
-    oof: np.ndarray  # (N, C) out-of-fold logits with the chosen l2 (calibration and the reported accuracy)
-    folds: int
-    l2: float
-    oof_accuracy_by_l2: dict  # l2 -> out-of-fold accuracy: the selection, recorded in the JSON
-
-
-def fit_lab_head(feats: np.ndarray, y: np.ndarray, theta0: np.ndarray, spec_tta: str | None, *,
-                 l2: float | None = DEFAULT_L2, grid: tuple[float, ...] = L2_GRID) -> HeadFit:
-    """The head ``adapt`` writes: ``l2`` as given, or the grid value with the best out-of-fold accuracy (then NLL)."""
-    scored = {}
-    for value in (grid if l2 is None else (l2,)):
-        oof, k = cross_validate(feats, y, theta0, value, spec_tta)
-        nll = -np.log(softmax(oof)[np.arange(len(y)), y] + 1e-12).mean()
-        scored[value] = (float((oof.argmax(axis=1) == y).mean()), -float(nll), oof, k)
-    chosen = max(scored, key=lambda v: scored[v][:2])
-    _, _, oof, k = scored[chosen]
-    theta = fit_head(*view_samples(feats, y), theta0, chosen)
-    return HeadFit(theta, oof, k, float(chosen), {float(v): r[0] for v, r in scored.items()})
-
-
-def source_theta(clf: Classifier) -> np.ndarray:
-    """The shipped head as Theta_0 = [W; b] (D + 1, C), float64: where the lab's fit starts and what it is pulled towards."""
-    return np.concatenate([clf.head_weights, clf.head_bias[None]], axis=0).astype(np.float64)
-
-
 def _accuracy(logits: np.ndarray, y: np.ndarray, labels: tuple[str, ...]) -> dict:
     pred = logits.argmax(axis=1)
     per = {labels[c]: float((pred[y == c] == c).mean()) for c in np.unique(y)}
@@ -280,6 +179,39 @@ def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
                     "out-of-fold predictions above it are >= 99.5 % correct (floor 0.5)"}
 
 
+def _set_up_check(clf, feats, y, log) -> tuple[dict, float | None]:
+    """The batch set-up check on the lab's cells before and after adaptation, and the adapted atypical threshold.
+
+    After: out-of-fold scores (lab_calibration.out_of_fold_ood_scores) with the source thresholds. The atypical
+    threshold is refitted from the same scores (lab_calibration.refit_atypical_threshold) with at least
+    MIN_CELLS_FOR_CALIBRATION cells; with fewer it is kept, and the lab's set-up may still be called unfamiliar."""
+    spec, ood = clf.spec, clf.ood
+    pooled = deploy_features(feats, spec.tta)[:, :-1]
+    oof = out_of_fold_ood_scores(ood, feats, pooled, stratified_folds(y)[0])
+    before = batch_verdict(ood.score(pooled.astype(np.float32)), ood.threshold, spec.atypical_threshold)
+    after = batch_verdict(oof, ood.threshold, spec.atypical_threshold)
+    refit = None
+    if spec.atypical_threshold is not None and len(y) >= MIN_CELLS_FOR_CALIBRATION:
+        refit = refit_atypical_threshold(spec.atypical_threshold, oof)
+
+    def said(v: dict) -> str:
+        share = "" if v["atypical_share"] is None else f"{100 * v['atypical_share']:.0f} % atypical, "
+        return f"{share}{100 * v['out_of_distribution_share']:.0f} % out of distribution"
+
+    log(f"set-up check on the lab's {len(y)} cells: source model {said(before)}"
+        f"{' (called unfamiliar)' if before['batch_called_shifted'] else ''}; adapted, out of fold: {said(after)}")
+    if refit is not None:
+        log(f"atypical threshold refitted to the lab's cells: {spec.atypical_threshold:.4g} -> {refit:.4g} (a later batch "
+            "is called unfamiliar only when it is unlike both the training lab's cells and these)")
+    elif spec.atypical_threshold is not None:
+        log(f"atypical threshold kept (fewer than {MIN_CELLS_FOR_CALIBRATION} cells): this set-up may still be called "
+            "unfamiliar; label more cells")
+    check = {"before": before, "after_out_of_fold": after,
+             "rule": "hematovision/batch_shift.py on the lab's cells as one batch, with the source thresholds; after: each "
+                     "cross-validation fold scored against the OOD reference extended with the other folds' cells"}
+    return check, refit
+
+
 def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, after, log) -> Path:
     spec = clf.spec
     # metrics and the float Keras reference describe the source head, not this one
@@ -298,12 +230,18 @@ def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, aft
                                             temperature=calibration.get("temperature", 1.0))
     log(label_check.summary(check, len(y)))
     data["cam"] = {**data.get("cam", {}), "head_file": head.name, "head_sha256": sha256_file(head)}
+    set_up = None
     if clf.ood is not None:
+        set_up, atypical = _set_up_check(clf, feats, y, log)
         ood, n_new = extend_ood(clf.ood, feats)
         ood.save(out / f"{name}.ood.npz")
         data["ood"] = {**{k: v for k, v in data["ood"].items() if k != "measured"}, "file": f"{name}.ood.npz",
                        "sha256": sha256_file(out / f"{name}.ood.npz"), "extended": {"added_components": n_new, "from_cells": len(y),
                        "rule": "top residual principal directions of the lab features (90 % energy, <= 16); threshold kept"}}
+        if atypical is not None:
+            data["ood"].update(atypical_threshold=atypical, atypical_threshold_rule=(
+                f"max(source {clf.spec.atypical_threshold:.6g}, 95th percentile of the lab cells' out-of-fold scores "
+                "against the extended reference): hematovision/lab_calibration.py refit_atypical_threshold"))
     data["adaptation"] = {
         "method": "few-shot head refit (hematovision/adapt.py): L2-regularised softmax regression towards the source head "
                   "on pooled features of the lab's cells and their 8 dihedral views, class-balanced",
@@ -318,6 +256,7 @@ def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, aft
                   "image_sha256": [sha256_file(p) for p in paths]},
         "cross_validation": {"folds": fit.folds, "unit": "cell (all views of a cell in one fold)", "before": before, "after": after},
         "label_check": {"rule": label_check.RULE, "cells": [r.to_json() for r in check]},
+        "set_up_check": set_up,
     }
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
     log(f"wrote {out / f'{name}.json'}")

@@ -5,13 +5,17 @@ NLL of out-of-fold logits, so the lab's confidences mean what they say on its
 own microscope. The "uncertain" threshold is then the lowest confidence above
 which out-of-fold predictions are >= 99.5 % correct. The OOD subspace (see
 :mod:`hematovision.ood`) is extended by the lab features' residual directions so
-that the lab's own cells are not rejected as foreign.
+that the lab's own cells are not rejected as foreign, and the atypical threshold
+of the batch-level set-up check (:mod:`hematovision.batch_shift`) is refitted so
+that the lab's own set-up is no longer called unfamiliar
+(:func:`refit_atypical_threshold`, from out-of-fold scores).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from .batch_shift import ATYPICAL_PERCENTILE, check_batch
 from .ood import OODModel
 
 
@@ -53,3 +57,33 @@ def extend_ood(ood: OODModel, feats: np.ndarray, energy: float = 0.9, max_new: i
         return ood, 0
     q, _ = np.linalg.qr(np.concatenate([ood.components, vt[:n_new].T], axis=1))  # re-orthonormalise
     return OODModel(ood.mean, q.astype(np.float32), ood.threshold), n_new
+
+
+def out_of_fold_ood_scores(ood: OODModel, feats: np.ndarray, pooled: np.ndarray, fold: np.ndarray) -> np.ndarray:
+    """Each cell's OOD score against the reference extended with the *other* folds' cells, as ``adapt`` extends it
+    with all of them (in-sample scores would be optimistic). ``feats`` (N, V, D) per-view features, ``pooled`` (N, D)
+    what the classifier scores, ``fold`` each cell's cross-validation fold."""
+    scores = np.empty(len(pooled))
+    for j in np.unique(fold):
+        extended, _ = extend_ood(ood, feats[fold != j])
+        scores[fold == j] = extended.score(pooled[fold == j].astype(np.float32))
+    return scores
+
+
+def refit_atypical_threshold(source_threshold: float, lab_scores: np.ndarray, percentile: float = ATYPICAL_PERCENTILE) -> float:
+    """The adapted model's atypical threshold: max(source threshold, the percentile of the lab's out-of-fold scores).
+
+    The source threshold makes about 5 % of the training lab's cells atypical; the lab's percentile makes about 5 %
+    of the lab's own cells atypical, so a later batch from this set-up is no longer called unfamiliar, while a batch
+    unlike both (another microscope again, or a smear full of blasts) still is. The max keeps the training lab's
+    cells typical."""
+    return max(float(source_threshold), float(np.percentile(lab_scores, percentile)))
+
+
+def batch_verdict(scores: np.ndarray, threshold: float, atypical_threshold: float | None) -> dict:
+    """The batch set-up check on cells with these OOD scores, as one batch."""
+    ood = scores > threshold
+    atypical = None if atypical_threshold is None else scores > atypical_threshold
+    shift = check_batch(ood.tolist(), atypical=() if atypical is None else atypical.tolist())
+    return {"out_of_distribution_share": float(ood.mean()), "atypical_share": None if atypical is None else float(atypical.mean()),
+            "batch_called_shifted": shift.shifted, "p_value": shift.p_value}

@@ -18,9 +18,11 @@ from hematovision.adapt import (
     UnreadableImageWarning,
     adapt,
     extend_ood,
+    stratified_folds,
 )
 from hematovision.errors import HematoVisionError, ModelFormatError
-from hematovision.ood import OODModel
+from hematovision.ood import OODModel, pooled
+from hematovision.preprocessing import prepare
 from tests.conftest import copy_model
 from tests.tiny_model import LABELS, disc_image
 
@@ -215,3 +217,82 @@ def test_a_confidently_wrong_source_head_needs_a_weak_pull():
     assert fit.oof_accuracy_by_l2[max(L2_GRID)] < 1.0 and fit.l2 < max(L2_GRID)
     assert fit.oof_accuracy_by_l2[fit.l2] == max(fit.oof_accuracy_by_l2.values()) == 1.0
     assert (fit.oof.argmax(axis=1) == y).mean() == 1.0 and fit.folds == 5
+
+
+def _tiny_with_atypical_threshold(tiny_models, folder):
+    """The tiny model with an OOD reference fitted as export.ood fits one, on its own (unshifted) disc images:
+    the reference on 150 'train' images, the flag threshold at the 99.9th and the atypical one at the 95th
+    percentile of 150 'val' images."""
+    model = copy_model(tiny_models["tiny-float32"], folder)
+    clf = load_model(model)
+    rng = np.random.default_rng(7)
+    feats = np.stack([pooled(clf.forward(prepare(disc_image(LABELS[i % 3], size=64, rng=rng), clf.spec.input))[1])
+                      for i in range(300)])
+    ood = OODModel.fit(feats[:150], k=4)
+    val = ood.score(feats[150:])
+    ood = ood.with_threshold(float(np.percentile(val, 99.9)))
+    ood.save(model.parent / "tiny.ood.npz")
+    meta = json.loads(model.read_text())
+    meta["ood"] = {"file": "tiny.ood.npz", "threshold": ood.threshold, "atypical_threshold": float(np.percentile(val, 95))}
+    model.write_text(json.dumps(meta))
+    return model
+
+
+def _batch_of_fresh_cells(model, *, shift: bool, n: int = 60, seed: int = 11):
+    from hematovision.batch_shift import check_batch
+
+    clf, rng = load_model(model), np.random.default_rng(seed)
+    preds = [clf.predict(shifted(im) if shift else im, cam=False)
+             for im in (disc_image(LABELS[i % 3], size=64, rng=rng) for i in range(n))]
+    return check_batch([p.out_of_distribution for p in preds], atypical=[p.atypical for p in preds])
+
+
+def test_adapt_refits_the_atypical_threshold_so_the_labs_set_up_is_no_longer_called_unfamiliar(tiny_models, tmp_path):
+    """The colour-shifted lab is unfamiliar to the source model (a 60-cell batch is called shifted); after adapt on
+    36 of its cells, a fresh 60-cell batch from it is not, and a batch from the training lab still is not."""
+    model = _tiny_with_atypical_threshold(tiny_models, tmp_path / "src")
+    assert _batch_of_fresh_cells(model, shift=True).shifted and not _batch_of_fresh_cells(model, shift=False).shifted
+    lines = []
+    path = adapt(model, write_cells(tmp_path / "cells", {lb: 12 for lb in LABELS}, shift=True), tmp_path / "out",
+                 name="tiny-lab", log=lines.append)
+    meta = json.loads(path.read_text())
+    before = meta["adaptation"]["set_up_check"]["before"]
+    assert before["batch_called_shifted"] and before["atypical_share"] >= 0.3  # 39 % here, against 5 % of its own
+    source = json.loads(model.read_text())["ood"]["atypical_threshold"]
+    assert meta["ood"]["atypical_threshold"] >= source and "refit_atypical_threshold" in meta["ood"]["atypical_threshold_rule"]
+    assert not _batch_of_fresh_cells(path, shift=True).shifted and not _batch_of_fresh_cells(path, shift=False).shifted
+    assert any(line.startswith("set-up check on the lab's 36 cells: source model") and "(called unfamiliar)" in line
+               for line in lines)
+    assert any(line.startswith("atypical threshold refitted to the lab's cells") for line in lines)
+
+
+def test_adapt_keeps_the_atypical_threshold_below_30_cells(tiny_models, tmp_path):
+    model = _tiny_with_atypical_threshold(tiny_models, tmp_path / "src")
+    lines = []
+    path = adapt(model, write_cells(tmp_path / "cells", {lb: 6 for lb in LABELS}, shift=True), tmp_path / "out",
+                 name="tiny-lab", log=lines.append)
+    ood = json.loads(path.read_text())["ood"]
+    assert ood["atypical_threshold"] == json.loads(model.read_text())["ood"]["atypical_threshold"]
+    assert any("atypical threshold kept (fewer than 30 cells)" in line for line in lines)
+
+
+def test_refit_atypical_threshold_never_goes_below_the_source():
+    from hematovision.lab_calibration import refit_atypical_threshold
+
+    lab = np.linspace(0.0, 1.0, 101)
+    assert refit_atypical_threshold(0.5, lab) == pytest.approx(0.95)
+    assert refit_atypical_threshold(0.99, lab) == 0.99
+
+
+def test_adapt_without_an_ood_reference_records_no_set_up_check(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {lb: 6 for lb in LABELS}, shift=True)
+    path = adapt(tiny, cells, tmp_path / "out", name="tiny-lab", log=quiet)
+    assert json.loads(path.read_text())["adaptation"]["set_up_check"] is None
+
+
+def test_stratified_folds_keep_every_class_in_every_fold():
+    y = np.array([0] * 7 + [1] * 5 + [2] * 9)
+    fold, k = stratified_folds(y, seed=3)
+    assert k == 5 and set(fold) == set(range(5))
+    for c in (0, 1, 2):
+        assert set(fold[y == c]) == set(range(5))
