@@ -78,8 +78,8 @@ class BatchShift:
             counts += (f" and {self.atypical} of {self.atypical_cells} are atypical (expected at most "
                        f"{100 * self.expected_atypical_rate:.0f} %)")
         return (f"This batch looks unlike the training lab's cells: {counts}. Either the set-up differs "
-                "(microscope, stain or camera) or the smear holds many cells of a type the model does not know, such "
-                "as blasts: have a specialist look at it. Here even the model's confident answers are often wrong: "
+                "(microscope, stain or camera) or the smear holds many cells of a type the model was not trained on "
+                "(for the white-cell model, blasts): have a specialist look at it. Here even the model's confident answers are often wrong: "
                 "treat every answer as unverified. If the set-up is new, adapt the model to it with a few labelled "
                 "cells (python -m hematovision adapt; if it is adapted already, with more of them).")
 

@@ -21,8 +21,9 @@ ABOUT = """### How to read the results
   or the image looks unlike every training cell. The app shows its best guess but does not hide the doubt.
 - **Batch warning**: when many cells of one batch (Batch tab, Review tab, station session) look unlike the training
   cells, either the whole set-up (microscope, stain, camera) differs or the smear holds many cells of a type the model
-  does not know, such as blasts: have a specialist look. Either way even confident answers are often wrong. If the
-  set-up is new, adapt the model to it with a few labelled cells before trusting its differential.
+  was not trained on (for the white-cell model, blasts): have a specialist look. Either way even confident answers
+  are often wrong. If the set-up is new, adapt the model to it with a few labelled cells before trusting its
+  differential.
 - **Grad-CAM**: the regions that drove the predicted class (red = most). It shows where the model looked, not that it is right.
 - **Morphology**: classical measurements of the segmented cell beside the 5-95 % range of normal cells of that class.
 - **3D**: a surface whose height follows the stain density of the segmented cell; z-stacks become an isosurface.
