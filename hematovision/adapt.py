@@ -39,12 +39,12 @@ from .classifier import Classifier, load_model
 from .errors import HematoVisionError, ModelFormatError
 from .images import IMAGE_SUFFIXES, load_image
 from .lab_calibration import batch_verdict, extend_ood, out_of_fold_ood_scores, refit_atypical_threshold, refit_calibration
-from .lab_head import L2_GRID, DEFAULT_L2, HeadFit, _view_indices, deploy_features, fit_lab_head, source_theta, stratified_folds
+from .lab_head import DEFAULT_L2, L2_GRID, HeadFit, deploy_features, fit_lab_head, source_theta, stratified_folds, view_indices
+from .preprocessing import prepare
+from .registry import sha256_file
 
 __all__ = ["DEFAULT_L2", "L2_GRID", "MIN_CELLS_FOR_CALIBRATION", "MIN_CELLS_PER_CLASS", "adapt", "deploy_features", "extend_ood",
            "extract", "fit_lab_head", "load_cells", "scan_cells", "source_theta", "stratified_folds"]
-from .preprocessing import prepare
-from .registry import sha256_file
 
 MIN_CELLS_PER_CLASS = 2  # one to fit, one to test in the cross-validation
 MIN_CELLS_FOR_CALIBRATION = 30  # below this, temperature and threshold keep their source values
@@ -123,7 +123,7 @@ def load_cells(groups: dict[str, list[Path]], root: Path) -> tuple[list[np.ndarr
 def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Images -> pooled features per dihedral view (N, 8, D) and the source model's logits (N, C)."""
     oi, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
-    used = _view_indices(clf.spec.tta)  # the views the source model averages, as indices into DIHEDRAL8
+    used = view_indices(clf.spec.tta)  # the views the source model averages, as indices into DIHEDRAL8
     feats, logits = [], []  # per cell: (8, D) pooled features, (C,) source logits
     for rgb in images:
         x = prepare(rgb, clf.spec.input)[0]

@@ -65,14 +65,14 @@ def view_samples(feats: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return x, np.repeat(y, v), w
 
 
-def _view_indices(spec_tta: str | None) -> list[int]:
+def view_indices(spec_tta: str | None) -> list[int]:
     """Positions in ``tta.DIHEDRAL8`` of the model's test-time views (every view set is a subset of it)."""
     return [tta.DIHEDRAL8.index(v) for v in tta.views_of(spec_tta)]
 
 
 def deploy_features(feats: np.ndarray, spec_tta: str | None) -> np.ndarray:
     """What the classifier pools at inference: the mean over the model's test-time views (view 0 without TTA)."""
-    f = feats[:, _view_indices(spec_tta)].mean(axis=1)
+    f = feats[:, view_indices(spec_tta)].mean(axis=1)
     return np.concatenate([f, np.ones((len(f), 1))], axis=1)
 
 

@@ -130,15 +130,6 @@ def run(args) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     printer(f"session {summary.session_id}: {summary.format()}")
-    _warn_if_shifted(args.db, summary.session_id, printer)
+    if summary.shift_warning:
+        printer(f"WARNING: {summary.shift_warning}")
     return 0
-
-
-def _warn_if_shifted(db_path, session_id: int, printer) -> None:
-    """The session as one batch: far more cells out of distribution than the training lab's says "another set-up"."""
-    from ..station.log import StationLog
-
-    with StationLog(db_path, create=False) as db:
-        shift = db.batch_shift(session_id)
-    if shift.shifted:
-        printer(f"WARNING: {shift.message()}")

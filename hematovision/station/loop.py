@@ -97,6 +97,7 @@ class StationSummary:
     repeated_cells: int = 0
     elapsed_s: float = 0.0
     stop_reason: str = ""
+    shift_warning: str = ""  # the session as one batch looks unlike the training lab's (hematovision/batch_shift.py)
 
     @property
     def cells(self) -> int:
@@ -184,6 +185,7 @@ class Station:
                 self._flush_skip_log()
                 db.close_session(session.id, stop_reason=summary.stop_reason,
                                  summary={"frames": summary.frames, "repeated_cells": summary.repeated_cells, **summary.skipped})
+            summary.shift_warning = db.batch_shift(session.id).message()
         return summary
 
     def _skip_done(self, source: FrameSource, db: StationLog, session_id: int, cells: int) -> None:

@@ -120,7 +120,7 @@ def progress(slide) -> str:
     total, done = len(slide.rows), sum(r.review is not None for r in slide.rows)
     flags = [r for r in slide.rows if flagged(r.cell)]
     reviewers = sorted({r.review.reviewer for r in slide.rows if r.review is not None})
-    shift = check_batch([r.cell["out_of_distribution"] for r in slide.rows], atypical=[r.cell.get("atypical") for r in slide.rows])
+    shift = check_batch([r.cell["out_of_distribution"] for r in slide.rows], atypical=[r.cell["atypical"] for r in slide.rows])
     return ((f"**Warning:** {shift.message()}\n\n" if shift.shifted else "")
             + f"**{done} of {total} verified**"
             + (f" · flagged (uncertain or out of distribution): {sum(r.review is not None for r in flags)} of "
