@@ -294,3 +294,30 @@ def test_cli_errors(tmp_path, capsys, args, code):
     args = [str(tmp_path / a) if a.startswith(("missing", "x.")) else a for a in args]
     assert main(["mesh", *args]) == code
     assert "error:" in capsys.readouterr().err
+
+
+def test_cli_cam_colouring_with_the_shipped_model(tmp_path, capsys):
+    """``mesh --color cam`` end to end on a real example cell with the shipped ``wbc`` model."""
+    from tests.conftest import EXAMPLES, models_dir
+
+    if not (models_dir() / "wbc.json").exists():
+        pytest.skip("models/wbc.json not shipped")
+    src = sorted((EXAMPLES / "wbc").glob("neutrophil__*"))[0]
+    by_image, by_cam = tmp_path / "image.glb", tmp_path / "cam.glb"
+    assert main(["mesh", str(src), "-o", str(by_image)]) == 0
+    assert main(["mesh", str(src), "-o", str(by_cam), "--color", "cam", "--model", "wbc"]) == 0
+    capsys.readouterr()
+    # The same surface, coloured by the model's own CAM of this image: the CLI writes what the API gives.
+    import hematovision
+    from hematovision.images import load_image
+
+    rgb = load_image(src)
+    cam = hematovision.load_model("wbc").predict(rgb).cam
+    expected = M.image_surface(rgb, color="cam", cam=cam).mesh
+    assert by_cam.read_bytes() == glb.glb_bytes(expected.vertices, expected.faces, expected.colors,
+                                                 expected.vertex_normals(), name="cam")
+    assert by_cam.read_bytes() != by_image.read_bytes()
+    # JET: the hottest (red) vertices lie where the CAM is high, on the cell, not on the colder rim.
+    red = expected.colors[:, 0].astype(int) - expected.colors[:, 2]
+    radius = np.hypot(expected.vertices[:, 0], expected.vertices[:, 1])
+    assert radius[red >= np.percentile(red, 90)].mean() < 0.8 * radius.mean()
