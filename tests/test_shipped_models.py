@@ -87,3 +87,22 @@ def test_hard_examples_are_flagged_uncertain():
         _json(name)
         pred = hematovision.load_model(name).predict(path)
         assert pred.label == truth or pred.uncertain, f"{path.name}: confidently {pred.label} ({pred.confidence:.2f})"
+
+
+def test_the_readme_api_example_runs_and_says_what_it_shows(monkeypatch):
+    """README's Python API block, run as written from the repository root; its commented values are golden."""
+    import re
+
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = next(b for b in re.findall(r"```python\n(.*?)```", text, re.S) if "hematovision.load_model" in b)
+    shown = re.search(r"pred\.label, pred\.confidence, pred\.uncertain\s+# '(\w+)', ([\d.]+), (True|False)", block)
+    assert shown, "the README's API block no longer shows the example's label, confidence and flag"
+    _json("wbc")
+    monkeypatch.chdir(ROOT)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - our own README, the point of the test
+    pred = scope["pred"]
+    assert pred.label == shown[1]
+    assert pred.confidence == pytest.approx(float(shown[2]), abs=0.0005)
+    assert str(pred.uncertain) == shown[3]
+    assert pred.cam.shape == hematovision.load_image(ROOT / "examples/wbc/neutrophil__BNE_107370.jpg").shape[:2]
