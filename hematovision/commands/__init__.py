@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,71 @@ def add_model_argument(parser: argparse.ArgumentParser, *, use: str = "") -> Non
     parser.add_argument("--model", default=DEFAULT_MODEL,
                         help=f"model{use}: a name in the models folder ($HEMATOVISION_MODELS, else models/) or a path to "
                              f"a .json/.tflite; available: {', '.join(model_names())} (default: %(default)s)")
+
+
+#: The largest id SQLite stores (a signed 64-bit INTEGER); a bigger number cannot name a row.
+MAX_ROW_ID = 2**63 - 1
+
+
+def positive_int(text: str) -> int:
+    """An argparse ``type``: a whole number >= 1."""
+    return bounded_int(1, MAX_ROW_ID)(text)
+
+
+def bounded_int(low: int, high: int):
+    """An argparse ``type``: a whole number in [low, high] (ids: ``bounded_int(1, MAX_ROW_ID)``)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(str(text).strip())
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {low}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is too large (at most {high})")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def finite_float(low: float | None = None, high: float | None = None, *, low_open: bool = False):
+    """An argparse ``type``: a finite number (no nan/inf) in [low, high] (``low_open``: strictly above ``low``)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if low is not None and (value <= low if low_open else value < low):
+            raise argparse.ArgumentTypeError(f"{value:g} must be {'>' if low_open else '>='} {low:g}")
+        if high is not None and value > high:
+            raise argparse.ArgumentTypeError(f"{value:g} must be <= {high:g}")
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+def refuse_to_overwrite(out: str | Path, *protected: str | Path | None, what: str = "the station database") -> None:
+    """Raise ``FileExistsError`` when writing ``out`` would replace one of ``protected`` (same file, by path or inode).
+
+    An output named like an input (``report --db log.sqlite --fhir log.sqlite``) would silently destroy the
+    input; nothing already saved may be lost, so the command refuses and says so.
+    """
+    target = Path(out)
+    for path in protected:
+        if path is None:
+            continue
+        path = Path(path)
+        same = target.resolve() == path.resolve()
+        if not same and target.exists() and path.exists():
+            same = os.path.samefile(target, path)
+        if same:
+            raise FileExistsError(f"{out} is {what} ({path}); writing there would destroy it. Choose another output file.")
 
 
 def session_choice(*words: str):

@@ -25,10 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import HematoVisionError
-from . import DEFAULT_MODEL, _parquet, add_model_argument, fail
+from . import DEFAULT_MODEL, _parquet, add_model_argument, fail, positive_int
 from ..runtime import threads_per_worker
 from ._parquet import ArchiveError
-from .classify import positive_int
 
 ENGINES = ("local", "ray")
 

@@ -23,19 +23,9 @@ from pathlib import Path
 
 from ..batch_shift import check_batch
 from ..images import IMAGE_SUFFIXES
-from . import add_model_argument, fail
+from . import add_model_argument, fail, positive_int
 from ..runtime import threads_per_worker
 from ._pool import Task, default_workers, expand, iter_rows
-
-
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not >= 1")
-    return value
 
 
 def add_parser(sub) -> None:
