@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import shutil
 import warnings
 from pathlib import Path
@@ -39,6 +40,7 @@ from .classifier import Classifier, load_model
 from .errors import HematoVisionError, ModelFormatError
 from .images import IMAGE_SUFFIXES, load_image
 from .lab_calibration import batch_verdict, extend_ood, out_of_fold_ood_scores, refit_atypical_threshold, refit_calibration
+from .lab_model_files import check_name, earlier_adaptation, staged
 from .lab_head import DEFAULT_L2, L2_GRID, HeadFit, deploy_features, fit_lab_head, source_theta, stratified_folds, view_indices
 from .preprocessing import prepare
 from .registry import sha256_file
@@ -78,6 +80,10 @@ class UnreadableImageWarning(UserWarning):
     """Some lab images could not be read; they were skipped."""
 
 
+class UnlabelledImagesWarning(UserWarning):
+    """Images lie directly in the cells folder, outside any DIR/<label>/ folder; they are not used."""
+
+
 def scan_cells(cells_dir: str | Path, labels: tuple[str, ...]) -> dict[str, list[Path]]:
     """DIR/<label>/<image> -> {label: sorted image paths}; refuses unknown labels and an empty DIR."""
     root = Path(cells_dir)
@@ -88,6 +94,10 @@ def scan_cells(cells_dir: str | Path, labels: tuple[str, ...]) -> dict[str, list
     if unknown:
         raise UnknownLabelError(f"{root}: folder(s) {', '.join(unknown)} are not classes of this model; rename them to one of "
                                 f"{', '.join(labels)} or remove them.")
+    loose = [f.name for f in root.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    if loose:  # a lab that dropped images beside the class folders would otherwise not know they were not used
+        warnings.warn(f"{root}: {len(loose)} image(s) directly in the folder are not used (e.g. {loose[0]}); put each in "
+                      "DIR/<label>/ to label it.", UnlabelledImagesWarning, stacklevel=2)
     groups = {p.name: sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES) for p in folders}
     groups = {k: v for k, v in groups.items() if v}
     if not groups:
@@ -152,9 +162,10 @@ def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name
     if spec.outputs.features_index is None or clf.head_weights is None or clf.head_bias is None:
         raise NoFeatureOutputError(f"{spec.json_path}: model {spec.name!r} has no feature-map output and head npz "
                                    "(outputs.features, cam.head_file); re-export it with `python -m export.tflite`.")
-    name = name or f"{spec.name}-lab"
-    if (Path(out_dir) / f"{name}.json").resolve() == spec.json_path.resolve():
-        raise AdaptError(f"{Path(out_dir) / name}.json is the source model's own JSON; choose another --name or --out.")
+    if l2 is not None and not (math.isfinite(l2) and l2 > 0):
+        raise AdaptError(f"l2 must be a positive finite number, not {l2!r}; leave it out to choose it by cross-validation.")
+    out_dir, name = Path(out_dir), check_name(name or f"{spec.name}-lab")
+    replaced = earlier_adaptation(out_dir, name, source_json=spec.json_path)
     images, names, paths = load_cells(scan_cells(cells_dir, spec.labels), Path(cells_dir))
     y = np.array([spec.labels.index(n) for n in names])
     log(f"{len(y)} cells: " + ", ".join(f"{k} {names.count(k)}" for k in dict.fromkeys(names)) + "; extracting features...")
@@ -164,7 +175,12 @@ def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name
     before, after = _accuracy(src_logits, y, spec.labels), _accuracy(fit.oof, y, spec.labels)
     log(f"{fit.folds}-fold cross-validated accuracy on the lab's cells: before {before['accuracy']:.3f}, after "
         f"{after['accuracy']:.3f} (l2 {fit.l2:g}{', chosen by that cross-validation' if l2 is None else ''})")
-    return _write(clf, Path(out_dir), name, fit, feats, y, paths, before, after, log)
+    with staged(out_dir, name) as staging:  # all files or none; an earlier adaptation is replaced only at the end
+        _write(clf, staging, name, fit, feats, y, paths, before, after, log)
+    if replaced is not None:
+        log(f"replaced the earlier adaptation {name!r} (of {replaced['adaptation'].get('date', 'unknown date')})")
+    log(f"wrote {out_dir / f'{name}.json'}")
+    return out_dir / f"{name}.json"
 
 
 def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
@@ -212,7 +228,7 @@ def _set_up_check(clf, feats, y, log) -> tuple[dict, float | None]:
     return check, refit
 
 
-def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, after, log) -> Path:
+def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, after, log) -> None:
     spec = clf.spec
     # metrics and the float Keras reference describe the source head, not this one
     data = {k: v for k, v in json.loads(json.dumps(spec.raw)).items() if k not in ("metrics", "float_reference")}
@@ -259,5 +275,3 @@ def _write(clf, out: Path, name: str, fit: HeadFit, feats, y, paths, before, aft
         "set_up_check": set_up,
     }
     (out / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
-    log(f"wrote {out / f'{name}.json'}")
-    return out / f"{name}.json"

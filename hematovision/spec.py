@@ -45,12 +45,13 @@ class InputSpec:
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "InputSpec":
-        h, w = (int(v) for v in data["size"])
+        h, w = (int(_number(v, "input.size", low=1)) for v in data["size"])
         norm = data.get("normalization", MOBILENET_NORMALIZATION)
         order = str(data.get("color_order", "RGB")).upper()
         if order not in ("RGB", "BGR"):
             raise ModelFormatError(f"color_order must be RGB or BGR, not {order!r}.")
-        return cls(height=h, width=w, color_order=order, scale=float(norm["scale"]), offset=float(norm["offset"]),
+        return cls(height=h, width=w, color_order=order, scale=_number(norm["scale"], "input.normalization.scale", low=0, low_open=True),
+                   offset=_number(norm["offset"], "input.normalization.offset"),
                    stain=StainReference.from_json(data.get("stain_normalization")))
 
 
@@ -65,6 +66,22 @@ def _tta(value, json_path: Path) -> str | None:
 
 def _beside(folder: Path, name: str | None) -> Path | None:
     return folder / str(name) if name else None
+
+
+def _number(value, field: str, *, low: float | None = None, high: float | None = None, low_open: bool = False) -> float:
+    """A finite float in [low, high] (``low_open``: above ``low``); else ValueError naming the field and its range."""
+    number = float(value)
+    too_low = low is not None and (number <= low if low_open else number < low)
+    if not math.isfinite(number) or too_low or (high is not None and number > high):
+        bounds = f"{'>' if low_open else '>='} {low:g}" if low is not None else ""
+        bounds += (" and " if bounds else "") + (f"<= {high:g}" if high is not None else "")
+        raise ValueError(f"{field} must be a finite number{' ' + bounds if bounds else ''}, not {value!r}")
+    return number
+
+
+def _red_cell_fraction(morphology) -> float | None:
+    value = (morphology or {}).get("red_cell_fraction")
+    return None if value is None else _number(value, "morphology.red_cell_fraction", low=0, high=1, low_open=True)
 
 
 def _optional_float(value) -> float | None:
@@ -156,13 +173,13 @@ class ModelSpec:
                 sha256=str(data["sha256"]).lower(),
                 tflite_path=Path(tflite_path) if tflite_path else folder / str(data.get("file", f"{data['name']}.tflite")),
                 json_path=json_path,
-                temperature=float(cal.get("temperature", 1.0)),
-                uncertain_threshold=float(cal.get("uncertain_threshold", 0.0)),
+                temperature=_number(cal.get("temperature", 1.0), "calibration.temperature", low=0, low_open=True),
+                uncertain_threshold=_number(cal.get("uncertain_threshold", 0.0), "calibration.uncertain_threshold", low=0, high=1),
                 head_path=folder / head if head else None,
                 ood_path=folder / ood if ood else None,
                 atypical_threshold=_optional_float((data.get("ood") or {}).get("atypical_threshold")),
                 descriptions=dict(data.get("descriptions", {})),
-                red_cell_fraction=(data.get("morphology") or {}).get("red_cell_fraction"),
+                red_cell_fraction=_red_cell_fraction(data.get("morphology")),
                 tta=_tta(data.get("test_time_augmentation"), json_path),
                 task=str(data.get("task", "")),
                 display_name=str(data.get("display_name") or data.get("task") or data["name"]),

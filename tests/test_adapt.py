@@ -296,3 +296,95 @@ def test_stratified_folds_keep_every_class_in_every_fold():
     assert k == 5 and set(fold) == set(range(5))
     for c in (0, 1, 2):
         assert set(fold[y == c]) == set(range(5))
+
+
+# --------------------------------------------------------------------------- where the adapted files go
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in sorted(folder.iterdir()) if p.is_file()}
+
+
+def test_adapt_never_writes_over_another_model(tiny, tmp_path, capsys):
+    """OUT already holds a shipped model named like --name: refused, every byte of it kept."""
+    from hematovision.lab_model_files import ModelFilesExistError
+
+    cells = write_cells(tmp_path / "cells", {lb: 3 for lb in LABELS}, shift=True)
+    models = tmp_path / "models"
+    copy_model(tiny, models)
+    before = _files(models)
+    with pytest.raises(ModelFilesExistError, match="not an earlier lab adaptation"):
+        adapt(tiny, cells, models, name=tiny.stem, log=quiet)
+    assert main(["adapt", "--model", str(tiny), "--cells", str(cells), "--out", str(models), "--name", tiny.stem]) == 1
+    assert "nothing was written" in capsys.readouterr().err
+    (models / "orphan.head.npz").write_bytes(b"another model's head, its JSON gone")
+    with pytest.raises(ModelFilesExistError, match="orphan.head.npz"):
+        adapt(tiny, cells, models, name="orphan", log=quiet)
+    assert _files(models) == {**before, "orphan.head.npz": b"another model's head, its JSON gone"}
+
+
+def test_adapt_replaces_its_own_earlier_adaptation(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {lb: 3 for lb in LABELS}, shift=True)
+    out, said = tmp_path / "out", []
+    first = json.loads(adapt(tiny, cells, out, name="lab", log=quiet).read_text())
+    write_cells(cells, {"red": 5}, shift=True, seed=1)  # more verified cells: the lab re-adapts
+    second = json.loads(adapt(tiny, cells, out, name="lab", log=said.append).read_text())
+    assert first["adaptation"]["cells"]["count_per_class"]["red"] == 3
+    assert second["adaptation"]["cells"]["count_per_class"]["red"] == 5
+    assert any("replaced the earlier adaptation 'lab'" in line for line in said)
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no staging folder left behind
+
+
+def test_a_failed_adaptation_leaves_the_output_folder_as_it_was(tiny, tmp_path, monkeypatch):
+    import hematovision.adapt as adapt_module
+
+    cells = write_cells(tmp_path / "cells", {lb: 3 for lb in LABELS}, shift=True)
+    out = tmp_path / "out"
+    adapt(tiny, cells, out, name="lab", log=quiet)
+    before = _files(out)
+
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(adapt_module.label_check, "label_disagreements", broken)  # after the head and .tflite are written
+    with pytest.raises(OSError, match="disk full"):
+        adapt(tiny, cells, out, name="lab", log=quiet)
+    with pytest.raises(OSError, match="disk full"):
+        adapt(tiny, cells, out, name="new", log=quiet)
+    assert _files(out) == before and sorted(p.name for p in out.iterdir()) == sorted(before)
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", ".hidden", "x.json", "", "-lab", "a" * 65, "über"])
+def test_a_name_that_is_not_a_plain_model_name_is_refused(tiny, tmp_path, capsys, name):
+    from hematovision.lab_model_files import ModelNameError
+
+    cells = write_cells(tmp_path / "cells", {lb: 2 for lb in LABELS}, shift=False)
+    if name:  # the API's name=None (or "") means the default <model>-lab
+        with pytest.raises(ModelNameError, match="not a usable model name"):
+            adapt(tiny, cells, tmp_path / "out", name=name, log=quiet)
+    with pytest.raises(SystemExit) as info:
+        main(["adapt", "--model", str(tiny), "--cells", str(cells), "--out", str(tmp_path / "out"), f"--name={name}"])
+    assert info.value.code == 2 and "not a usable model name" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.json").exists()
+
+
+@pytest.mark.parametrize("l2", [0.0, -1.0, float("nan"), float("inf")])
+def test_l2_must_be_positive_and_finite(tiny, tmp_path, capsys, l2):
+    cells = write_cells(tmp_path / "cells", {lb: 2 for lb in LABELS}, shift=False)
+    with pytest.raises(ValueError, match="l2 must be a positive finite number"):
+        adapt(tiny, cells, tmp_path / "out", l2=l2, log=quiet)
+    with pytest.raises(SystemExit) as info:
+        main(["adapt", "--model", str(tiny), "--cells", str(cells), "--out", str(tmp_path / "out"), f"--l2={l2}"])
+    assert info.value.code == 2 and "--l2" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_images_beside_the_class_folders_are_named_as_unused(tiny, tmp_path, capsys):
+    cells = write_cells(tmp_path / "cells", {lb: 2 for lb in LABELS}, shift=False)
+    (cells / "red" / "000.png").rename(cells / "loose.png")
+    (cells / "red" / "extra.png").write_bytes((cells / "red" / "001.png").read_bytes())
+    with pytest.warns(UserWarning, match="1 image.*loose.png.*DIR/<label>/"):
+        adapt(tiny, cells, tmp_path / "out", log=quiet)
+    assert main(["adapt", "--model", str(tiny), "--cells", str(cells), "--out", str(tmp_path / "out2")]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "loose.png" in err and "adapt.py:" not in err  # one plain line, no source location

@@ -5,7 +5,10 @@ labelled cells, DIR/<label>/<image> (labels are the model's class names; a lab
 may label only some classes, the others keep the source behaviour). Writes
 OUT_DIR/<name>.json with its .tflite (unchanged), .head.npz and .ood.npz, usable
 as ``classify --model OUT_DIR/<name>.json``. See hematovision/adapt.py for the
-method, and its cross-validated accuracy before/after on the lab's cells.
+method, and its cross-validated accuracy before/after on the lab's cells. The
+files appear in OUT_DIR only when all are complete; an earlier adaptation of the
+same name is replaced, any other model's files there are never overwritten
+(hematovision/lab_model_files.py).
 
 --db takes the cells from a station database instead: the crops of the cells a
 technologist verified (`review`) with one of the model's classes (smudge,
@@ -21,9 +24,10 @@ import argparse
 import json
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 
-from . import add_model_argument, fail, session_choice, write_json
+from . import add_model_argument, fail, finite_float, session_choice, write_json
 
 
 def add_parser(sub) -> None:
@@ -37,11 +41,23 @@ def add_parser(sub) -> None:
     cells.add_argument("--db", type=Path, help="station database: use its verified cells (see `review`)")
     p.add_argument("--session", type=session_choice("all"), default="all", help="with --db: session id or 'all' (default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="folder for the adapted model's files")
-    p.add_argument("--name", default=None, help="adapted model name (default: <model>-lab)")
-    p.add_argument("--l2", type=float, default=DEFAULT_L2,
+    p.add_argument("--name", type=model_name, default=None,
+                   help="adapted model name: letters, digits, - and _ (default: <model>-lab). An earlier adaptation of "
+                        "that name in --out is replaced; any other model there is never overwritten")
+    p.add_argument("--l2", type=finite_float(0, low_open=True), default=DEFAULT_L2,
                    help="strength of the pull towards the source head, fixed (default: chosen per lab by cross-validation on "
                         "its cells, from the grid in hematovision/adapt.py)")
     p.set_defaults(run=run)
+
+
+def model_name(text: str) -> str:
+    """An argparse ``type`` for ``--name``: a plain model name (hematovision/lab_model_files.py)."""
+    from ..lab_model_files import ModelNameError, check_name
+
+    try:
+        return check_name(text)
+    except ModelNameError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def log(msg: str) -> None:
@@ -53,11 +69,14 @@ def run(args) -> int:
     from ..errors import HematoVisionError
 
     try:
-        if args.db is None:
-            path = adapt(args.model, args.cells, args.out, name=args.name, l2=args.l2, log=log)
-        else:
-            path = adapt_from_db(args.model, args.db, args.out, name=args.name, l2=args.l2,
-                                 session_ids=None if args.session == "all" else [int(args.session)])
+        with warnings.catch_warnings():  # skipped or unused images: one "warning:" line each, no source location
+            warnings.simplefilter("always")
+            warnings.showwarning = lambda message, *_args, **_kw: log(f"warning: {message}")
+            if args.db is None:
+                path = adapt(args.model, args.cells, args.out, name=args.name, l2=args.l2, log=log)
+            else:
+                path = adapt_from_db(args.model, args.db, args.out, name=args.name, l2=args.l2,
+                                     session_ids=None if args.session == "all" else [int(args.session)])
     except (HematoVisionError, OSError) as exc:
         return fail(exc)
     print(path)

@@ -5,13 +5,13 @@ checked before anything is written); the adapted model goes into the app's model
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from .. import registry
 from ..adapt import DEFAULT_L2
 from ..commands.adapt import adapt_from_db
 from ..images import load_image
+from ..lab_model_files import MODEL_NAME
 from ..station.review import ReviewInput, add_review, add_reviews, latest_reviews
 from ..station.reviewcsv import write_reviews_csv
 from .errors import refusal
@@ -21,7 +21,6 @@ from .models import STORE
 from .review_db import crop_file, is_upload
 from .review_view import page_rows
 
-MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 NO_REVIEWER = "Enter your name under Reviewer first: every review records who made it."
 
 
