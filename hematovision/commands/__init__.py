@@ -2,7 +2,7 @@
 
 What several commands share lives here: the default model and the ``--model``
 option, the ``--session`` choice, the one-line ``error: ...`` report and the
-JSON report writer. Only the standard library and the registry are imported.
+JSON report writer. Only the standard library, the registry and the station's schema constants are imported.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..registry import HUB_MODELS
+from ..station.schema import MAX_ROW_ID  # the largest id SQLite stores: a bigger number names no row
 
 #: The model a command uses without ``--model``: the first product model of the registry (the app's first choice too).
 DEFAULT_MODEL = next(iter(HUB_MODELS))
@@ -34,8 +35,6 @@ def add_model_argument(parser: argparse.ArgumentParser, *, use: str = "") -> Non
                              f"a .json/.tflite; available: {', '.join(model_names())} (default: %(default)s)")
 
 
-#: The largest id SQLite stores (a signed 64-bit INTEGER); a bigger number cannot name a row.
-MAX_ROW_ID = 2**63 - 1
 
 
 def positive_int(text: str) -> int:

@@ -21,14 +21,47 @@ import csv
 from pathlib import Path
 
 from ..station.report import FORMULA_PREFIXES, escape_formula  # noqa: F401 - FORMULA_PREFIXES: re-exported for older imports
-from . import fail, select_sessions, session_choice
+from . import MAX_ROW_ID, bounded_int, fail, refuse_to_overwrite, select_sessions, session_choice
+
+
+def session_option(*words: str):
+    """:func:`session_choice` whose number is a whole number SQLite can hold (1 to 2**63 - 1), for ``--session``."""
+    choice, number = session_choice(*words), bounded_int(1, MAX_ROW_ID)
+
+    def parse(text: str) -> str:
+        which = choice(text)
+        return which if which in words else str(number(which))
+
+    parse.__name__ = "session"
+    return parse
+
+
+def refuse_outputs(db: Path, *outputs: Path | None) -> None:
+    """Raise ``FileExistsError`` before writing an output over the station database (or its -wal/-shm files), over
+    another SQLite database (another station's log), or over another output of the same command."""
+    from ..station.schema import SQLITE_MAGIC
+
+    given = [out for out in outputs if out is not None]
+    for i, out in enumerate(given):
+        refuse_to_overwrite(out, db, *(Path(f"{db}{end}") for end in ("-wal", "-shm", "-journal")))
+        refuse_to_overwrite(out, *given[:i], what="another output of this command")
+        if not out.is_file():
+            continue  # missing, a folder, a device: the write itself says what is wrong
+        try:
+            with open(out, "rb") as fh:
+                head = fh.read(len(SQLITE_MAGIC))
+        except OSError:
+            continue
+        if head == SQLITE_MAGIC:
+            raise FileExistsError(f"{out} is an SQLite database (another station's log?); writing there would destroy it. "
+                                  "Choose another output file.")
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("report", help="print a station session's differential; export its cells as CSV and FHIR",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", required=True, type=Path, help="the station's SQLite log")
-    p.add_argument("--session", type=session_choice("latest", "all"), default="latest",
+    p.add_argument("--session", type=session_option("latest", "all"), default="latest",
                    help="session id, 'latest' or 'all' (default: %(default)s)")
     p.add_argument("--verified", action="store_true", help="count the verified labels of reviewed cells (see `review`)")
     p.add_argument("--csv", type=Path, help="write the session's cells to this CSV file")
@@ -39,6 +72,10 @@ def add_parser(sub) -> None:
 def run(args) -> int:
     from ..errors import HematoVisionError
 
+    try:
+        refuse_outputs(args.db, args.csv, args.fhir)
+    except FileExistsError as exc:
+        return fail(exc)
     try:
         return _report(args)
     except HematoVisionError as exc:
@@ -130,9 +167,10 @@ def _csv_rows(db, sessions):
 
 
 def _write_csv(path: Path, columns, rows) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from ..station.report import replacing
+
     n = 0
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with replacing(path, newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(columns))
         writer.writeheader()
         for row in rows:

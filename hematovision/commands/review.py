@@ -19,7 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import fail, select_sessions, session_choice
+from . import MAX_ROW_ID, bounded_int, fail, select_sessions
+from .report import refuse_outputs, session_option
 
 
 def add_parser(sub) -> None:
@@ -33,7 +34,7 @@ def add_parser(sub) -> None:
     what.add_argument("--export", dest="export_csv", type=Path, metavar="CSV", help="write every cell and its latest review")
     p.add_argument("--reviewer", help="who reviewed (required with --set)")
     p.add_argument("--note", default="", help="free text kept with the review (required for the label 'other')")
-    p.add_argument("--session", type=session_choice("latest", "all"), default="all",
+    p.add_argument("--session", type=session_option("latest", "all"), default="all",
                    help="with --list/--export: session id, 'latest' or 'all' (default: %(default)s)")
     p.add_argument("--uncertain", action="store_true", help="with --list: only cells flagged uncertain or out of distribution")
     p.add_argument("--unverified", action="store_true", help="with --list: only cells without a review")
@@ -45,9 +46,14 @@ def run(args) -> int:
 
     if args.set is not None and args.reviewer is None:
         return fail("--set needs --reviewer NAME (who verified the cell)", status=2)
-    if args.set is not None and not args.set[0].strip().isdigit():
-        return fail(f"CELL_ID must be a cell id number (see --list), not {args.set[0]!r}", status=2)
+    if args.set is not None:
+        try:
+            args.set[0] = bounded_int(1, MAX_ROW_ID)(args.set[0])
+        except argparse.ArgumentTypeError as exc:
+            return fail(f"CELL_ID must be a cell id number (see --list): {exc}", status=2)
     try:
+        if args.export_csv is not None:
+            refuse_outputs(args.db, args.export_csv)
         return _run(args)
     except (HematoVisionError, OSError) as exc:
         return fail(exc)
@@ -58,7 +64,7 @@ def _run(args) -> int:
 
     with StationLog(args.db, create=False) as db:
         if args.set is not None or args.import_csv is not None:
-            _refuse_damaged(db, args.db)
+            db.require_intact()
         if args.set is not None:
             return _set(db, args)
         if args.import_csv is not None:
@@ -71,16 +77,6 @@ def _run(args) -> int:
             print(f"wrote {n} cells to {args.export_csv}")
             return 0
         return _list(db, sessions, uncertain=args.uncertain, unverified=args.unverified)
-
-
-def _refuse_damaged(db, path: Path) -> None:
-    """Raise before a write to a database that fails SQLite's quick check."""
-    from ..station.schema import CorruptDatabaseError
-
-    check = db.quick_check()
-    if check != "ok":
-        raise CorruptDatabaseError(f"{path}: damaged database ({check.splitlines()[0]}); nothing written. Restore it "
-                                   "from a backup or recover it with `sqlite3 DB .recover`.")
 
 
 def _set(db, args) -> int:

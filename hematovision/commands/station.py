@@ -17,9 +17,15 @@ import signal
 import sys
 from pathlib import Path
 
-from . import add_model_argument, fail
+from . import add_model_argument, bounded_int, fail, finite_float, positive_int
 
 log = logging.getLogger("hematovision.station.loop")
+
+#: Ranges of the numeric options (argparse refuses anything else, nan and inf included, naming the range).
+MIN_FILL = 0.05  # hematovision.cells.detection.framing_box's lower limit
+RED_CELL_PX = (2.0, 1000.0)  # a red cell of 1000 px makes 5000 px crops: beyond that, a typo
+MAX_FRAME_SIDE = 16384
+MAX_THREADS = 1024
 
 
 def add_parser(sub) -> None:
@@ -37,34 +43,55 @@ def add_parser(sub) -> None:
                    help="field: find every white cell in a whole field; cell: each frame is one centred cell "
                         "(default: %(default)s)")
     p.add_argument("--crops-dir", type=Path, help="where cell crops are saved (default: <db folder>/<db name>-crops)")
-    p.add_argument("--fps", type=float, help="process at most F frames per second (default: as fast as they come)")
-    p.add_argument("--max-frames", type=int, help="stop after N frames")
-    p.add_argument("--target-count", type=int, help="stop after N classified cells (e.g. 100 for a 100-cell differential)")
-    p.add_argument("--min-sharpness", type=float, default=MIN_SHARPNESS,
-                   help=f"focus threshold, variance of the Laplacian at {SHARPNESS_WIDTH} px wide "
+    p.add_argument("--fps", type=number(0, low_open=True),
+                   help="process at most F frames per second, F > 0 (default: as fast as they come)")
+    p.add_argument("--max-frames", type=positive_int, help="stop after N frames (N >= 1)")
+    p.add_argument("--target-count", type=positive_int,
+                   help="stop after N classified cells, N >= 1 (e.g. 100 for a 100-cell differential)")
+    p.add_argument("--min-sharpness", type=number(0), default=MIN_SHARPNESS,
+                   help=f"focus threshold >= 0, variance of the Laplacian at {SHARPNESS_WIDTH} px wide "
                         "(default: %(default)s; 0 accepts every frame)")
-    p.add_argument("--motion-threshold", type=float, default=MOTION_THRESHOLD,
-                   help="grey-level difference under which the view is unchanged (default: %(default)s)")
-    p.add_argument("--fill", type=float,
-                   help=f"crop so that the cell's larger side spans this fraction of it (default: {DEFAULT_FILL}; "
-                        "with --red-cell-px: the PBC scale)")
-    p.add_argument("--red-cell-px", type=float,
-                   help="red-cell diameter in pixels, measured for this camera: sets the segmentation's size limits and "
-                        f"crops at the PBC scale, {FRAME_RED_CELLS:g} red cells wide (default: size limits from the frame "
-                        "size, --fill framing)")
-    p.add_argument("--summary-every", type=float, default=SUMMARY_EVERY_S,
-                   help="seconds between printed differentials (default: %(default)s; 0: only on exit)")
+    p.add_argument("--motion-threshold", type=number(0, 255), default=MOTION_THRESHOLD,
+                   help="grey-level difference, 0 to 255, under which the view is unchanged (default: %(default)s)")
+    p.add_argument("--fill", type=number(MIN_FILL, 1),
+                   help=f"crop so that the cell's larger side spans this fraction of it, {MIN_FILL:g} to 1 (default: "
+                        f"{DEFAULT_FILL}; with --red-cell-px: the PBC scale)")
+    p.add_argument("--red-cell-px", type=number(*RED_CELL_PX),
+                   help=f"red-cell diameter in pixels ({RED_CELL_PX[0]:g} to {RED_CELL_PX[1]:g}), measured for this camera: "
+                        "sets the segmentation's size limits and crops at the PBC scale, "
+                        f"{FRAME_RED_CELLS:g} red cells wide (default: size limits from the frame size, --fill framing)")
+    p.add_argument("--summary-every", type=number(0), default=SUMMARY_EVERY_S,
+                   help="seconds >= 0 between printed differentials (default: %(default)s; 0: only on exit)")
     p.add_argument("--resume", action="store_true",
-                   help="continue the last session in --db if it was interrupted (killed, power cut, error) with the same model; "
-                        "refused if it read another source; a folder's files already done (same name and sha256) are skipped")
+                   help="continue the last session in --db if it was interrupted (killed, power cut, error); refused if it "
+                        "read another source or used another model; a folder's files already done (same name and sha256) "
+                        "are skipped")
     p.add_argument("--no-watch", action="store_true", help="folder source: process the files present, then stop")
     width, height = picamera_size()
-    p.add_argument("--width", type=int, help=f"camera frame width (default: the camera's own; {width} for picamera)")
-    p.add_argument("--height", type=int, help=f"camera frame height (default: the camera's own; {height} for picamera)")
-    p.add_argument("--threads", type=int, help="TFLite interpreter threads (default: every core)")
+    p.add_argument("--width", type=bounded_int(1, MAX_FRAME_SIDE),
+                   help=f"camera frame width, 1 to {MAX_FRAME_SIDE} (default: the camera's own; {width} for picamera)")
+    p.add_argument("--height", type=bounded_int(1, MAX_FRAME_SIDE),
+                   help=f"camera frame height, 1 to {MAX_FRAME_SIDE} (default: the camera's own; {height} for picamera)")
+    p.add_argument("--threads", type=bounded_int(1, MAX_THREADS),
+                   help=f"TFLite interpreter threads, 1 to {MAX_THREADS} (default: every core)")
     p.add_argument("-v", "--verbose", action="store_true", help="log every frame")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings only")
     p.set_defaults(run=run)
+
+
+def number(low: float, high: float | None = None, *, low_open: bool = False):
+    """:func:`finite_float` whose every refusal (nan and inf included) names the valid range."""
+    parse = finite_float(low, high, low_open=low_open)
+    span = f"from {low:g} to {high:g}" if high is not None else f"{'>' if low_open else '>='} {low:g}"
+
+    def check(text: str) -> float:
+        try:
+            return parse(text)
+        except argparse.ArgumentTypeError as exc:
+            raise argparse.ArgumentTypeError(f"{exc}; give a number {span}") from None
+
+    check.__name__ = "number"
+    return check
 
 
 def picamera_size() -> tuple[int, int]:
@@ -98,6 +125,7 @@ def run(args) -> int:
     from ..classifier import load_model
     from ..errors import HematoVisionError, SourceSpecError
     from ..station.loop import Station, StationConfig
+    from ..station.schema import storable
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
                         format="%(asctime)s %(levelname)s %(message)s", stream=sys.stderr)
@@ -116,8 +144,8 @@ def run(args) -> int:
     stop = StopFlag()
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     printer = lambda text: print(text, flush=True)  # noqa: E731 - stdout may be a pipe (journald)
-    printer(f"station: model {clf.spec.name} (sha256 {clf.spec.sha256[:12]}), source {args.source}, mode {args.mode}, "
-            f"log {args.db}, crops {config.crops_folder}")
+    printer(storable(f"station: model {clf.spec.name} (sha256 {clf.spec.sha256[:12]}), source {args.source}, mode {args.mode}, "
+                     f"log {args.db}, crops {config.crops_folder}"))
     try:
         with source:
             summary = Station(clf, config, printer=printer).run(source, should_stop=stop)

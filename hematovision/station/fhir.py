@@ -180,9 +180,10 @@ def build_bundle(report: DifferentialReport, *, issued: str, table: Mapping[str,
 
 
 def write_bundle(bundle: dict, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(bundle, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-    return path
+    """Write the Bundle as JSON through a temporary file (:func:`~hematovision.station.report.replacing`)."""
+    from .report import replacing
+
+    text = json.dumps(bundle, indent=2, ensure_ascii=False) + "\n"
+    with replacing(path) as fh:
+        fh.write(text)
+    return Path(path)

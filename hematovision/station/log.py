@@ -26,7 +26,6 @@ import dataclasses
 import json
 import os
 import re
-import sqlite3
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -40,9 +39,10 @@ from .. import __version__
 from ..batch_shift import BatchShift, check_batch
 from .differential import Differential
 from ..errors import StationLogError
-from .schema import SCHEMA_VERSION, connect
+from .schema import RECOVER, SCHEMA_VERSION, CorruptDatabaseError, connect, row_id, stored_json
 
-__all__ = ["CELL_COLUMNS", "SCHEMA_VERSION", "ResumeSourceError", "Session", "StationLog", "now_iso"]
+__all__ = ["CELL_COLUMNS", "SCHEMA_VERSION", "ResumeError", "ResumeModelError", "ResumeSourceError", "Session", "StationLog",
+           "now_iso"]
 
 #: Columns of ``cells`` in the order of the CSV export.
 CELL_COLUMNS = ("id", "session_id", "time", "frame_index", "source_frame", "cell_in_frame", "x0", "y0", "x1", "y1", "label",
@@ -50,8 +50,16 @@ CELL_COLUMNS = ("id", "session_id", "time", "frame_index", "source_frame", "cell
                 "source_sha256", "ood_score", "atypical")
 
 
-class ResumeSourceError(StationLogError, ValueError):
+class ResumeError(StationLogError, ValueError):
+    """``--resume`` cannot continue the interrupted session (another source or another model); nothing was written."""
+
+
+class ResumeSourceError(ResumeError):
     """``--resume`` would continue a session that read another source."""
+
+
+class ResumeModelError(ResumeError):
+    """``--resume`` would continue a session classified by another model (its counts would mix two models)."""
 
 
 @dataclass(frozen=True)
@@ -106,14 +114,16 @@ class StationLog:
 
         Interrupted: never ended (killed, power cut) or ended by an error; a
         session that ended normally (target count, SIGTERM, end of the source)
-        is finished, and a new one starts. A different model never resumes.
-        ``source_key`` is the canonical source (default ``source``): resuming an
-        interrupted session of another source raises :class:`ResumeSourceError`.
+        is finished, and a new one starts. ``source_key`` is the canonical source
+        (default ``source``): resuming an interrupted session of another source
+        raises :class:`ResumeSourceError`, of another model (sha256)
+        :class:`ResumeModelError`; either leaves it untouched, still resumable.
         """
         key = source if source_key is None else source_key
         if resume:
             last = self.latest_session()
-            if last is not None and last.model_sha256 == model_sha256 and (last.ended is None or last.stop_reason == "error"):
+            if last is not None and (last.ended is None or last.stop_reason == "error"):
+                _check_same_model(self.path, last, model_name, model_sha256)
                 _check_same_source(self.path, last, key)
                 self._db.execute("UPDATE sessions SET ended = NULL, stop_reason = NULL WHERE id = ?", (last.id,))
                 return dataclasses.replace(self.session(last.id), resumed=True)
@@ -128,7 +138,7 @@ class StationLog:
         """Mark the session ended; ``summary`` holds the run's counts (e.g. the unchanged frames, not logged one by one),
         added to those of earlier runs of a resumed session."""
         row = self._db.execute("SELECT summary FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        total = json.loads(row[0]) if row and row[0] else {}
+        total = self._summary(session_id, row[0] if row else None)
         for key, value in (summary or {}).items():
             total[key] = total.get(key, 0) + value
         self._db.execute("UPDATE sessions SET ended = ?, stop_reason = ?, summary = ? WHERE id = ?",
@@ -149,29 +159,23 @@ class StationLog:
                    model_sha256=model_sha256, crop_path=self._stored_path(path), source_sha256=source_sha256,
                    ood_score=None if score is None else float(score), atypical=None if atypical is None else int(bool(atypical)),
                    probabilities=json.dumps({k: round(float(v), 5) for k, v in prediction.probabilities.items()}))
-        try:
-            cur = self._db.execute(f"INSERT INTO cells ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
-        except sqlite3.Error as exc:
-            raise StationLogError(f"{self.path}: cannot write a cell row ({exc}).") from exc
+        cur = self._db.execute(f"INSERT INTO cells ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
         return int(cur.lastrowid)
 
     def add_frame(self, session_id: int, *, frame, status: str, sharpness: float | None, found: int, classified: int,
                   detail: str = "", source_sha256: str | None = None) -> None:
-        try:
-            self._db.execute(
-                "INSERT INTO frames (session_id, time, frame_index, source_frame, status, sharpness, cells_found, cells_classified, "
-                "detail, source_sha256) VALUES (?,?,?,?,?,?,?,?,?,?)",
-                (session_id, now_iso(), frame.index, frame.name, status, sharpness, found, classified, detail, source_sha256))
-        except sqlite3.Error as exc:
-            raise StationLogError(f"{self.path}: cannot write a frame row ({exc}).") from exc
+        self._db.execute(
+            "INSERT INTO frames (session_id, time, frame_index, source_frame, status, sharpness, cells_found, cells_classified, "
+            "detail, source_sha256) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (session_id, now_iso(), frame.index, frame.name, status, sharpness, found, classified, detail, source_sha256))
 
     @contextmanager
-    def transaction(self) -> Iterator[sqlite3.Connection]:
+    def transaction(self) -> Iterator:
         """One write transaction (``BEGIN IMMEDIATE`` ... ``COMMIT``; rolled back on any error): all of it or nothing."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
-        except sqlite3.Error as exc:
-            raise StationLogError(f"{self.path}: cannot start a write ({exc}); another program may hold the database.") from exc
+        except StationLogError as exc:
+            raise StationLogError(f"cannot start a write: {exc}") from exc
         try:
             yield self._db
             self._db.execute("COMMIT")
@@ -197,10 +201,12 @@ class StationLog:
     # --- reading ---
 
     def session(self, session_id: int) -> Session:
-        row = self._db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        sid = row_id(session_id)
+        row = None if sid is None else self._db.execute(f"SELECT {SESSION_COLUMNS} FROM sessions WHERE id = ?", (sid,)).fetchone()
         if row is None:
             raise StationLogError(f"{self.path}: no session {session_id}; `report --db {self.path} --session all` lists them.")
-        return Session(*row[:8], labels=tuple(json.loads(row[8])), source_key=row[9])
+        labels = stored_json(self.path, row[8], f"labels of session {row[0]}", list)
+        return Session(*row[:8], labels=tuple(labels), source_key=row[9])
 
     def sessions(self) -> list[Session]:
         ids = [r[0] for r in self._db.execute("SELECT id FROM sessions ORDER BY id")]
@@ -235,10 +241,13 @@ class StationLog:
         counts = dict(self._db.execute("SELECT status, COUNT(*) FROM frames WHERE session_id = ? GROUP BY status ORDER BY status",
                                        (session_id,)).fetchall())
         row = self._db.execute("SELECT summary FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        unchanged = json.loads(row[0]).get("unchanged", 0) if row and row[0] else 0
+        unchanged = self._summary(session_id, row[0] if row else None).get("unchanged", 0)
         if unchanged:
             counts["unchanged"] = unchanged
         return counts
+
+    def _summary(self, session_id: int, text: str | None) -> dict:
+        return stored_json(self.path, text, f"summary of session {session_id}", dict) if text else {}
 
     def frame_names(self, session_id: int) -> set[str]:
         """Source frames of a session that were logged or gave a committed cell."""
@@ -255,26 +264,39 @@ class StationLog:
 
     def cell(self, cell_id: int) -> dict | None:
         """One cell row (as :meth:`cells`) or None."""
-        row = self._db.execute(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells WHERE id = ?", (cell_id,)).fetchone()
+        if row_id(cell_id) is None:
+            return None
+        row = self._db.execute(f"SELECT {', '.join(CELL_COLUMNS)} FROM cells WHERE id = ?", (row_id(cell_id),)).fetchone()
         return dict(zip(CELL_COLUMNS, row)) if row else None
 
     def query(self, sql: str, args: tuple = ()) -> list[tuple]:
         """Rows of a read-only query (for :mod:`hematovision.station.review`); a damaged database raises StationLogError."""
-        try:
-            return self._db.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as exc:
-            raise StationLogError(f"{self.path}: cannot read the database ({exc}); check it with `sqlite3 {self.path} "
-                                  "'PRAGMA integrity_check'` and restore it from a backup if damaged.") from exc
+        return self._db.execute(sql, args).fetchall()
 
     def quick_check(self) -> str:
         """``PRAGMA quick_check``: "ok", or what is damaged (run before writing to a database of unknown origin)."""
         try:
             return str(self._db.execute("PRAGMA quick_check").fetchone()[0])
-        except sqlite3.DatabaseError as exc:
-            return str(exc)
+        except StationLogError as exc:
+            return str(exc.__cause__ or exc)
+
+    def require_intact(self) -> None:
+        """Raise :class:`CorruptDatabaseError` before writing to a database that fails SQLite's quick check."""
+        check = self.quick_check()
+        if check != "ok":
+            raise CorruptDatabaseError(f"{self.path}: damaged database ({check.splitlines()[0]}); nothing written. "
+                                       f"{RECOVER.format(path=self.path)}")
 
     def integrity(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
+
+
+def _check_same_model(path: Path, last: Session, name: str, sha256: str) -> None:
+    if last.model_sha256 != sha256:
+        raise ResumeModelError(
+            f"{path}: cannot resume session {last.id}: it was interrupted while classifying with model {last.model_name} "
+            f"(sha256 {last.model_sha256[:12]}), and this run uses {name} (sha256 {sha256[:12]}). Resume it with --model "
+            f"{last.model_name}, or run without --resume to start a new session (the interrupted one keeps its cells).")
 
 
 def _check_same_source(path: Path, last: Session, key: str) -> None:

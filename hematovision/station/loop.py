@@ -19,7 +19,9 @@ For every frame from a :mod:`~hematovision.station.sources` source the station
 Resuming (``resume=True``) continues the last session only if it was
 interrupted, used the same model and read the same source (:func:`source_key`:
 a folder's absolute path; another source is refused with
-:class:`~hematovision.station.log.ResumeSourceError`). A folder's file is
+:class:`~hematovision.station.log.ResumeSourceError`, another model with
+:class:`~hematovision.station.log.ResumeModelError`; with nothing to resume a
+new session starts, and a warning says why). A folder's file is
 skipped only if a file of that name with the same content (sha256, logged with
 every frame and cell) was done; a file replaced by another image under the same
 name is classified again.
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +55,7 @@ MODES = ("field", "cell")
 
 
 SUMMARY_EVERY_S = 30.0  # default seconds between printed differentials
+NON_NEGATIVE = ("min_sharpness", "motion_threshold", "summary_every")  # StationConfig's options that may be 0
 
 
 @dataclass(frozen=True)
@@ -75,10 +79,11 @@ class StationConfig:
     def __post_init__(self):
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, not {self.mode!r}.")
-        for name in ("fps", "max_frames", "target_count"):
+        for name in ("fps", "max_frames", "target_count", "red_cell_px", "fill", "min_sharpness", "motion_threshold",
+                     "summary_every"):
             value = getattr(self, name)
-            if value is not None and value <= 0:
-                raise ValueError(f"{name} must be positive, not {value}.")
+            if value is not None and not (math.isfinite(value) and (value >= 0 if name in NON_NEGATIVE else value > 0)):
+                raise ValueError(f"{name} must be a finite number {'>= 0' if name in NON_NEGATIVE else '> 0'}, not {value}.")
 
     @property
     def crops_folder(self) -> Path:
@@ -138,9 +143,7 @@ class Station:
         should_stop = should_stop or (lambda: False)
         with StationLog(cfg.db_path) as db:
             self._folder = source.folder if isinstance(source, FolderSource) else None
-            session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels, source=cfg.source_name,
-                                      source_key=source_key(source, cfg.source_name), mode=cfg.mode, config=_config_json(cfg),
-                                      resume=cfg.resume)
+            session = self._open_session(db, source)
             summary = StationSummary(session_id=session.id, differential=db.differential(session.id, labels=spec.labels))
             if session.resumed:
                 self._skip_done(source, db, session.id, summary.differential.total)
@@ -187,6 +190,20 @@ class Station:
                                  summary={"frames": summary.frames, "repeated_cells": summary.repeated_cells, **summary.skipped})
             summary.shift_warning = db.batch_shift(session.id).message()
         return summary
+
+    def _open_session(self, db: StationLog, source: FrameSource):
+        """A new session, or the interrupted one with ``resume``; refuses a damaged database before writing to it."""
+        cfg, spec = self.config, self.classifier.spec
+        last = db.latest_session()
+        if last is not None:
+            db.require_intact()
+        session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels, source=cfg.source_name,
+                                  source_key=source_key(source, cfg.source_name), mode=cfg.mode, config=_config_json(cfg),
+                                  resume=cfg.resume)
+        if cfg.resume and not session.resumed:
+            why = "it is empty" if last is None else f"its last session, {last.id}, ended normally ({last.stop_reason})"
+            log.warning("--resume: nothing to resume in %s (%s); started session %d", cfg.db_path, why, session.id)
+        return session
 
     def _skip_done(self, source: FrameSource, db: StationLog, session_id: int, cells: int) -> None:
         """Tell the source which frames of the resumed session are done: same name and same content (sha256)."""

@@ -13,9 +13,10 @@ from __future__ import annotations
 import csv
 import io
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import IO, Iterable, Iterator, Sequence
 
 from .differential import Differential
 
@@ -107,3 +108,27 @@ def write_csv(rows: Iterable[BatchRow], path: str | os.PathLike) -> Path:
     path = Path(path)
     path.write_text(to_csv(rows), encoding="utf-8", newline="")
     return path
+
+
+@contextmanager
+def replacing(path: str | os.PathLike, *, newline: str | None = None) -> Iterator[IO[str]]:
+    """Write UTF-8 text to ``path`` through a temporary file beside it, renamed over ``path`` once all is written.
+
+    A failure half-way (a damaged database, a full disk) leaves an existing ``path`` as it was and no temporary
+    file behind. A path that exists but is not a regular file (``/dev/stdout``, a pipe) is written directly.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder; pass a file name for the output (e.g. {path / 'report.csv'}).")
+    if path.exists() and not path.is_file():
+        with open(path, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "w", encoding="utf-8", newline=newline) as fh:
+            yield fh
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

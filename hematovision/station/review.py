@@ -16,7 +16,6 @@ first and writes them all in one transaction, or none. Stdlib only.
 
 from __future__ import annotations
 
-import json
 import shutil
 import unicodedata
 from dataclasses import dataclass
@@ -26,6 +25,7 @@ from typing import Iterable, Sequence
 from .differential import REVIEW_ONLY_LABELS, Differential
 from ..errors import HematoVisionError
 from .log import StationLog, now_iso
+from .schema import row_id, stored_json
 
 MAX_REVIEWER = 80
 MAX_NOTE = 2000
@@ -137,12 +137,13 @@ def check_note(note: str | None) -> str:
 
 
 def _cell_labels(db: StationLog, cell_id: int) -> tuple[str, ...]:
-    rows = db.query("SELECT s.labels FROM cells c JOIN sessions s ON s.id = c.session_id WHERE c.id = ?", (int(cell_id),))
+    sql = "SELECT s.id, s.labels FROM cells c JOIN sessions s ON s.id = c.session_id WHERE c.id = ?"
+    rows = db.query(sql, (row_id(cell_id),)) if row_id(cell_id) is not None else []
     if not rows:
         span = db.query("SELECT MIN(id), MAX(id), COUNT(*) FROM cells")[0]
         have = f"cells {span[0]}-{span[1]}" if span[2] else "no cells yet"
         raise UnknownCellError(f"no cell {cell_id} in {db.path} ({have}); `review --db {db.path} --list` shows the cell ids.")
-    return tuple(json.loads(rows[0][0]))
+    return tuple(stored_json(db.path, rows[0][1], f"labels of session {rows[0][0]}", list))
 
 
 def _checked(db: StationLog, item: ReviewInput) -> ReviewInput:
@@ -191,8 +192,10 @@ def latest_reviews(db: StationLog, session_ids: Sequence[int] | None = None) -> 
 
 def history(db: StationLog, cell_id: int) -> list[Review]:
     """Every review of a cell, oldest first."""
+    if row_id(cell_id) is None:
+        return []
     return [Review(*row) for row in db.query(f"SELECT {', '.join(REVIEW_COLUMNS)} FROM reviews WHERE cell_id = ? ORDER BY id",
-                                             (int(cell_id),))]
+                                             (row_id(cell_id),))]
 
 
 def cell_reviews(db: StationLog, session_ids: Sequence[int] | None = None, *, uncertain_only: bool = False) -> list[CellReview]:

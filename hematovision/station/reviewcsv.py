@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from .report import escape_formula, unescape_formula
+from .report import escape_formula, replacing, unescape_formula
 from .review import ReviewError, ReviewInput, add_reviews, cell_reviews, latest_reviews
 from .log import StationLog
 
@@ -53,8 +53,7 @@ def write_reviews_csv(db: StationLog, path: str | os.PathLike, *, session_ids: S
     path = Path(path)
     rows = cell_reviews(db, session_ids)
     counts = dict(db.query("SELECT cell_id, COUNT(*) FROM reviews GROUP BY cell_id"))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as fh:
+    with replacing(path, newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(EXPORT_COLUMNS)
         for row in rows:

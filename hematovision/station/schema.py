@@ -17,19 +17,29 @@ counts the atypical cells of a session). Cells logged before it have NULL there.
 
 :func:`connect` opens a file only after checking that it is an SQLite file
 and, when it exists, a HematoVision one: a foreign or damaged file is refused
-before WAL mode (which is written into the file) is switched on.
+before WAL mode (which is written into the file) is switched on. It returns a
+:class:`Connection` whose every SQLite error becomes a one-line
+:class:`StationLogError` (a damaged file: :class:`CorruptDatabaseError`), as does
+a JSON column that is not what hematovision wrote (:func:`stored_json`).
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 from ..errors import StationLogError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
 SCHEMA_VERSION = 3
 TABLES = ("sessions", "cells", "frames")
+#: Tables a database of each version must have besides :data:`TABLES` (``reviews`` came with version 2).
+TABLES_SINCE = {2: ("reviews",)}
+#: The largest id SQLite stores (a signed 64-bit INTEGER): a bigger or non-positive number names no row.
+MAX_ROW_ID = 2**63 - 1
 
 #: The schema of version 1 as released (same tables, columns and types). Never edit: add a migration instead.
 SCHEMA_V1 = """
@@ -83,7 +93,10 @@ class NotAStationDatabaseError(StationLogError, ValueError):
 
 
 class CorruptDatabaseError(StationLogError, ValueError):
-    """The file looks like an SQLite database but SQLite cannot read it."""
+    """The file looks like an SQLite database but SQLite cannot read it, or what it holds is not what hematovision wrote."""
+
+
+RECOVER = "Restore it from a backup, or recover it with `sqlite3 {path} .recover | sqlite3 recovered.sqlite`."
 
 
 def check_file(path: Path, *, create: bool) -> None:
@@ -112,8 +125,7 @@ def inspect(db: sqlite3.Connection, path: Path, *, create: bool) -> int:
         tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
     except sqlite3.DatabaseError as exc:
-        raise CorruptDatabaseError(f"{path}: damaged database ({exc}); restore it from a backup, or try "
-                                   f"`sqlite3 {path} .recover | sqlite3 recovered.sqlite`.") from exc
+        raise CorruptDatabaseError(f"{path}: damaged database ({exc}). {RECOVER.format(path=path)}") from exc
     if version == 0 and not tables and create:
         return 0
     missing = [t for t in TABLES if t not in tables]
@@ -123,6 +135,10 @@ def inspect(db: sqlite3.Connection, path: Path, *, create: bool) -> int:
                                        f"{version}, tables: {found}); pass the station's --db file.")
     if version > SCHEMA_VERSION:
         raise StationLogError(f"{path}: written by a newer hematovision (schema {version} > {SCHEMA_VERSION}); upgrade.")
+    lost = [t for v, names in TABLES_SINCE.items() if version >= v for t in names if t not in tables]
+    if version < 0 or lost:
+        what = f"schema version {version}" if version < 0 else f"schema {version} without its {', '.join(lost)} table"
+        raise CorruptDatabaseError(f"{path}: damaged database ({what}); nothing was changed. {RECOVER.format(path=path)}")
     return version
 
 
@@ -156,13 +172,13 @@ def _script(db: sqlite3.Connection, script: str) -> None:
             statement = ""
 
 
-def connect(path: Path, *, create: bool) -> tuple[sqlite3.Connection, str]:
+def connect(path: Path, *, create: bool) -> tuple["Connection", str]:
     """Open (and create, or migrate) the database; returns the connection (autocommit) and the journal mode."""
     check_file(path, create=create)
     try:
         if create:
             path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(str(path), isolation_level=None, timeout=10.0)
+        db = sqlite3.connect(path, isolation_level=None, timeout=10.0)
     except (OSError, sqlite3.Error) as exc:
         raise StationLogError(f"{path}: cannot create the database ({exc}).") from exc
     try:
@@ -178,4 +194,105 @@ def connect(path: Path, *, create: bool) -> tuple[sqlite3.Connection, str]:
     except StationLogError:
         db.close()
         raise
-    return db, mode
+    return Connection(db, path), mode
+
+
+# --- the open connection: SQLite's errors and bad stored values become StationLogError -------------------------------
+
+
+def database_error(path: Path, exc: sqlite3.Error) -> StationLogError:
+    """The error to raise for an SQLite failure: a damaged file (:class:`CorruptDatabaseError`) or another failure."""
+    if type(exc) is sqlite3.DatabaseError or getattr(exc, "sqlite_errorname", "") in ("SQLITE_CORRUPT", "SQLITE_NOTADB"):
+        return CorruptDatabaseError(f"{path}: damaged database ({exc}). {RECOVER.format(path=path)}")
+    return StationLogError(f"{path}: the database failed ({exc}); check that no other program holds it, free disk space "
+                           "and write permission, and its health with `sqlite3 DB 'PRAGMA integrity_check'`.")
+
+
+@contextmanager
+def sqlite_errors(path: Path) -> Iterator[None]:
+    """Turn an ``sqlite3.Error`` raised inside into :func:`database_error` (a one-line message, no traceback)."""
+    try:
+        yield
+    except sqlite3.Error as exc:
+        raise database_error(path, exc) from exc
+
+
+def storable(value):
+    """A value SQLite can bind: text with undecodable bytes (a non-UTF-8 file name) keeps them as ``\\xNN`` escapes."""
+    if not isinstance(value, str):
+        return value
+    try:
+        value.encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        try:
+            return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+class Connection:
+    """An open station database (autocommit): every read and write raises :class:`StationLogError`, never ``sqlite3``'s."""
+
+    def __init__(self, con: sqlite3.Connection, path: Path):
+        self._con, self.path = con, path
+
+    def execute(self, sql: str, args: tuple = ()) -> "Rows":
+        with sqlite_errors(self.path):
+            return Rows(self._con.execute(sql, tuple(storable(a) for a in args)), self.path)
+
+    @property
+    def in_transaction(self) -> bool:
+        return self._con.in_transaction
+
+    def close(self) -> None:
+        self._con.close()
+
+
+class Rows:
+    """A cursor whose reads convert SQLite's errors too (a damaged page may show only when its rows are read)."""
+
+    def __init__(self, cursor: sqlite3.Cursor, path: Path):
+        self._cursor, self._path = cursor, path
+
+    @property
+    def lastrowid(self) -> int | None:
+        return self._cursor.lastrowid
+
+    def fetchone(self):
+        with sqlite_errors(self._path):
+            return self._cursor.fetchone()
+
+    def fetchall(self) -> list:
+        with sqlite_errors(self._path):
+            return self._cursor.fetchall()
+
+    def __iter__(self):
+        while True:
+            with sqlite_errors(self._path):
+                batch = self._cursor.fetchmany(256)
+            if not batch:
+                return
+            yield from batch
+
+
+def stored_json(path: Path, text, what: str, kind: type):
+    """Parse a JSON column written by hematovision (``kind``: list or dict); anything else is a damaged database."""
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError) as exc:
+        raise CorruptDatabaseError(f"{path}: damaged database ({what}: not valid JSON, {exc}). "
+                                   f"{RECOVER.format(path=path)}") from None
+    if not isinstance(value, kind) or (kind is list and not all(isinstance(v, str) for v in value)):
+        raise CorruptDatabaseError(f"{path}: damaged database ({what}: not a JSON {kind.__name__} as hematovision writes "
+                                   f"it). {RECOVER.format(path=path)}")
+    return value
+
+
+def row_id(value) -> int | None:
+    """``value`` as a row id SQLite can hold, or None when no row can have it (0, negative, over 2**63 - 1)."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return number if 0 < number <= MAX_ROW_ID else None

@@ -11,7 +11,8 @@ arrived within ``timeout`` seconds; ``ended`` turns True once the source will
 never give another one (end of a video, a folder read with ``watch=False``).
 
 Sources: :class:`OpenCVSource` (USB camera index or video file),
-:class:`PicameraSource` (Picamera2, imported only when opened),
+:class:`PicameraSource` (Picamera2, imported only when opened; both in
+:mod:`hematovision.station.cameras`),
 :class:`FolderSource` (new image files appearing in a folder: scanning
 microscopes, OpenFlexure) and :class:`FakeSource` (arrays, for tests).
 :func:`open_source` builds one from a ``camera:0`` / ``picamera`` /
@@ -27,12 +28,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
-import cv2
 import numpy as np
 
 from ..errors import ImageNotFoundError, InvalidImageError, SourceError, SourceSpecError
 from ..images import IMAGE_SUFFIXES, load_image
+from .cameras import OpenCVSource, PicameraSource
 from .frames import Frame, FrameSource
+from .schema import storable
+
+__all__ = ["FOLDER_SUFFIXES", "FakeSource", "FolderSource", "Frame", "FrameSource", "OpenCVSource", "PicameraSource",
+           "SourceOptions", "open_source", "register_source", "source_forms"]
 
 log = logging.getLogger(__name__)
 
@@ -60,122 +65,6 @@ class FakeSource(FrameSource):
             return None
         name = next(self._names, None) if self._names is not None else None
         return self._frame(load_image(image), name)
-
-
-class OpenCVSource(FrameSource):
-    """A USB camera (``int`` index) or a video file (path) through ``cv2.VideoCapture``.
-
-    A camera that stops delivering frames ``max_failures`` reads in a row raises
-    :class:`SourceError` (unplugged); a video file simply ends.
-    """
-
-    def __init__(self, device: int | str | os.PathLike, *, width: int | None = None, height: int | None = None,
-                 max_failures: int = 30):
-        super().__init__()
-        self.device = device if isinstance(device, int) else Path(device)
-        self.is_camera = isinstance(device, int)
-        self.description = f"camera:{device}" if self.is_camera else f"video:{Path(device).name}"
-        self.size = (width, height)
-        self.max_failures = max_failures
-        self._cap = None
-        self._failures = 0
-
-    def open(self) -> None:
-        if not self.is_camera and not self.device.is_file():
-            raise SourceError(f"{self.device}: no such video file; check the path given to video:FILE.")
-        cap = cv2.VideoCapture(self.device if self.is_camera else str(self.device))
-        if not cap.isOpened():
-            cap.release()
-            if self.is_camera:
-                raise SourceError(f"cannot open camera {self.device}; check the cable and `ls /dev/video*`, "
-                                  "try another index, and that the user is in the 'video' group.")
-            raise SourceError(f"{self.device}: OpenCV cannot decode this video; convert it to MP4 (H.264) or MJPEG AVI.")
-        if self.is_camera:
-            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # the newest frame, not one queued while we classified
-        width, height = self.size
-        if width:
-            cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
-        if height:
-            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
-        self._cap = cap
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
-
-    def read(self, *, timeout: float | None = None) -> Frame | None:
-        if self._ended:
-            return None
-        if self._cap is None:
-            raise SourceError(f"{self.description} is not open; use it in a `with` block.")
-        ok, bgr = self._cap.read()
-        if not ok or bgr is None:
-            if not self.is_camera:
-                self._ended = True
-                return None
-            self._failures += 1
-            if self._failures >= self.max_failures:
-                raise SourceError(f"camera {self.device} gave no frame {self._failures} times in a row; "
-                                  "it was unplugged or is used by another program.")
-            return None
-        self._failures = 0
-        return self._frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB))
-
-
-class PicameraSource(FrameSource):
-    """A Raspberry Pi camera module through Picamera2 (``sudo apt install python3-picamera2``).
-
-    Picamera2 is imported in :meth:`open`, so this class costs nothing where it
-    is not used. Picamera2's ``"RGB888"`` format is stored B, G, R per pixel
-    (OpenCV order); it is converted to RGB here.
-    """
-
-    def __init__(self, *, camera_index: int = 0, width: int = 640, height: int = 480):
-        super().__init__()
-        self.camera_index = camera_index
-        self.size = (width, height)
-        self.description = f"picamera:{self.camera_index}"
-        self._cam = None
-
-    def open(self) -> None:
-        try:
-            from picamera2 import Picamera2
-        except ImportError as exc:
-            raise SourceError(
-                "picamera2 is not installed; on Raspberry Pi OS run `sudo apt install python3-picamera2` and create "
-                "the venv with `--system-site-packages` (see deploy/raspberry-pi.md), or use a USB camera (camera:0)."
-            ) from exc
-        except ValueError as exc:  # "numpy.dtype size changed": apt's simplejpeg is built for numpy 1.x
-            raise SourceError(
-                f"picamera2 cannot be imported with this numpy ({exc}); in the venv run "
-                "`pip install --force-reinstall simplejpeg` (see deploy/raspberry-pi.md)."
-            ) from exc
-        try:
-            cam = Picamera2(self.camera_index)
-            cam.configure(cam.create_video_configuration(main={"size": self.size, "format": "RGB888"}))
-            cam.start()
-        except (RuntimeError, IndexError, OSError) as exc:
-            raise SourceError(f"cannot start the Pi camera {self.camera_index} ({exc}); check the ribbon cable and "
-                              "`rpicam-hello --list-cameras`.") from exc
-        self._cam = cam
-
-    def close(self) -> None:
-        if self._cam is not None:
-            try:
-                self._cam.stop()
-            finally:
-                self._cam.close()
-                self._cam = None
-
-    def read(self, *, timeout: float | None = None) -> Frame | None:
-        if self._cam is None:
-            raise SourceError(f"{self.description} is not open; use it in a `with` block.")
-        try:
-            bgr = self._cam.capture_array("main")
-        except (RuntimeError, OSError) as exc:
-            raise SourceError(f"the Pi camera stopped delivering frames ({exc}).") from exc
-        return self._frame(np.ascontiguousarray(bgr[:, :, 2::-1]))
 
 
 class FolderSource(FrameSource):
@@ -239,7 +128,8 @@ class FolderSource(FrameSource):
             raise SourceError(f"{self.folder}: cannot list the folder ({exc}).") from exc
         for entry in entries:
             name = entry.name
-            if name in self._seen or name.startswith(".") or not name.lower().endswith(self.suffixes):
+            done = name in self._seen or storable(name) in self._seen  # the log keeps undecodable bytes as \xNN
+            if done or name.startswith(".") or not name.lower().endswith(self.suffixes):
                 continue
             try:
                 st = entry.stat()
