@@ -115,7 +115,7 @@ def _from_hub(name: str, models_dir: Path, *, revision: str | None, offline: boo
     if name not in HUB_MODELS:
         raise ModelNotFoundError(
             f"no model named {name!r} in {models_dir} and none registered on the Hub; known names: "
-            f"{', '.join(sorted(HUB_MODELS))}; or pass a path to a .tflite/.json."
+            f"{', '.join(model_names(models_dir))}; or pass a path to a .tflite/.json."
         )
     hub = HUB_MODELS[name]
     repo_id = os.environ.get("HEMATOVISION_HUB_REPO", hub.repo_id)

@@ -170,3 +170,109 @@ def test_ray_engine_same_labels_as_classify_and_resumes(local_ray, tmp_path):
     more = archive(ArchiveOptions(input=root, output=out, model=str(WBC), engine="ray", workers=2))
     assert (more.skipped, more.written, more.errors) == (files, 1, 0)
     assert pq.read_table(out).num_rows == files + 1
+
+
+# --------------------------------------------------------------------------- bad input: names, cluster addresses
+
+
+def non_utf8_folder(root, names=(b"\xff.png", b"caf\xe9.png")):
+    """The PBC examples under non-UTF-8 byte names plus one plain name; skips where the filesystem refuses them."""
+    if not WBC.exists():
+        pytest.skip("models/wbc.json not shipped")
+    root.mkdir()
+    src = sorted((EXAMPLES / "wbc").glob("*.jpg"))[0].read_bytes()
+    for raw in names:
+        try:
+            (root / os.fsdecode(raw)).write_bytes(src)
+        except (OSError, UnicodeError) as exc:
+            pytest.skip(f"this filesystem refuses a non-UTF-8 file name ({exc})")
+    (root / "plain.png").write_bytes(src)
+    return root
+
+
+@pytest.mark.parametrize("raw", [b"\xff.png", b"caf\xe9.png", b"a\x80\x81b.png"])
+def test_non_utf8_file_names_are_stored_and_resumed(tmp_path, raw):
+    root = non_utf8_folder(tmp_path / "slides", names=(raw,))
+    out = tmp_path / "out.parquet"
+    first = archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=1))
+    assert (first.found, first.written, first.errors) == (2, 2, 0)
+    shown = os.fsencode(root / os.fsdecode(raw)).decode("utf-8", "backslashreplace")
+    rows = read_rows(out)
+    assert set(rows) == {shown, str(root / "plain.png")} and rows[shown]["label"] is not None
+    again = archive(ArchiveOptions(input=root, output=out, model=str(WBC), workers=1))
+    assert (again.skipped, again.written) == (2, 0)  # the stored name is recognised: nothing classified twice
+
+
+def test_non_utf8_names_go_local_with_the_ray_engine(tmp_path, monkeypatch):
+    """Ray cannot read a non-UTF-8 name: such files are classified in this process, the rest on Ray."""
+    from hematovision.commands import _ray
+
+    root = non_utf8_folder(tmp_path / "slides")
+    sent = []
+    monkeypatch.setattr(_ray, "run_ray", lambda paths, **kw: sent.extend(paths) or 1)
+    out = tmp_path / "out.parquet"
+    result = archive(ArchiveOptions(input=root, output=out, model=str(WBC), engine="ray"))
+    assert sent == [str(root / "plain.png")]
+    assert result.written == 2 and result.errors == 0 and len(read_rows(out)) == 2
+
+
+def closed_port() -> str:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return f"127.0.0.1:{s.getsockname()[1]}"
+
+
+def _refuse(*args, **kwargs):
+    raise ConnectionRefusedError(111, "Connection refused")
+
+
+def _time_out(*args, **kwargs):
+    raise TimeoutError("timed out")
+
+
+def _no_such_host(*args, **kwargs):
+    import socket
+
+    raise socket.gaierror(-2, "Name or service not known")
+
+
+@pytest.mark.parametrize("address,connect,phrase", [
+    (None, None, "cannot reach the Ray cluster at 127.0.0.1:"),  # a closed local port, really connected to
+    ("ray://127.0.0.1:1", _refuse, "Connection refused"),
+    ("bogus:1", _no_such_host, "Name or service not known"),
+    ("10.255.255.1:6379", _time_out, "timed out"),
+    ("head:abc", None, "not a Ray cluster address"),
+    ("http://head:6379", None, "not a Ray cluster address"),
+])
+def test_an_unreachable_ray_address_fails_fast(address, connect, phrase, monkeypatch):
+    """``ray.init`` retries an unreachable address forever: the address is checked first, Ray never started."""
+    import socket
+    import types
+
+    from hematovision.commands import _ray
+
+    def no_init(**kwargs):
+        raise AssertionError("ray.init was called")
+
+    fake = types.SimpleNamespace(is_initialized=lambda: False, init=no_init)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    timeouts = []
+    if connect is not None:
+        monkeypatch.setattr(socket, "create_connection", lambda addr, timeout: timeouts.append(timeout) or connect())
+    address = address or closed_port()
+    with pytest.raises(ArchiveError, match=phrase) as info:
+        _ray.run_ray(["x.jpg"], output=ROOT, spec=None, model=None, address=address)
+    assert "ray start --head" in str(info.value) or "ray://HOST" in str(info.value)
+    assert all(t <= 10 for t in timeouts)
+
+
+def test_cli_unreachable_ray_address_exit_1_before_any_work(tmp_path):
+    (tmp_path / "in").mkdir()
+    out = tmp_path / "out.parquet"
+    r = subprocess.run([sys.executable, "-m", "hematovision", "archive", "--input", tmp_path / "in", "--output", out,
+                        "--engine", "ray", "--address", closed_port()], capture_output=True, text=True, cwd=ROOT,
+                       timeout=120)
+    assert r.returncode == 1 and "cannot reach the Ray cluster" in r.stderr and "Traceback" not in r.stderr
+    assert not out.exists()

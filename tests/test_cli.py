@@ -150,3 +150,58 @@ def test_cli_uses_the_core_image_suffixes():
     from hematovision.images import IMAGE_SUFFIXES
 
     assert classify.IMAGE_SUFFIXES is IMAGE_SUFFIXES and _pool.IMAGE_SUFFIXES is IMAGE_SUFFIXES
+
+
+# --------------------------------------------------------------------------- bad options: usage errors, --cam-dir
+
+
+@pytest.mark.parametrize("command", [["classify"], ["archive", "--input", ".", "--output", "o.parquet"]])
+@pytest.mark.parametrize("option,value", [("--threads", "0"), ("--threads", "-3"), ("--threads", "two"),
+                                          ("--workers", "0")])
+def test_threads_and_workers_below_one_are_usage_errors(command, option, value, tmp_path):
+    r = cli(*command, "--model", MODEL, option, value, *(["x.png"] if command == ["classify"] else []))
+    assert r.returncode == 2 and option in r.stderr and "cannot load model" not in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def a_file(tmp_path):
+    (tmp_path / "afile").write_text("a plain file")
+    return tmp_path / "afile"
+
+
+def under_a_file(tmp_path):
+    return a_file(tmp_path) / "cams"
+
+
+@pytest.mark.parametrize("cam_dir,code,phrase", [
+    (a_file, 2, "is a file, not a folder"),
+    (under_a_file, 1, "cannot create"),
+    (lambda tmp: Path("/proc/hematovision-no-such-folder"), 1, "cannot create"),
+])
+def test_a_cam_dir_that_cannot_be_a_folder_fails_before_any_work(cam_dir, code, phrase, tmp_path):
+    if not MODEL.exists():
+        pytest.skip("models/wbc.json not shipped")
+    folder = cam_dir(tmp_path)
+    if str(folder).startswith("/proc/") and not Path("/proc/self").exists():
+        pytest.skip("no /proc here")
+    image = sorted((EXAMPLES / "wbc").glob("*.jpg"))[0]
+    r = cli("classify", "--model", MODEL, "--workers", "1", "--cam-dir", folder, image)
+    assert r.returncode == code and "error: --cam-dir: " in r.stderr and phrase in r.stderr
+    assert r.stdout == "" and "Traceback" not in r.stderr  # nothing classified
+
+
+def test_non_utf8_file_name_is_printed_and_gets_its_cam_overlay(tmp_path):
+    """A non-UTF-8 name: valid JSON text (its bytes as \\xNN), and the overlay written (cv2.imwrite crashed)."""
+    if not MODEL.exists():
+        pytest.skip("models/wbc.json not shipped")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    name = os.fsdecode(b"\xffcell.png")
+    try:
+        shutil.copy(sorted((EXAMPLES / "wbc").glob("*.jpg"))[0], folder / name)
+    except (OSError, UnicodeError) as exc:
+        pytest.skip(f"this filesystem refuses a non-UTF-8 file name ({exc})")
+    r = cli("classify", "--model", MODEL, "--workers", "1", "--cam-dir", tmp_path / "cams", folder)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["path"] == str(folder) + "/\\xffcell.png" and "\\udc" not in r.stdout
+    assert os.listdir(os.fsencode(tmp_path / "cams")) == [b"00000_\xffcell_cam.png"]

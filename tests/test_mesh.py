@@ -321,3 +321,55 @@ def test_cli_cam_colouring_with_the_shipped_model(tmp_path, capsys):
     red = expected.colors[:, 0].astype(int) - expected.colors[:, 2]
     radius = np.hypot(expected.vertices[:, 0], expected.vertices[:, 1])
     assert radius[red >= np.percentile(red, 90)].mean() < 0.8 * radius.mean()
+
+
+# --------------------------------------------------------------------------- tiny budgets: never an empty mesh
+
+
+def _tiny_budget_input(tmp_path, kind, cell_image):
+    if kind == "image":
+        src = tmp_path / "cell.png"
+        Image.fromarray(cell_image[0]).save(src)
+    else:
+        # A flat cell (semi-axes 7.6, 19, 19 voxels): a marching step coarse enough for a tiny budget skips it.
+        src = tmp_path / "stack.tif"
+        pages = [Image.fromarray(s) for s in ball_stack(19.0, spacing=(2.5, 1.0, 1.0), shape=(20, 64, 64))]
+        pages[0].save(src, save_all=True, append_images=pages[1:])
+    return src
+
+
+@pytest.mark.parametrize("kind", ["image", "zstack"])
+@pytest.mark.parametrize("budget", [4, 5, 12, 20])
+@pytest.mark.parametrize("engine", ["numpy", "open3d"])
+def test_cli_tiny_budget_gives_a_mesh_never_an_empty_file(tmp_path, capsys, cell_image, kind, budget, engine):
+    """A grid or marching step too coarse for the cell used to give 0 triangles (written, exit 0) or a
+    scikit-image RuntimeError; the builders now fall back to a finer sampling and decimate that."""
+    if engine == "open3d":
+        pytest.importorskip("open3d", reason="the open3d engine needs Open3D")
+    out = tmp_path / "t.glb"
+    code = main(["mesh", str(_tiny_budget_input(tmp_path, kind, cell_image)), "-o", str(out),
+                 "--max-triangles", str(budget), "--engine", engine])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    line = json.loads(captured.out)
+    assert 0 < line["faces"] <= budget and line["vertices"] >= 3 and out.stat().st_size == line["bytes"]
+
+
+def test_an_empty_mesh_is_an_error_never_a_file(tmp_path):
+    empty = M.Mesh(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros((0, 3)))
+    with pytest.raises(ValueError, match="no surface to mesh"):
+        M.postprocess(empty, options=M.MeshOptions(decimate_to=4, engine="numpy"))
+    with pytest.raises(ValueError, match="no triangles"):
+        M.write_mesh(empty, tmp_path / "empty.glb")
+    assert not (tmp_path / "empty.glb").exists()
+
+
+def test_decimation_that_leaves_nothing_says_to_raise_the_budget(monkeypatch):
+    from hematovision.mesh import post
+
+    sphere = M.mesh_from_zstack(ball_stack(8.0, shape=(24, 24, 24)), level=0.5,
+                                options=M.MeshOptions(decimate_to=10 ** 6, smooth_iterations=0, engine="numpy"))
+    monkeypatch.setattr(post, "decimate", lambda mesh, budget, method: M.Mesh(np.zeros((0, 3)), np.zeros((0, 3)),
+                                                                               np.zeros((0, 3))))
+    with pytest.raises(ValueError, match="raise the triangle budget"):
+        post.postprocess(sphere, options=M.MeshOptions(decimate_to=4, engine="numpy"))

@@ -154,3 +154,44 @@ def test_errors_subclass_builtins():
     assert issubclass(hematovision.InvalidImageError, ValueError)
     assert issubclass(hematovision.ModelNotFoundError, FileNotFoundError)
     assert issubclass(hematovision.ModelIntegrityError, ValueError)
+
+
+def _metadata_folder(tmp_path, names):
+    """A models folder holding the metadata JSON of the shipped wbc model under each of ``names`` (no .tflite:
+    listing a folder reads only the JSON)."""
+    from tests.conftest import ROOT
+
+    shipped = ROOT / "models" / "wbc.json"
+    if not shipped.exists():
+        pytest.skip("models/wbc.json not shipped")
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for name in names:
+        (folder / f"{name}.json").write_text(json.dumps({**json.loads(shipped.read_text()), "name": name}))
+    return folder
+
+
+@pytest.mark.parametrize("names", [("wbc", "wbc-crosslab"), ("lab-a", "wbc-crosslab"), ()])
+def test_unknown_name_lists_what_the_models_folder_offers(names, tmp_path, monkeypatch):
+    """The message's names are ``model_names()``: the folder's models (wbc-crosslab too), then the Hub's."""
+    folder = _metadata_folder(tmp_path, names)
+    monkeypatch.setenv("HEMATOVISION_MODELS", str(folder))
+    offered = registry.model_names()
+    assert set(names) <= set(offered) and set(registry.HUB_MODELS) <= set(offered)
+    with pytest.raises(ModelNotFoundError) as info:
+        registry.resolve("nope")
+    assert f"known names: {', '.join(offered)};" in str(info.value)
+
+
+def test_unknown_model_message_matches_the_help(tmp_path, monkeypatch, capsys):
+    from hematovision.__main__ import main
+
+    folder = _metadata_folder(tmp_path, ("wbc", "wbc-crosslab", "lab-a"))
+    monkeypatch.setenv("HEMATOVISION_MODELS", str(folder))
+    assert main(["classify", "--model", "nope", "--workers", "1", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    offered = registry.model_names()
+    assert offered[:3] == ["lab-a", "wbc-crosslab", "wbc"] and f"known names: {', '.join(offered)};" in err
+    with pytest.raises(SystemExit):
+        main(["classify", "--help"])
+    assert f"available:{','.join(offered)}" in "".join(capsys.readouterr().out.split())  # the same list

@@ -46,11 +46,18 @@ def schema(pa):
 
 
 def record(row: dict, model: ModelId) -> dict:
-    """A classify-style row (:func:`hematovision.commands._pool.classify_bytes`) -> one archive record."""
-    return {"path": row["path"], "label": row.get("label"), "confidence": row.get("confidence"),
+    """A classify-style row (:func:`hematovision.commands._pool.classify_bytes`) -> one archive record.
+
+    Its path and error are valid UTF-8 (Parquet strings must be): a non-UTF-8 file name is stored as
+    :func:`~hematovision.commands._pool.printable` writes it, as ``classify`` prints it.
+    """
+    from ._pool import printable
+
+    error = row.get("error")
+    return {"path": printable(str(row["path"])), "label": row.get("label"), "confidence": row.get("confidence"),
             "probabilities": row.get("probabilities"), "uncertain": row.get("uncertain"),
             "ood": row.get("out_of_distribution"), "ood_score": row.get("ood_score"), "model": model.name,
-            "model_sha256": model.sha256, "error": row.get("error")}
+            "model_sha256": model.sha256, "error": None if error is None else printable(str(error))}
 
 
 def table(rows: list[dict], model: ModelId, *, pa):

@@ -117,8 +117,31 @@ def _link_target(path: Path) -> str:
         return "?"
 
 
+def printable(text: str) -> str:
+    """``text`` (a path, or a message naming one) as valid UTF-8: the bytes of a non-UTF-8 file name as ``\\xff``.
+
+    Python holds such a name with surrogates (``\\udcff``), which JSON readers and Parquet refuse; the same
+    name always gives the same text, so a resumed archive recognises it.
+    """
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is no escaped byte
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def row_key(path: Path | str) -> str:
+    """The ``path`` a row names ``path`` by (:func:`printable`)."""
+    return printable(str(path))
+
+
 def classify_item(clf, task: Task) -> dict:
-    """One JSON row: ``{"path", "label", ...}`` or ``{"path", "error"}`` with a one-line reason."""
+    """One JSON row: ``{"path", "label", ...}`` or ``{"path", "error"}`` with a one-line reason (valid UTF-8)."""
+    row = _classify_item(clf, task)
+    return {k: printable(v) if k in ("path", "error") and isinstance(v, str) else v for k, v in row.items()}
+
+
+def _classify_item(clf, task: Task) -> dict:
     path = task.item.path
     try:
         problem = task.item.problem or path_problem(path)
@@ -161,7 +184,12 @@ def write_overlay(path: Path, cam, out: Path) -> None:
     from ..cam import overlay
     from ..images import load_image
 
-    cv2.imwrite(str(out), cv2.cvtColor(overlay(load_image(path), cam), cv2.COLOR_RGB2BGR))
+    # Encoded here and written by Python: cv2.imwrite fails silently on an unwritable folder (and crashes on a
+    # non-UTF-8 name); a write error is an OSError, the input's error row.
+    ok, png = cv2.imencode(".png", cv2.cvtColor(overlay(load_image(path), cam), cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise OSError(f"{out}: could not encode the Grad-CAM overlay as PNG.")
+    out.write_bytes(png.tobytes())
 
 
 # --- the process pool: one classifier per worker, loaded by the initializer -------------------------------------

@@ -11,11 +11,48 @@ not the model. Ray is imported only inside :func:`run_ray`.
 from __future__ import annotations
 
 import shutil
+import socket
 import tempfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from ..errors import MissingDependencyError
 from ._parquet import ArchiveError, ModelId
+
+#: Seconds to wait for the cluster's port to answer (``ray.init`` itself retries an unreachable address forever).
+CONNECT_TIMEOUT_S = 5.0
+#: The port of an address without one: the Ray Client server (``ray://``) or the GCS (``ray start --head``).
+DEFAULT_PORTS = {"ray": 10001, "": 6379}
+
+
+def cluster_endpoint(address: str) -> tuple[str, int] | None:
+    """``(host, port)`` of ``--address`` (``head:6379``, ``ray://head:10001``, ``[::1]:6379``); None for ``auto``/``local``."""
+    text = address.strip()
+    if text.lower() in ("auto", "local"):
+        return None
+    scheme, _, rest = text.rpartition("://")
+    try:
+        parts = urlsplit("//" + rest)
+        host, port = parts.hostname, parts.port
+    except ValueError:
+        host, port = None, None
+    if not host or scheme.lower() not in DEFAULT_PORTS or parts.path or parts.query:
+        raise ArchiveError(f"--address {address!r}: not a Ray cluster address; use HOST:PORT (e.g. head:6379, "
+                           "what `ray start --head` prints) or ray://HOST:10001.")
+    return host, port or DEFAULT_PORTS[scheme.lower()]
+
+
+def check_reachable(address: str, *, timeout: float = CONNECT_TIMEOUT_S) -> None:
+    """Raise ``ArchiveError`` unless the cluster at ``address`` accepts a connection within ``timeout`` seconds."""
+    endpoint = cluster_endpoint(address)
+    if endpoint is None:
+        return
+    try:
+        socket.create_connection(endpoint, timeout=timeout).close()
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc) or type(exc).__name__)
+        raise ArchiveError(f"cannot reach the Ray cluster at {address}: {reason}; start it with `ray start --head` "
+                           "or check --address.") from exc
 
 
 def model_files(spec) -> dict[str, bytes]:
@@ -63,6 +100,7 @@ def run_ray(paths: list[str], *, output: Path, spec, model: ModelId, workers: in
                                      "(or use --engine local).") from exc
     started = not ray.is_initialized()
     if started and address:
+        check_reachable(address)
         ray.init(address=address)
     elif started:
         ray.init(num_cpus=workers)

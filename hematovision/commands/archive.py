@@ -11,7 +11,10 @@ core (``hematovision.images``), with either engine.
 default every core); ``--engine ray`` runs Ray Data (``read_binary_files`` ->
 ``map_batches`` with one classifier per actor -> ``write_parquet``) on a local
 Ray instance or the cluster at ``--address`` (needs ``pip install .[scale]``).
-Re-running with the same OUTPUT resumes: files already in it are skipped. Exit
+Re-running with the same OUTPUT resumes: files already in it are skipped. A file
+name that is not valid UTF-8 is stored with those bytes as ``\\xNN``, as
+``classify`` prints it (with Ray, such files are classified on this machine), and
+an unreachable ``--address`` fails within seconds, before any work. Exit
 status: 0 every file classified, 1 some file failed, or the model/input/output/
 engine could not be used, 2 usage error. See docs/scale.md.
 """
@@ -66,7 +69,7 @@ def add_parser(sub) -> None:
                    help="local: a process pool on this machine; ray: Ray Data (default: %(default)s)")
     p.add_argument("--address", help="Ray cluster address, e.g. ray://head:10001 or head:6379 (--engine ray; default: local Ray)")
     p.add_argument("--workers", type=positive_int, help="worker processes / Ray actors (default: every core or cluster CPU)")
-    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: local, the cores shared out over the workers; ray, 1)")
+    p.add_argument("--threads", type=positive_int, default=None, help="TFLite interpreter threads per worker (default: local, the cores shared out over the workers; ray, 1)")
     p.set_defaults(run=run)
 
 
@@ -90,7 +93,7 @@ def run(args) -> int:
 def archive(options: ArchiveOptions) -> ArchiveResult:
     """Classify the images under ``options.input`` not yet in ``options.output``; append their rows."""
     from ..classifier import load_model
-    from ._pool import default_workers, expand, path_problem
+    from ._pool import default_workers, expand, path_problem, row_key
 
     t0 = time.perf_counter()
     pa = _parquet.pyarrow()
@@ -99,6 +102,10 @@ def archive(options: ArchiveOptions) -> ArchiveResult:
     folder = options.input.absolute()
     if not folder.is_dir():
         raise ArchiveError(f"{folder}: not a folder; --input takes the folder that holds the images.")
+    if options.engine == "ray" and options.address:
+        from ._ray import check_reachable
+
+        check_reachable(options.address)  # before any work: an unreachable cluster makes ray.init retry forever
     workers = options.workers or default_workers()
     # local engine: this process's model serves one worker and is forked for more; Ray: one CPU per actor
     threads = options.threads if options.engine == "ray" else threads_per_worker(options.threads, workers)
@@ -108,28 +115,46 @@ def archive(options: ArchiveOptions) -> ArchiveResult:
     if len(items) == 1 and items[0].path == folder:
         raise ArchiveError(items[0].problem or f"{folder}: no images found.")
     done = _parquet.done_paths(options.output, model)
-    todo = [it for it in items if str(it.path) not in done]
+    todo = [it for it in items if row_key(it.path) not in done]
     problems = [it.problem or path_problem(it.path) for it in todo]  # FIFOs, devices, loops: never opened
     refused = [{"path": str(it.path), "error": why} for it, why in zip(todo, problems) if why]
     readable = [it for it, why in zip(todo, problems) if not why]
     writer = _parquet.PartWriter(options.output, model, pa=pa, rows_per_file=options.rows_per_file)
     writer.add(refused)
     if options.engine == "ray" and readable:
-        writer.close()
-        from ._ray import run_ray
-
-        workers = run_ray([str(it.path) for it in readable], output=options.output, spec=clf.spec, model=model,
-                          workers=options.workers, address=options.address, threads=options.threads or 1)
+        workers = _run_ray(readable, writer, clf=clf, options=options, threads=threads)
     else:
         _run_local(readable, writer, clf=clf, options=options, workers=workers, threads=threads)
     writer.close()
-    (written, errors), (_, earlier) = _parquet.count_rows(options.output, [{str(it.path) for it in todo},
-                                                                          {str(it.path) for it in items} & done])
+    (written, errors), (_, earlier) = _parquet.count_rows(options.output, [{row_key(it.path) for it in todo},
+                                                                          {row_key(it.path) for it in items} & done])
     return ArchiveResult(found=len(items), skipped=len(items) - len(todo), written=written, errors=errors,
                          earlier_errors=earlier, seconds=time.perf_counter() - t0, engine=options.engine, workers=workers)
 
 
-def _run_local(items, writer, *, clf, options: ArchiveOptions, workers: int, threads: int) -> None:
+def _run_ray(items, writer, *, clf, options: ArchiveOptions, threads: int | None) -> int:
+    """Ray classifies ``items``; a file whose name is not UTF-8 (which Ray cannot read by name) is done here."""
+    from ._ray import run_ray
+
+    here = [it for it in items if not _is_utf8(str(it.path))]
+    _run_local(here, writer, clf=clf, options=options, workers=1, threads=threads)
+    writer.close()
+    paths = [str(it.path) for it in items if _is_utf8(str(it.path))]
+    if not paths:
+        return 1
+    return run_ray(paths, output=options.output, spec=clf.spec, model=_parquet.ModelId(clf.spec.name, clf.spec.sha256),
+                   workers=options.workers, address=options.address, threads=options.threads or 1)
+
+
+def _is_utf8(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _run_local(items, writer, *, clf, options: ArchiveOptions, workers: int, threads: int | None) -> None:
     from ._pool import Task, iter_rows
 
     tasks = [Task(index=i, item=it, archive=True) for i, it in enumerate(items)]

@@ -2,7 +2,8 @@
 
 Prints one JSON object per input on stdout:
 ``{"path", "label", "confidence", "probabilities", "uncertain", "out_of_distribution"}``, or
-``{"path", "error"}`` with a one-line reason (the run goes on). Folders expand
+``{"path", "error"}`` with a one-line reason (the run goes on); a file name that
+is not valid UTF-8 is printed with those bytes as ``\\xNN``. Folders expand
 to the image files inside them (sorted, not recursive); an empty folder, a
 folder without images, a FIFO, a device or a symlink loop gets its own error
 row. ``--workers N`` classifies in N processes (default: every core), one model
@@ -34,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help=f"image files or folders of images ({', '.join(IMAGE_SUFFIXES)})")
     add_model_argument(p)
     p.add_argument("--cam-dir", type=Path, help="write a Grad-CAM overlay PNG per input into this folder")
-    p.add_argument("--threads", type=int, default=None, help="TFLite interpreter threads per worker (default: the cores shared out over the workers)")
+    p.add_argument("--threads", type=positive_int, default=None, help="TFLite interpreter threads per worker (default: the cores shared out over the workers)")
     p.add_argument("--workers", type=positive_int, default=default_workers(),
                    help="worker processes, one model each (default: %(default)s, every core here; 1: in this process)")
     p.set_defaults(run=run)
@@ -45,17 +46,32 @@ def _emit(obj: dict) -> None:
     sys.stdout.flush()
 
 
+def _make_cam_dir(folder: Path | None) -> str | None:
+    """Create ``--cam-dir`` (and its parents) before any image is classified; why it cannot be, or None."""
+    if folder is None:
+        return None
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        return f"--cam-dir: cannot create {folder} ({exc.strerror or exc}); pass a folder you can write to."
+    return None
+
+
 def run(args) -> int:
     from ..classifier import load_model
     from ..errors import HematoVisionError
 
+    if args.cam_dir is not None and args.cam_dir.exists() and not args.cam_dir.is_dir():
+        return fail(f"--cam-dir: {args.cam_dir} is a file, not a folder; pass a folder (it is created if missing).",
+                    status=2)
     threads = threads_per_worker(args.threads, args.workers)  # this process's model serves --workers 1 (and is forked)
     try:
         clf = load_model(args.model, num_threads=threads)
     except (HematoVisionError, OSError) as exc:
         return fail(f"cannot load model {args.model!r}: {exc}")
-    if args.cam_dir:
-        args.cam_dir.mkdir(parents=True, exist_ok=True)
+    problem = _make_cam_dir(args.cam_dir)
+    if problem:
+        return fail(problem)
     tasks = [Task(index=i, item=item, cam_dir=args.cam_dir) for i, item in enumerate(expand(args.paths))]
     failed, ood, atypical = 0, [], []
     try:

@@ -175,4 +175,7 @@ def write_mesh(mesh: Mesh, path: str | Path) -> Path:
     writer = WRITERS.get(path.suffix.lower())
     if writer is None:
         raise ValueError(f"{path}: unknown mesh format {path.suffix!r}; use .glb, .ply or .obj.")
+    if mesh.n_faces == 0:  # an empty file would look like a result
+        raise ValueError(f"{path}: the mesh has no triangles, so nothing was written; check the input "
+                         "(a larger triangle budget may keep a surface).")
     return writer(mesh, path)

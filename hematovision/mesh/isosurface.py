@@ -87,19 +87,31 @@ def _march(marching_cubes, smooth: np.ndarray, level: float, spacing, max_faces:
     verts, faces, _, _ = marching_cubes(np.pad(smooth, 1), level, spacing=spacing, allow_degenerate=False)
     pad = 1
     step = int(math.sqrt(len(faces) / max_faces))  # faces scale as 1 / step^2
-    if step >= 2:  # far over: a coarser marching step is the cheapest decimation
-        # Pad by one step, and to a whole number of steps, so that the coarse grid also samples
-        # the zero border on every side and the surface stays closed.
-        pad = step
-        widths = [(step, step + (-(n + 2 * step - 1)) % step) for n in smooth.shape]
-        verts, faces, _, _ = marching_cubes(np.pad(smooth, widths), level, spacing=spacing, step_size=step,
-                                            allow_degenerate=False)
+    while step >= 2:  # far over: a coarser marching step is the cheapest decimation
+        coarse = _march_coarse(marching_cubes, smooth, level, spacing, step)
+        if coarse is not None:
+            (verts, faces), pad = coarse, step
+            break
+        step -= 1  # the object is smaller than the step: no surface at that step; a finer one
     verts = verts - pad * np.asarray(spacing)  # undo the pad
     xyz = verts[:, ::-1].astype(np.float32)  # (z, y, x) -> (x, y, z)
     mesh = Mesh(xyz, faces, np.zeros((len(xyz), 3), np.uint8))
     if mesh.volume() < 0:  # the axis swap mirrors the mesh: restore outward winding
         mesh = replace(mesh, faces=mesh.faces[:, ::-1])
     return mesh
+
+
+def _march_coarse(marching_cubes, smooth: np.ndarray, level: float, spacing, step: int):
+    """``(verts, faces)`` marched every ``step`` voxels, or None when that grid misses the surface."""
+    # Pad by one step, and to a whole number of steps, so that the coarse grid also samples
+    # the zero border on every side and the surface stays closed.
+    widths = [(step, step + (-(n + 2 * step - 1)) % step) for n in smooth.shape]
+    try:
+        verts, faces, _, _ = marching_cubes(np.pad(smooth, widths), level, spacing=spacing, step_size=step,
+                                            allow_degenerate=False)
+    except RuntimeError:  # scikit-image: "No surface found at the given iso value"
+        return None
+    return (verts, faces) if len(faces) else None
 
 
 def normalise_stack(stack: np.ndarray) -> np.ndarray:

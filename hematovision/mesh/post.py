@@ -25,7 +25,6 @@ the tests and the bench use it as an independent check only.
 from __future__ import annotations
 
 import importlib.util
-import math
 import time
 from dataclasses import dataclass, field
 
@@ -33,6 +32,7 @@ import numpy as np
 
 from ..errors import MissingDependencyError
 from . import MAX_TRIANGLES, Mesh
+from .cluster import cluster_decimate, compact
 
 ENGINES = ("auto", "open3d", "numpy")
 #: Taubin iterations of a z-stack isosurface (each one lambda step and one mu step).
@@ -120,6 +120,7 @@ def postprocess(mesh: Mesh, *, options: MeshOptions = MeshOptions()) -> MeshResu
 
     Raises:
         MissingDependencyError: ``engine="open3d"`` without a working Open3D.
+        ValueError: ``mesh`` has no triangles, or none are left at the budget (never an empty result).
     """
     t0 = time.perf_counter()
     decimating = mesh.n_faces > options.decimate_to
@@ -133,11 +134,21 @@ def postprocess(mesh: Mesh, *, options: MeshOptions = MeshOptions()) -> MeshResu
     if smoothing:
         out = taubin_smooth(out, iterations=options.smooth_iterations)
         steps.append("taubin")
+    _check_not_empty(mesh, out, options.decimate_to)
     closed = is_closed(out)
     ran = "open3d" if decimating and engine == "open3d" else "numpy"
     return MeshResult(mesh=out, engine=ran, steps=tuple(steps), triangles_in=mesh.n_faces, watertight=closed,
                       volume=out.volume() if closed else None, surface_area=out.surface_area(),
                       seconds=time.perf_counter() - t0)
+
+
+def _check_not_empty(mesh: Mesh, out: Mesh, budget: int) -> None:
+    """An empty mesh is no answer: say why there is none (no surface, or the budget is too small for it)."""
+    if mesh.n_faces == 0:
+        raise ValueError("there is no surface to mesh (0 triangles); check the input (and the iso level).")
+    if out.n_faces == 0:
+        raise ValueError(f"no triangles are left when decimating {mesh.n_faces} to a budget of {budget}; "
+                         "raise the triangle budget (--max-triangles) or use the open3d engine.")
 
 
 def resolve_engine(engine: str = "auto") -> str:
@@ -202,7 +213,7 @@ def decimate(mesh: Mesh, max_triangles: int, *, method: str = "cluster") -> Mesh
 
     ``"cluster"`` (numpy): vertex clustering; vertices in the same cubic cell
     are merged (mean position and colour) and collapsed faces dropped, the
-    cell size growing by 15 % until the budget holds.
+    cell size growing by 15 % until the budget holds (:mod:`hematovision.mesh.cluster`).
     ``"quadric"`` (Open3D): quadric error decimation (see :func:`_decimate_quadric`).
     """
     if method not in ("cluster", "quadric"):
@@ -211,31 +222,7 @@ def decimate(mesh: Mesh, max_triangles: int, *, method: str = "cluster") -> Mesh
         return mesh
     if method == "quadric":
         return _decimate_quadric(mesh, max_triangles)
-    v = mesh.vertices.astype(np.float64)
-    e = mesh.faces
-    mean_edge = float(np.linalg.norm(v[e[:, 0]] - v[e[:, 1]], axis=1).mean())
-    cell = mean_edge * math.sqrt(mesh.n_faces / max_triangles)
-    while True:
-        out = _cluster(mesh, cell)
-        if out.n_faces <= max_triangles:
-            return out
-        cell *= 1.15
-
-
-def _cluster(mesh: Mesh, cell: float) -> Mesh:
-    v = mesh.vertices.astype(np.float64)
-    keys = np.floor((v - v.min(axis=0)) / cell).astype(np.int64)
-    _, inverse, counts = np.unique(keys, axis=0, return_inverse=True, return_counts=True)
-    inverse = inverse.reshape(-1)
-    n = len(counts)
-    new_v = np.stack([np.bincount(inverse, weights=v[:, k], minlength=n) for k in range(3)], 1) / counts[:, None]
-    new_c = np.stack([np.bincount(inverse, weights=mesh.colors[:, k], minlength=n) for k in range(3)], 1)
-    new_c /= counts[:, None]
-    f = inverse[mesh.faces]
-    f = f[(f[:, 0] != f[:, 1]) & (f[:, 1] != f[:, 2]) & (f[:, 0] != f[:, 2])]
-    _, first = np.unique(np.sort(f, axis=1), axis=0, return_index=True)
-    f = f[np.sort(first)]
-    return _compact(Mesh(new_v, f, np.rint(new_c)))
+    return cluster_decimate(mesh, max_triangles)
 
 
 def _decimate_quadric(mesh: Mesh, max_triangles: int) -> Mesh:
@@ -256,14 +243,6 @@ def _decimate_quadric(mesh: Mesh, max_triangles: int) -> Mesh:
     o3d = _require_open3d("quadric decimation")
     out = _to_open3d(o3d, mesh).simplify_quadric_decimation(target_number_of_triangles=int(max_triangles))
     return _from_open3d(out)
-
-
-def _compact(mesh: Mesh) -> Mesh:
-    """Drop vertices that no face uses."""
-    used = np.unique(mesh.faces)
-    remap = np.full(mesh.n_vertices, -1, np.int64)
-    remap[used] = np.arange(len(used))
-    return Mesh(mesh.vertices[used], remap[mesh.faces], mesh.colors[used])
 
 
 # --------------------------------------------------------------------------- smoothing
@@ -326,4 +305,4 @@ def _to_open3d(o3d, mesh: Mesh):
 
 def _from_open3d(o3d_mesh) -> Mesh:
     colors = np.rint(np.clip(np.asarray(o3d_mesh.vertex_colors), 0.0, 1.0) * 255.0)
-    return _compact(Mesh(np.asarray(o3d_mesh.vertices), np.asarray(o3d_mesh.triangles), colors))
+    return compact(Mesh(np.asarray(o3d_mesh.vertices), np.asarray(o3d_mesh.triangles), colors))

@@ -88,13 +88,22 @@ def image_surface(image: ImageInput, *, color: str = "image", cam: np.ndarray | 
 
 
 def _fitted_grid(mask: np.ndarray, height: np.ndarray, colors: np.ndarray, max_faces: int) -> Mesh:
-    """The finest grid mesh (smallest pixel step) with at most ``max_faces`` triangles."""
+    """The finest grid mesh (smallest pixel step) with at most ``max_faces`` triangles.
+
+    Never an empty mesh while the cell holds a 2 x 2 pixel square: when a grid that fits the budget is too
+    coarse to hold any square of the cell, the coarsest grid that holds one (post-processing decimates it).
+    """
     step = max(1, math.ceil(math.sqrt(2.0 * int(mask.sum()) / max_faces)))
-    while True:
+    mesh = _grid_mesh(mask, height, colors, step)
+    while mesh.n_faces == 0 and step > 1:  # too coarse for the cell
+        step -= 1
         mesh = _grid_mesh(mask, height, colors, step)
-        if mesh.n_faces <= max_faces:
+    while mesh.n_faces > max_faces:
+        coarser = _grid_mesh(mask, height, colors, step + 1)
+        if coarser.n_faces == 0:
             return mesh
-        step += 1
+        mesh, step = coarser, step + 1
+    return mesh
 
 
 def cam_colors(cam: np.ndarray) -> np.ndarray:
