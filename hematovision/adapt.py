@@ -111,6 +111,9 @@ def _check_counts(counts: dict[str, int], root: Path) -> None:
         listed = ", ".join(f"{k}: {n}" for k, n in few.items())
         raise TooFewCellsError(f"{root}: class(es) with fewer than {MIN_CELLS_PER_CLASS} usable cells ({listed}); add cells "
                                "or remove the folder (unlabelled classes keep the source model's behaviour).")
+    if len(counts) < 2:  # one class cannot be told from anything: the refit would only pull every cell towards it
+        raise TooFewCellsError(f"{root}: cells of one class only ({', '.join(counts)}); label cells of at least 2 classes "
+                               "so that the head learns to tell them apart.")
 
 
 def load_cells(groups: dict[str, list[Path]], root: Path) -> tuple[list[np.ndarray], list[str], list[Path]]:

@@ -127,6 +127,11 @@ def test_too_few_cells_in_a_class(tiny, tmp_path):
     _bad(tiny, cells, tmp_path / "out", TooFewCellsError, "green: 1")
 
 
+def test_cells_of_one_class_only(tiny, tmp_path):
+    cells = write_cells(tmp_path / "cells", {"red": 6}, shift=False)
+    _bad(tiny, cells, tmp_path / "out", TooFewCellsError, "one class only.*at least 2 classes")
+
+
 def test_too_few_after_skipping_unreadable(tiny, tmp_path):
     cells = write_cells(tmp_path / "cells", {"red": 3, "green": 1}, shift=False)
     (cells / "green" / "bad.jpg").write_bytes(b"")
