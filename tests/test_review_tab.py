@@ -208,11 +208,11 @@ def test_an_empty_reviewer_is_refused_and_nothing_written(app, client, slide, re
 
 def test_an_unknown_cell_or_label_is_refused(app, client, slide):
     db = open_zip(client, slide).db
-    with pytest.raises(AppError, match="no cell 9999"):
+    with pytest.raises(AppError, match="No cell 9999 in slide.sqlite; pick a cell in the gallery"):
         client.predict(db, 9999, "basophil", "", "A. Smith", api_name="/review_set")
     with pytest.raises(AppError, match="unknown label 'neutrophill'"):
         client.predict(db, 1, "neutrophill", "", "A. Smith", api_name="/review_set")
-    with pytest.raises(AppError, match="not a cell's number"):
+    with pytest.raises(AppError, match="cell id 'first' is not a cell number"):
         client.predict(db, "first", "basophil", "", "A. Smith", api_name="/review_set")
     assert reviews_in(working_db(app, slide.zip)) == []
 

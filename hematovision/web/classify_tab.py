@@ -13,6 +13,7 @@ from ..images import load_image
 from .errors import refusal, user_errors
 from .files import upload_path
 from .imaging import draw_overlay
+from .inputs import opacity_value
 from .models import STORE, predict
 
 EXAMPLES_DIR = Path(__file__).resolve().parents[2] / "examples"
@@ -91,13 +92,14 @@ def explain(image, model_name, opacity=0.45):
     Returns:
         The overlay as a PNG image, the size of the input image.
     """
+    opacity = opacity_value(opacity)
     path = upload_path(image)
     if path is None:
         return None
     pred = predict(model_name, path)
     if pred.cam is None:
         raise refusal(f"The {model_name} model has no CAM head; it cannot show where it looked.")
-    return draw_overlay(load_image(path), pred.cam, float(opacity))
+    return draw_overlay(load_image(path), pred.cam, opacity)
 
 
 @user_errors

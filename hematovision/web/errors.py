@@ -7,7 +7,7 @@ import re
 from functools import wraps
 
 import gradio as gr
-from gradio.exceptions import ComponentProcessingError, InvalidPathError
+from gradio.exceptions import ComponentProcessingError, Error as GradioError, InvalidPathError
 from pydantic import ValidationError
 from starlette.responses import PlainTextResponse
 
@@ -35,8 +35,9 @@ def refusal(message, where="", title=ERROR_TITLE):
 
 
 def public(exc):
-    """The error message for the user: their file name, not our upload folders; in the page, not the CLI."""
-    text = re.sub(re.escape(str(UPLOAD_DIR)) + r"/[^/\s'\"]+/", "", str(exc))
+    """The error message for the user: their file name, not our upload folders (every folder under Gradio's upload
+    folder, the Review tab's working copies included); in the page, not the CLI."""
+    text = re.sub(re.escape(str(UPLOAD_DIR)) + r"/(?:[^/\s'\"`]+/)+", "", str(exc))
     return CLI_ZSTACK_HINT.sub(WEB_ZSTACK_HINT, text)
 
 
@@ -60,11 +61,12 @@ def user_errors(fn):
 
 
 class Blocks(gr.Blocks):
-    """gr.Blocks whose refusals before a handler runs say what to send instead.
+    """gr.Blocks whose refusals before a handler runs say what to send instead, without a traceback in the log.
 
-    Gradio checks each request's files before the handler: a path the client names but never uploaded
-    (InvalidPathError) and a value that is not a file (pydantic's ValidationError, or the component's own
-    preprocessing) are refused there, and the client gets ``{"error": null}``. Here each becomes a gr.Error."""
+    Gradio checks each request's inputs before the handler: a path the client names but never uploaded
+    (InvalidPathError), a value that is not a file (pydantic's ValidationError), a value a component cannot
+    preprocess (ComponentProcessingError), and the components' own checks (gradio's Error: a File's type, a
+    Number's minimum, a Radio's choices), which Gradio would log with a traceback. Here each becomes a refusal."""
 
     async def preprocess_data(self, block_fn, inputs, state, explicit_call=False):
         where = f"/{block_fn.api_name}"
@@ -73,9 +75,42 @@ class Blocks(gr.Blocks):
         except InvalidPathError as exc:
             log.debug("%s: %s", where, exc)
             raise refusal(f"{where}: {NOT_UPLOADED}") from None
-        except (ValidationError, ComponentProcessingError) as exc:
+        except (ValidationError, ComponentProcessingError, GradioError) as exc:
             log.debug("%s: %s", where, exc)
-            raise refusal(f"{where}: {NOT_A_FILE}") from None
+            raise refusal(f"{where}: {input_problem(block_fn.inputs, inputs, exc)}") from None
+
+
+CHOICE_BLOCKS = (gr.Radio, gr.Dropdown, gr.CheckboxGroup)
+VALUE_BLOCKS = (*CHOICE_BLOCKS, gr.Number, gr.Slider, gr.Checkbox, gr.Textbox)
+
+
+def input_problem(blocks, values, exc) -> str:
+    """What is wrong with the input that Gradio's preprocessing refused, and what to send instead."""
+    at = re.search(r"input component at index (\d+)", str(exc)) if isinstance(exc, ComponentProcessingError) else None
+    index = int(at.group(1)) if at else _failing_value(blocks, values)
+    block = blocks[index] if index is not None and index < len(blocks) else None
+    if block is None or getattr(block, "data_model", None) is not None:  # a file input
+        return f"{exc.message} Upload a file of one of those types." if isinstance(exc, GradioError) else NOT_A_FILE
+    label, value = block.label or block.get_block_name(), values[index] if index < len(values) else None
+    if isinstance(block, CHOICE_BLOCKS):
+        choices = ", ".join(str(v) for _, v in block.choices)
+        return f"{str(value)[:40]!r} is not one of the choices for {label}; choose one of: {choices}."
+    if isinstance(block, (gr.Number, gr.Slider)):
+        low, high = block.minimum, block.maximum
+        span = (f" from {low:g}" if low is not None else "") + (f" to {high:g}" if high is not None else "")
+        return f"{label} must be a number{span}, not {str(value)[:40]!r}."
+    return f"{label}: {exc.message if isinstance(exc, GradioError) else 'not a valid value'} ({str(value)[:40]!r})."
+
+
+def _failing_value(blocks, values):
+    """The index of the first value that its (non-file) component refuses, if any: a gradio Error names none."""
+    for index, (block, value) in enumerate(zip(blocks, values)):
+        if isinstance(block, VALUE_BLOCKS):
+            try:
+                block.preprocess(value)
+            except Exception:  # noqa: BLE001 - any refusal of the component's own check marks the culprit
+                return index
+    return None
 
 
 class UnnamedUploadRefusal:

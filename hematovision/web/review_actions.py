@@ -7,6 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import gradio as gr
+
 from .. import registry
 from ..adapt import DEFAULT_L2
 from ..commands.adapt import adapt_from_db
@@ -19,7 +21,7 @@ from .files import output_file
 from .imaging import draw_overlay
 from .models import STORE
 from .review_db import crop_file, is_upload
-from .review_view import page_rows
+from .review_view import checked_class, find_cell, page_rows
 
 NO_REVIEWER = "Enter your name under Reviewer first: every review records who made it."
 
@@ -31,24 +33,11 @@ def reviewer_name(reviewer) -> str:
     return name
 
 
-def cell_number(value) -> int:
-    """A cell id as sent (a number, or its text); refused clearly when it is not one."""
-    if value is None or value == "":
-        raise refusal("Pick a cell in the gallery first.", where="review")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        number = float("nan")
-    if not number.is_integer():
-        raise refusal(f"cell id {str(value)[:20]!r} is not a cell's number (#id in the gallery).", where="review")
-    return int(number)
-
-
 def set_label(db, cell_id, label, note, reviewer):
     """Record one verified label (its own transaction); returns the review. The label is checked by the core
     against the cell's own model (its classes, or smudge, artefact, unidentified, other)."""
     name = reviewer_name(reviewer)
-    cell = cell_number(cell_id)
+    cell = find_cell(db, cell_id)["id"]
     label, note = str(label or "").strip(), str(note or "")
     if not label:
         raise refusal("Choose the cell's label.", where="review")
@@ -60,9 +49,9 @@ def set_label(db, cell_id, label, note, reviewer):
 def confirm_page(db, slide, label, page, reviewer) -> int:
     """Verify every unverified cell of the page as the model labelled it, in one transaction; returns how many."""
     name = reviewer_name(reviewer)
-    if label not in slide.labels:
+    if label is None or (isinstance(label, str) and not label.strip()):
         raise refusal(f"Choose a class page first (one of {', '.join(slide.labels)}).", where="review")
-    rows, _ = page_rows(slide, label, page)
+    rows, _ = page_rows(slide, checked_class(slide, label), page)
     todo = [ReviewInput(cell_id=r.cell["id"], label=r.cell["label"], reviewer=name) for r in rows if r.review is None]
     return len(add_reviews(db, todo)) if todo else 0
 
@@ -85,9 +74,7 @@ def model_of(slide):
 
 def cell_cam(db, slide, cell_id):
     """The Grad-CAM overlay of a cell's saved crop, by the model that classified it, and what it shows."""
-    cell = db.cell(int(cell_id)) if cell_id is not None else None
-    if cell is None:
-        raise refusal("Pick a cell in the gallery first.", where="review")
+    cell = find_cell(db, cell_id)
     crop = crop_file(slide.db_path, cell)
     if crop is None:
         raise refusal(f"Cell #{cell['id']}: its crop is not beside the database, so there is nothing to explain.",
@@ -99,21 +86,73 @@ def cell_cam(db, slide, cell_id):
     return draw_overlay(load_image(crop), pred.cam, 0.45), pred.label
 
 
-def adapted_name(name, slide) -> str:
-    name = (name or "").strip() or f"{slide.model_name}-lab"
+def taken_names() -> dict[str, str]:
+    """Every model name in use, by its lower case: the app's models, the Hub's product models and the files of the
+    models folder (names are compared ignoring case: WBC beside wbc is one name on some disks and confusing on all)."""
+    names = [*STORE.names(), *registry.HUB_MODELS]
+    if STORE.folder.is_dir():
+        names += [f.name.split(".")[0] for f in STORE.folder.iterdir() if not f.name.startswith(".")]
+    return {name.lower(): name for name in names}
+
+
+def earlier_adaptation(name) -> dict | None:
+    """The ``adaptation`` entry of the models folder's <name>.json, or None when it is not a lab adaptation."""
+    try:
+        data = json.loads((STORE.folder / f"{name}.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    adaptation = data.get("adaptation") if isinstance(data, dict) else None
+    return adaptation if isinstance(adaptation, dict) else None
+
+
+def adaptation_facts(adaptation) -> tuple[str, str, int]:
+    """(date, source database's file name or "", cells) of an earlier adaptation, as the messages show them."""
+    cells = adaptation.get("cells", {})
+    date = str(adaptation.get("date", "unknown date")).replace("T", " ")[:16]
+    source = str(cells.get("from_station_db", {}).get("db", ""))
+    return date, Path(source).name if source else "", sum(cells.get("count_per_class", {}).values())
+
+
+def adapted_name(name, slide):
+    """The adapted model's name, checked, and the earlier adaptation it replaces (None: a new name). An earlier
+    adaptation is replaced only when it was made from this same station database (the lab re-adapting after more
+    reviews); any other model of that name (ignoring case) is refused, so nothing saved is lost."""
+    name = str(name or "").strip() or f"{slide.model_name}-lab"
     if not MODEL_NAME.fullmatch(name):
         raise refusal(f"{name[:40]!r} is not a usable model name: letters, digits, - and _ (e.g. wbc-lab).", where="review")
-    existing = STORE.models.get(name)
-    if name in registry.HUB_MODELS or (existing is not None and "adaptation" not in existing.spec.raw):
-        raise refusal(f"{name} is a model the app already has (not a lab adaptation); choose another name, e.g. "
-                      f"{slide.model_name}-lab.", where="review")
-    return name
+    taken = taken_names().get(name.lower())
+    if taken is None:
+        return name, None
+    earlier = earlier_adaptation(name) if taken == name else None
+    if earlier is None:
+        raise refusal(f"{name} is the name of a model the app already has ({taken}; names are compared ignoring case); "
+                      f"choose another name, e.g. {free_name(slide.model_name + '-lab')}.", where="review")
+    date, source, cells = adaptation_facts(earlier)
+    if Path(str(earlier.get("cells", {}).get("from_station_db", {}).get("db", ""))) != Path(slide.db_path).resolve():
+        raise refusal(f"{name} already exists (adapted {date} from {source or 'a folder of cells'}, {cells} cells); "
+                      f"choose another name, e.g. {free_name(name)}.", where="review")
+    return name, earlier
+
+
+def free_name(base) -> str:
+    """``base``, or ``base-2``, ``base-3``... : the first name no model has."""
+    taken = taken_names()
+    return next(n for n in (base, *(f"{base}-{i}" for i in range(2, 10_000))) if n.lower() not in taken)
+
+
+def suggested_name(slide) -> str:
+    """The name box's suggestion: <model>-lab, unless that is another database's adaptation (then <model>-lab-2...)."""
+    try:
+        return adapted_name("", slide)[0]
+    except gr.Error:
+        return free_name(f"{slide.model_name}-lab")
 
 
 def adapt_model(db, slide, name):
-    """Adapt the session's model from the verified cells into the models folder; returns the adapted JSON's data."""
+    """Adapt the session's model from the verified cells into the models folder; returns its name, the adapted JSON's
+    data and the earlier adaptation it replaced (None if none)."""
     source = model_of(slide)
-    name = adapted_name(name, slide)
+    name, earlier = adapted_name(name, slide)
     if is_upload(slide.db_path):
         outside = [i for i, r in latest_reviews(db).items() if crop_file(slide.db_path, db.cell(i)) is None]
         if outside:
@@ -122,11 +161,12 @@ def adapt_model(db, slide, name):
     path = adapt_from_db(str(source.spec.json_path), Path(slide.db_path), STORE.folder, name=name, l2=DEFAULT_L2,
                          session_ids=None)
     STORE.refresh()
-    return name, json.loads(path.read_text(encoding="utf-8"))
+    return name, json.loads(path.read_text(encoding="utf-8")), earlier
 
 
-def adaptation_summary(name, data) -> str:
-    """Before/after accuracy of the adaptation, cross-validated on the verified cells, and how to use the model."""
+def adaptation_summary(name, data, earlier=None) -> str:
+    """Before/after accuracy of the adaptation, cross-validated on the verified cells, and how to use the model;
+    first, the earlier adaptation of this database it replaced."""
     adaptation = data["adaptation"]
     cv = adaptation["cross_validation"]
     before, after = cv["before"], cv["after"]
@@ -139,6 +179,9 @@ def adaptation_summary(name, data) -> str:
              f"| balanced accuracy | {before['balanced_accuracy']:.3f} | {after['balanced_accuracy']:.3f} |", "",
              f"Choose **{name}** under Model in Classify or Batch, or run the station with `--model {name}`. "
              "Compare before switching: a few cells give a noisy estimate. Research use only."]
+    if earlier is not None:
+        date, _, cells = adaptation_facts(earlier)
+        lines[:0] = [f"Replaced the earlier {name} ({cells} cells, adapted {date}) made from this database.", ""]
     if left_out:
         lines += ["", "Left out: " + "; ".join(left_out)]
     return "\n".join(lines + label_check_lines(adaptation.get("label_check", {}).get("cells", [])))

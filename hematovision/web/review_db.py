@@ -10,7 +10,9 @@ content: uploading the same file again (another technologist, another browser)
 reopens that copy with the reviews made so far. The working copy is the app's,
 not the lab's: download the reviews CSV and import it into the station's
 database (``python -m hematovision review --db DB --import CSV``). Crops of an
-uploaded database are only read inside its working folder.
+uploaded database are only read inside its working folder. A zip is unpacked
+within limits, and old working copies without reviews made in the app are
+removed: see :mod:`hematovision.web.review_files`.
 
 A batch of the Batch tab is written as one session of a new station database in
 the same folder (``batch-<id>/batch.sqlite`` with its crops): "Review this batch"
@@ -23,14 +25,14 @@ Every read and write goes through :mod:`hematovision.station.review` and
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 import time
 import uuid
-import zipfile
 from collections import OrderedDict
 from contextlib import contextmanager
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import gradio as gr
 
@@ -40,17 +42,15 @@ from ..station.sources import Frame
 from ..cells.detection import whole_frame
 from ..images import load_image
 from ..station.log import StationLog
+from ..station.review import latest_reviews
 from .errors import public, refusal
 from .files import upload_path
 from .paths import REVIEW_DIR
+from .review_files import DB_SUFFIXES, mark_reviews, remove_old_copies, unzip_station
 
-DB_SUFFIXES = (".sqlite", ".sqlite3", ".db")
 UPLOAD_TYPES = [*DB_SUFFIXES, ".zip"]
-#: A station folder unpacked from a zip may hold at most this much (the crops are small JPEGs).
-MAX_UNZIPPED_BYTES = 2 * 2**30
-MAX_ZIP_MEMBERS = 200_000
-HOW_TO_UPLOAD = ("In the Review tab, upload the station's database (the --db file of `python -m hematovision station`), "
-                 "or a .zip of its folder with the crops.")
+HOW_TO_UPLOAD = ("In the Review tab, upload the station's database (the .sqlite file the station writes), or a .zip of "
+                 "its folder with the crops.")
 
 _configured: Path | None = None
 
@@ -113,14 +113,32 @@ def crop_file(db_path, cell) -> Path | None:
     return crop if crop.is_file() else None
 
 
+#: A clause of the core's messages that names a CLI flag or command (`sqlite3 PATH .recover`, check --db, ...).
+CLI_CLAUSE = re.compile(r"`|--db\b")
+RESTORE = "Restore it from a backup"
+
+
+def web_message(exc, db_path) -> str:
+    """The core's message about the database at ``db_path`` for the page: its file name only (no server folders),
+    without the CLI's hints, and what to do here instead."""
+    text = str(exc)
+    for path in {str(db_path), str(Path(db_path).resolve())}:
+        text = text.replace(path, Path(db_path).name)
+    clauses = [c for c in re.split(r"(?<=[;.])\s+", public(text)) if not CLI_CLAUSE.search(c)]
+    text = " ".join(clauses).rstrip(" ;,.") + "."
+    if is_upload(db_path):
+        return f"{text} {RESTORE + ', then upload it again. ' if 'damaged' in text else ''}{HOW_TO_UPLOAD}"
+    return (f"{text} {RESTORE + ' and restart the app' if 'damaged' in text else 'Check the path'} (the app's "
+            "--review-db or HEMATOVISION_REVIEW_DB), or upload the database in the Review tab.")
+
+
 @contextmanager
 def station(db_path):
     """The station database, opened for one request (SQLite connections stay in the thread that made them)."""
     try:
         db = StationLog(db_path, create=False)
     except StationLogError as exc:  # named by its file name: the server's folders are not the user's business
-        message = public(exc).replace(f"{Path(db_path).parent}/", "")
-        raise refusal(f"{message} {HOW_TO_UPLOAD}", where="review") from None
+        raise refusal(web_message(exc, db_path), where="review") from None
     try:
         yield db
     finally:
@@ -142,14 +160,30 @@ def open_database(upload) -> Path:
     try:
         with station(path) as db:
             check = db.quick_check()
+            if upload is not None and check == "ok":
+                mark_reviews(working_folder(path), latest_review_id(db))
     except gr.Error:
         if upload is not None:  # not a station database: its working copy is of no use
-            shutil.rmtree(REVIEW_DIR / path.resolve().relative_to(REVIEW_DIR.resolve()).parts[0], ignore_errors=True)
+            shutil.rmtree(working_folder(path), ignore_errors=True)
         raise
     if check != "ok":
-        raise refusal(f"{path.name}: damaged database ({check.splitlines()[0]}); restore it from a backup or recover it "
-                      "with `sqlite3 DB .recover`.", where="review")
+        raise refusal(web_message(f"{path.name}: damaged database ({check.splitlines()[0]}).", path), where="review")
     return path
+
+
+def working_folder(path) -> Path:
+    """The working folder (one per upload or batch) that holds the database at ``path``."""
+    return REVIEW_DIR / Path(path).resolve().relative_to(REVIEW_DIR.resolve()).parts[0]
+
+
+def latest_review_id(db) -> int:
+    """The id of the latest review in the database (0: none); a review made later has a higher one."""
+    return max((review.id for review in latest_reviews(db).values()), default=0)
+
+
+def _latest_review_id_of(db_path) -> int:
+    with StationLog(db_path, create=False) as db:
+        return latest_review_id(db)
 
 
 def working_copy(upload: Path) -> Path:
@@ -160,10 +194,11 @@ def working_copy(upload: Path) -> Path:
         tmp.mkdir(parents=True)
         try:
             if upload.suffix.lower() == ".zip":
-                _unzip(upload, tmp)
+                unzip_station(upload, tmp)
             else:
                 shutil.copyfile(upload, tmp / upload.name)
             os.replace(tmp, folder)
+            remove_old_copies(REVIEW_DIR, _latest_review_id_of)
         except OSError:
             if not folder.is_dir():  # not another request's copy of the same upload that won the race
                 raise
@@ -183,28 +218,6 @@ def _the_database(folder: Path, name: str) -> Path:
         raise refusal(f"{name}: {what} in the upload; zip one station folder (its .sqlite and crops folder).",
                       where="review")
     return found[0]
-
-
-def _unzip(upload: Path, dest: Path) -> None:
-    """Unpack a station zip: plain files only, every path inside ``dest``, within size limits."""
-    try:
-        archive = zipfile.ZipFile(upload)
-    except zipfile.BadZipFile:
-        raise refusal(f"{upload.name}: not a readable zip file. {HOW_TO_UPLOAD}", where="review") from None
-    with archive:
-        members = [m for m in archive.infolist() if not m.is_dir()]
-        if len(members) > MAX_ZIP_MEMBERS or sum(m.file_size for m in members) > MAX_UNZIPPED_BYTES:
-            raise refusal(f"{upload.name}: more than {MAX_ZIP_MEMBERS} files or {MAX_UNZIPPED_BYTES >> 30} GiB unpacked; "
-                          "zip one station folder.", where="review")
-        for member in members:
-            parts = PurePosixPath(member.filename.replace("\\", "/")).parts
-            if not parts or parts[0] == "/" or ".." in parts or ":" in parts[0]:
-                raise refusal(f"{upload.name}: unsafe path {member.filename!r} in the zip; zip the station folder itself.",
-                              where="review")
-            target = dest.joinpath(*parts)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            with archive.open(member) as src, open(target, "wb") as out:
-                shutil.copyfileobj(src, out)
 
 
 # --------------------------------------------------------------------------- the Batch tab's batches
@@ -241,6 +254,7 @@ def write_batch(files, clf) -> Path:
                         model_sha256=spec.sha256, crops_dir=crops, source_sha256=sha256_file(Path(path)))
             db.add_frame(session.id, frame=frame, status="classified", sharpness=None, found=1, classified=1)
         db.close_session(session.id, stop_reason="source ended", summary={"frames": len(files)})
+    mark_reviews(folder, 0)  # no review yet: an old batch never reviewed may be removed (review_files)
     return folder / "batch.sqlite"
 
 

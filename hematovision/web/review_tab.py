@@ -17,11 +17,12 @@ import gradio as gr
 
 from .errors import user_errors
 from .models import STORE
-from .review_actions import adapt_model, adaptation_summary, cell_cam, confirm_page, export_csv, set_label
+from .inputs import page_number
+from .review_actions import adapt_model, adaptation_summary, cell_cam, confirm_page, export_csv, set_label, suggested_name
 from .review_db import (UPLOAD_TYPES, batch_database, configured_db, database_id, open_database, resolve_database,
                         station)
-from .review_view import (DIFFERENTIAL_COLUMNS, cell_detail, class_choices, differential_table, gallery, label_choices,
-                          page_count, page_of, page_rows, progress, read_slide)
+from .review_view import (DIFFERENTIAL_COLUMNS, cell_detail, checked_class, class_choices, differential_table, gallery,
+                          label_choices, page_count, page_of, page_rows, progress, read_slide)
 from .style import REVIEW_KEYS
 
 NOTICE = ("<div class='hv-notice' role='note'><b>Research use only.</b> The verified differential is the reviewer's: "
@@ -32,10 +33,9 @@ ui = SimpleNamespace()  # the tab's components, set by build()
 
 
 def _slide_view(db, slide, label=None, page=1):
-    """The parts that show the whole slide: progress, class pages, the gallery of one page, the differentials."""
-    choices = class_choices(slide)
-    if label not in {value for _, value in choices}:
-        label = choices[0][1] if choices else None
+    """The parts that show the whole slide: progress, class pages, the gallery of one page, the differentials.
+    ``label`` and ``page`` as sent: checked (none: the first class, page 1; a page past the last: the last)."""
+    choices, label = class_choices(slide), checked_class(slide, label)
     rows, page = page_rows(slide, label, page) if label else ([], 1)
     pages = page_count(slide, label) if label else 1
     return {ui.progress: progress(slide), ui.klass: gr.Dropdown(choices=choices, value=label),
@@ -108,7 +108,7 @@ def _opened_view(path, where):
         first = view[ui.page_ids][0] if view[ui.page_ids] else None
         cell = _cell_view(db, slide, first, choices=label_choices(slide))
     source = f"**{path.name}**: {len(slide.rows)} cells, model `{slide.model_name}`" + where
-    return {ui.db: database_id(path), ui.source: source, ui.adapt_name: f"{slide.model_name}-lab", **view, **cell}
+    return {ui.db: database_id(path), ui.source: source, ui.adapt_name: suggested_name(slide), **view, **cell}
 
 
 @user_errors
@@ -165,12 +165,11 @@ def review_set(database, cell_id, label, note, reviewer, class_name=None, page=N
         class_name: the class page shown afterwards (default: the cell's).
         page: its page number (default: the cell's page).
     """
-    with _opened(database) as (db, _):
+    with _opened(database) as (db, slide):
+        shown = checked_class(slide, class_name), page_number(page)  # every input checked before the review is written
         review = set_label(db, cell_id, label, note, reviewer)
         slide = read_slide(db, db.path)
-        if not class_name:
-            class_name, page = page_of(slide, review.cell_id)
-        view = _slide_view(db, slide, class_name, page)
+        view = _slide_view(db, slide, *(shown if str(class_name or "").strip() else page_of(slide, review.cell_id)))
         following = _next_unverified(slide, view[ui.page_ids], review.cell_id)
         return {**view, **_cell_view(db, slide, following), ui.note: ""}
 
@@ -210,12 +209,13 @@ def review_adapt(database, name):
 
     Args:
         database: the database id from /review_open.
-        name: the adapted model's name (default <model>-lab).
+        name: the adapted model's name (default <model>-lab). An earlier adaptation of that name is replaced only
+            when it was made from this same database; any other model of that name (ignoring case) is refused.
     """
     with _opened(database) as (db, slide):
-        name, data = adapt_model(db, slide, name)
+        name, data, earlier = adapt_model(db, slide, name)
     ui.on_models_changed()
-    return {ui.adapt_result: adaptation_summary(name, data),
+    return {ui.adapt_result: adaptation_summary(name, data, earlier),
             **{radio: gr.Radio(choices=STORE.choices()) for radio in ui.model_radios}}
 
 
@@ -301,16 +301,19 @@ def _wire():
     ui.opened = opened = [ui.db, ui.source, ui.adapt_name, *view, *cell]
     ui.upload.upload(review_open, ui.upload, opened, api_name="review_open")
     ui.open_server.click(lambda: review_open(None), None, opened, api_visibility="private")
-    gr.on([ui.klass.input, ui.page.submit], review_page, [ui.db, ui.klass, ui.page], [*view, *cell], api_name="review_page")
-    ui.cell_id.submit(review_cell, [ui.db, ui.cell_id], cell, api_name="review_cell")
+    # Raw values (preprocess=False) for the ids and pages: the handlers check them (Gradio would round 1.5 to 2).
+    gr.on([ui.klass.input, ui.page.submit], review_page, [ui.db, ui.klass, ui.page], [*view, *cell], api_name="review_page",
+          preprocess=False)
+    ui.cell_id.submit(review_cell, [ui.db, ui.cell_id], cell, api_name="review_cell", preprocess=False)
     ui.gallery.select(select_cell, [ui.db, ui.page_ids], cell, api_visibility="private")
     ui.prev.click(lambda *a: step_cell(*a, -1), [ui.db, ui.page_ids, ui.cell_id], cell, api_visibility="private")
     ui.next.click(lambda *a: step_cell(*a, 1), [ui.db, ui.page_ids, ui.cell_id], cell, api_visibility="private")
-    ui.cam.click(review_cam, [ui.db, ui.cell_id], [ui.cell_image, ui.info], api_name="review_cam")
+    ui.cam.click(review_cam, [ui.db, ui.cell_id], [ui.cell_image, ui.info], api_name="review_cam", preprocess=False)
     # Raw values: the core checks the label against the cell's own model (a fresh API session has no choices yet).
     ui.label.input(review_set, [ui.db, ui.cell_id, ui.label, ui.note, ui.reviewer, ui.klass, ui.page],
                    [*view, *cell, ui.note], api_name="review_set", preprocess=False)
-    ui.confirm.click(review_confirm, [ui.db, ui.klass, ui.page, ui.reviewer], view, api_name="review_confirm")
+    ui.confirm.click(review_confirm, [ui.db, ui.klass, ui.page, ui.reviewer], view, api_name="review_confirm",
+                     preprocess=False)
     ui.export.click(review_export, ui.db, ui.csv, api_name="review_export")
 
 

@@ -16,6 +16,7 @@ from ..errors import HematoVisionError
 from ..images import load_image
 from ..station.review import allowed_labels, cell_reviews, history, verified_count
 from .errors import refusal
+from .inputs import cell_number, page_number, shown
 from .review_db import crop_file, is_upload
 from .style import REVIEW_KEYS
 
@@ -60,7 +61,8 @@ def page_count(slide, label) -> int:
 
 
 def page_rows(slide, label, page):
-    page = min(max(1, int(page or 1)), page_count(slide, label))
+    """The rows of a page of ``label`` (a page past the last shows the last page) and that page's number."""
+    page = min(page_number(page), page_count(slide, label))
     return class_rows(slide, label)[(page - 1) * PAGE_SIZE:page * PAGE_SIZE], page
 
 
@@ -69,6 +71,29 @@ def page_of(slide, cell_id):
     cell = next(r.cell for r in slide.rows if r.cell["id"] == cell_id)
     ids = [r.cell["id"] for r in class_rows(slide, cell["label"])]
     return cell["label"], ids.index(cell_id) // PAGE_SIZE + 1
+
+
+def checked_class(slide, name):
+    """The class page a request names: one of the slide's model's classes with cells (none named: the first)."""
+    with_cells = [value for _, value in class_choices(slide)]
+    if name is None or (isinstance(name, str) and not name.strip()):
+        return with_cells[0] if with_cells else None
+    if not isinstance(name, str) or name.strip() not in slide.labels:
+        raise refusal(f"{shown(name)} is not a class of this slide's model (choose one of {', '.join(slide.labels)}).",
+                      where="review")
+    if name.strip() not in with_cells:
+        raise refusal(f"No cell of this slide is in class {name.strip()!r}; choose a class page with cells: "
+                      f"{', '.join(with_cells)}.", where="review")
+    return name.strip()
+
+
+def find_cell(db, cell_id):
+    """The cell ``cell_id`` names (a whole number); refused when it is not one, or the database has no such cell."""
+    number = cell_number(cell_id)
+    cell = db.cell(number) if 0 < number < 2**63 else None
+    if cell is None:
+        raise refusal(f"No cell {number} in {db.path.name}; pick a cell in the gallery.", where="review")
+    return cell
 
 
 def class_choices(slide):
@@ -153,9 +178,7 @@ def differential_table(db, slide) -> pd.DataFrame:
 
 def cell_detail(db, db_path, cell_id):
     """(crop, top-3 probabilities, Markdown facts, verified label) of one cell."""
-    cell = db.cell(int(cell_id))
-    if cell is None:
-        raise refusal(f"No cell {cell_id} in {db.path.name}; pick a cell in the gallery.", where="review")
+    cell = find_cell(db, cell_id)
     crop = crop_file(db_path, cell)
     image = load_image(crop) if crop is not None else None
     reviews = history(db, cell["id"])
