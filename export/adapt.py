@@ -52,8 +52,22 @@ def target_images(folder: str | Path, size: int) -> list[np.ndarray]:
     return [resize(load_image(p), size, size) for p in files]
 
 
+def _channel_stats(probe, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and standard deviation of ``probe``'s output over every image and position."""
+    acts = probe.predict(x, batch_size=batch, verbose=0)
+    flat = acts.reshape(-1, acts.shape[-1]).astype(np.float64)
+    return flat.mean(0), flat.std(0) + 1e-6
+
+
 def align_batchnorm(model, source: np.ndarray, target: np.ndarray, *, batch: int = 128) -> int:
-    """Re-centre every BatchNormalization layer of ``model`` (in place). Returns the number adapted."""
+    """Re-centre every BatchNormalization layer of ``model`` (in place). Returns the number adapted.
+
+    mu_s, s_s are measured once, through the network as trained: they are what each frozen layer's m and S
+    were fitted to. mu_t, s_t are measured layer by layer through the layers already adapted. (Measuring the
+    source again through the adapted layers, as this function did until 2026-12-07, maps the target onto a
+    reference that drifts with every layer; with PBC cells themselves as the "target" it cost several points of
+    PBC accuracy. tests/test_crosslab.py checks two stacked layers against the trained network's statistics.)
+    """
     import keras
 
     from training.model import BACKBONE_NAME
@@ -61,14 +75,9 @@ def align_batchnorm(model, source: np.ndarray, target: np.ndarray, *, batch: int
     # The BN layers live in the nested backbone (whose input is the image) or in the model itself.
     base = model.get_layer(BACKBONE_NAME) if any(layer.name == BACKBONE_NAME for layer in model.layers) else model
     bns = [layer for layer in base.layers if isinstance(layer, keras.layers.BatchNormalization)]
-    for layer in bns:
-        probe = keras.Model(base.input, layer.input)
-        stats = []
-        for x in (source, target):
-            acts = probe.predict(x, batch_size=batch, verbose=0)
-            flat = acts.reshape(-1, acts.shape[-1]).astype(np.float64)
-            stats.append((flat.mean(0), flat.std(0) + 1e-6))
-        (mu_s, s_s), (mu_t, s_t) = stats
+    reference = [_channel_stats(keras.Model(base.input, layer.input), source, batch) for layer in bns]
+    for layer, (mu_s, s_s) in zip(bns, reference):
+        mu_t, s_t = _channel_stats(keras.Model(base.input, layer.input), target, batch)
         gamma, beta, m, var = (w.astype(np.float64) for w in layer.get_weights())
         S = np.sqrt(var + layer.epsilon)
         ratio = s_t / s_s

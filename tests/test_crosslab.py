@@ -78,6 +78,33 @@ def test_batchnorm_alignment_maps_target_onto_source_statistics(tiny_models, dis
     assert np.abs(before.mean(0) - src_out.mean(0)).max() > 0.05  # it really was shifted
 
 
+def test_every_batchnorm_layer_is_aligned_to_the_source_statistics_of_the_trained_network(disc):
+    """Two stacked BN layers: after alignment the target's outputs of BOTH match the source's through the network
+    as trained (the reference must not be re-measured through layers already adapted to the target)."""
+    import keras
+
+    from export.adapt import align_batchnorm
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((32, 32, 3))
+    x = keras.layers.ReLU()(keras.layers.BatchNormalization(name="bn_a")(keras.layers.Conv2D(6, 3, name="c1")(inp)))
+    x = keras.layers.BatchNormalization(name="bn_b")(keras.layers.Conv2D(5, 3, name="c2")(x))
+    model = keras.Model(inp, keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x)))
+    src = np.stack([disc(("red", "green", "blue")[i % 3], seed=i, size=32) for i in range(60)]).astype(np.float32) / 127.5 - 1
+    for layer in model.layers:  # frozen BN statistics that are those of the source, as after training
+        if isinstance(layer, keras.layers.BatchNormalization):
+            acts = keras.Model(inp, layer.input).predict(src, verbose=0).reshape(-1, layer.input.shape[-1])
+            g, b, _, _ = layer.get_weights()
+            layer.set_weights([g, b, acts.mean(0), acts.var(0)])
+    tgt = np.clip(src * 0.6 + np.array([-0.3, -0.2, 0.1], np.float32), -1, 1)
+    outputs = lambda: keras.Model(inp, [model.get_layer(n).output for n in ("bn_a", "bn_b")])  # noqa: E731
+    source_out = [o.reshape(-1, o.shape[-1]) for o in outputs().predict(src, verbose=0)]
+    assert align_batchnorm(model, src, tgt) == 2
+    for after, reference in zip((o.reshape(-1, o.shape[-1]) for o in outputs().predict(tgt, verbose=0)), source_out):
+        np.testing.assert_allclose(after.mean(0), reference.mean(0), atol=2e-3)
+        np.testing.assert_allclose(after.std(0), reference.std(0), rtol=2e-3, atol=2e-3)
+
+
 def test_simulated_lab_is_seeded_and_changes_images(disc):
     from training.simulated_lab import PROFILES, transform_all
 
