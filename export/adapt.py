@@ -85,7 +85,7 @@ def align_batchnorm(model, source: np.ndarray, target: np.ndarray, *, batch: int
     return len(bns)
 
 
-def main(argv=None) -> int:
+def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m export.adapt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--source-model", required=True, help="the shipped source model .json (its float_reference .keras is adapted; calibration and OOD are copied)")
     p.add_argument("--source-data", required=True, help="the source dataset folder (splits.csv + images/), e.g. the PBC set")
@@ -95,7 +95,16 @@ def main(argv=None) -> int:
     p.add_argument("--n-source", type=int, default=600, help="source training images used for the statistics")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--report", help="also write the adaptation summary (before/after) to this JSON, e.g. for export.card")
-    args = p.parse_args(argv)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    existing = sorted(Path(args.out).glob(f"{args.name}.*"))
+    if existing:  # never over a shipped model or an earlier adaptation (--out defaults to models/)
+        print(f"error: {args.out} already holds {', '.join(p.name for p in existing)}; choose another --name or --out.",
+              file=sys.stderr)
+        return 1
 
     import keras
 
@@ -118,7 +127,7 @@ def main(argv=None) -> int:
     before = float(np.mean([source_clf.predict(img, cam=False).uncertain for img in target]))
     model = keras.models.load_model(src_json.parent / src_meta["float_reference"]["file"])
     n = align_batchnorm(model, to_input(source), to_input(target))
-    calibration_images = np.concatenate([target, source[: len(target)]])
+    calibration_images = np.concatenate([target, source])  # int8 ranges must cover both set-ups
     json_path = write_model(model, name=args.name, labels=labels, spec=spec, calibration_images=calibration_images, out_dir=out,
                             extra={k: src_meta[k] for k in ("task", "architecture") if k in src_meta})
     meta = json.loads(json_path.read_text())
@@ -138,12 +147,37 @@ def main(argv=None) -> int:
     adapted = hematovision.load_model(json_path)
     after = float(np.mean([adapted.predict(img, cam=False).uncertain for img in target]))
     meta["adaptation"]["target_flagged_uncertain"] = {"before": before, "after": after}
+    agreement = int8_agreement(model, adapted, target, to_input)
+    meta["adaptation"]["int8_float_argmax_agreement_on_target"] = agreement
     json_path.write_text(json.dumps(meta, indent=2))
     if args.report:
         Path(args.report).parent.mkdir(parents=True, exist_ok=True)
         Path(args.report).write_text(json.dumps(meta["adaptation"], indent=2))
     print(json.dumps(meta["adaptation"], indent=2))
-    return 0
+    return 0 if agreement >= MIN_INT8_AGREEMENT else _withdraw(out, args.name, agreement)
+
+
+def _withdraw(out: Path, name: str, agreement: float) -> int:
+    """Remove this run's model files (the model must not be used) and say why; returns the exit status 1."""
+    for path in out.glob(f"{name}.*"):
+        path.unlink()
+    print(f"error: NOT WRITTEN: the int8 model agrees with its aligned float model on only {100 * agreement:.0f} % of "
+          f"the target images (< {100 * MIN_INT8_AGREEMENT:.0f} %); the alignment left activations the int8 ranges "
+          "cannot hold. Label a few cells and use `python -m hematovision adapt` instead.", file=sys.stderr)
+    return 1
+
+
+#: The int8 export of an aligned model must give the float model's answer on at least this share of the target.
+MIN_INT8_AGREEMENT = 0.9
+
+
+def int8_agreement(model, adapted, target: np.ndarray, to_input) -> float:
+    """Share of target images on which the exported int8 model and the aligned float model give the same class."""
+    from hematovision.preprocessing import prepare
+
+    float_top = model.predict(to_input(target), verbose=0).argmax(axis=1)
+    int8_top = np.array([adapted.forward(prepare(img, adapted.spec.input))[0].argmax() for img in target])
+    return float((float_top == int8_top).mean())
 
 
 if __name__ == "__main__":

@@ -227,7 +227,20 @@ def _adaptation_section(a: dict) -> list[str]:
         + ("Adaptation did not bring these images into the model's domain; validate on labelled cells of your own before use."
            if ba["after"] >= ba["before"] else "Fewer flags are not proof of correct answers: validate on labelled cells of your own."),
         "",
+        *_int8_agreement_lines(a.get("int8_float_argmax_agreement_on_target")),
     ]
+
+
+def _int8_agreement_lines(agreement: float | None) -> list[str]:
+    """Whether the adapted model's int8 export kept its float model's answers (export.adapt withdraws it below 90 %)."""
+    if agreement is None:
+        return []
+    from .adapt import MIN_INT8_AGREEMENT
+
+    verdict = ("so export.adapt withdrew it: it is not a usable model" if agreement < MIN_INT8_AGREEMENT
+               else "enough to keep it")
+    return [f"Its int8 export gave the aligned float model's answer on {_pct(agreement)} of the target images "
+            f"(required: {_pct(MIN_INT8_AGREEMENT)}), {verdict}.", ""]
 
 
 def _comparison_section(comparison: dict) -> list[str]:

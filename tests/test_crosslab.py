@@ -175,6 +175,39 @@ def test_adapt_command_exports_a_model_that_records_its_target(tiny_models, disc
     assert json.loads(report.read_text()) == a
     assert (adapted.spec.input.stain is not None) == stain  # the preprocessing travels with the adapted model
     assert adapted.predict(disc("red", size=40)).label in ("red", "green", "blue")
+    assert a["int8_float_argmax_agreement_on_target"] >= 0.9
+    before = {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()}
+    assert adapt(["--source-model", str(src_json), "--source-data", str(source_data), "--target", str(target),
+                  "--name", "tiny-adapted", "--out", str(tmp_path / "out")]) == 1  # never over an existing model
+    assert {p.name: p.read_bytes() for p in (tmp_path / "out").iterdir()} == before
+
+
+def test_adapt_command_refuses_an_int8_export_that_disagrees_with_its_float_model(tiny_models, disc, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """An aligned model whose int8 export no longer gives the float model's answers is not left to be used."""
+    import cv2
+
+    import export.adapt as export_adapt
+
+    src_json = copy_model(tiny_models["tiny-float32"], tmp_path / "source-model")
+    shutil.copy(tiny_models["keras"], src_json.parent / "tiny.keras")
+    meta = json.loads(src_json.read_text())
+    meta["float_reference"] = {"file": "tiny.keras"}
+    src_json.write_text(json.dumps(meta))
+    target = tmp_path / "other-lab"
+    target.mkdir()
+    for i in range(6):
+        cv2.imwrite(str(target / f"cell{i}.png"), disc(("red", "green", "blue")[i % 3], size=40, seed=i)[..., ::-1])
+    out, report = tmp_path / "out", tmp_path / "adapt.json"
+    (out).mkdir()
+    (out / "keep.json").write_text("{}")  # someone else's file in --out
+    monkeypatch.setattr(export_adapt, "int8_agreement", lambda *a, **k: 0.5)
+    assert export_adapt.main(["--source-model", str(src_json), "--source-data", str(_disc_dataset(tmp_path / "d", disc)),
+                              "--target", str(target), "--name", "tiny-adapted", "--out", str(out),
+                              "--report", str(report)]) == 1
+    assert "NOT WRITTEN" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["keep.json"]
+    assert json.loads(report.read_text())["int8_float_argmax_agreement_on_target"] == 0.5  # the measurement is kept
 
 
 def test_card_reports_robustness_and_adaptation():
@@ -188,3 +221,17 @@ def test_card_reports_robustness_and_adaptation():
     assert "## Adaptation to a new microscope without labels" in card
     assert "98.10 % before, 100.00 % after" in card and "did not bring" in card
     assert "python -m export.adapt --target X" in card
+    assert "int8 export" not in card  # an old report without the agreement: nothing claimed
+
+
+@pytest.mark.parametrize("agreement, verdict", [(0.86, "withdrew it: it is not a usable model"), (0.97, "enough to keep it")])
+def test_card_says_whether_the_adapted_int8_export_kept_its_answers(agreement, verdict):
+    from export.card import render
+    from tests.conftest import ROOT
+
+    meta = json.loads((ROOT / "models" / "wbc.json").read_text())
+    adaptation = {"command": "python -m export.adapt --target X", "method": "BN alignment", "n_target_images": 372,
+                  "n_source_images": 600, "bn_layers": 52, "target_flagged_uncertain": {"before": 0.97, "after": 0.95},
+                  "int8_float_argmax_agreement_on_target": agreement}
+    card = render(meta, None, adaptation)
+    assert f"{100 * agreement:.2f} % of the target images (required: 90.00 %)" in card and verdict in card
