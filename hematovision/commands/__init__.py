@@ -99,14 +99,18 @@ def refuse_to_overwrite(out: str | Path, *protected: str | Path | None, what: st
 
 
 def session_choice(*words: str):
-    """An argparse ``type`` for ``--session``: a session id or one of ``words`` ('latest', 'all'), lower-cased."""
+    """An argparse ``type`` for ``--session``: one of ``words`` ('latest', 'all'), lower-cased, or a session id, a whole
+    number SQLite can hold (1 to :data:`MAX_ROW_ID`), as its decimal text."""
     allowed = " or ".join([", ".join(["a number", *(f"'{w}'" for w in words[:-1])]), f"'{words[-1]}'"])
+    number = bounded_int(1, MAX_ROW_ID)
 
     def parse(text: str) -> str:
         which = str(text).strip().lower()
-        if which not in words and not which.isdigit():
+        if which in words:
+            return which
+        if not which.isdigit():
             raise argparse.ArgumentTypeError(f"must be {allowed}, not {text!r}")
-        return which
+        return str(number(which))
 
     parse.__name__ = "session"  # argparse names the type in its messages
     return parse

@@ -24,6 +24,10 @@ from typing import Iterator
 from ..errors import HematoVisionError, ImageNotFoundError, InvalidImageError
 from ..images import IMAGE_SUFFIXES
 from ..runtime import available_cores
+# A non-UTF-8 file name (held by Python with surrogates, which JSON readers and Parquet refuse) as valid UTF-8,
+# its odd bytes as \xNN; the same name always gives the same text, so a resumed archive recognises it. One
+# conversion for the station log, the JSON lines and the archive.
+from ..station.schema import storable as printable
 
 #: Pillow names the file object in some messages (``<_io.BytesIO object at 0x...>``): not a stable error text.
 _IO_REPR = re.compile(r" ?<_io\.[A-Za-z]+ [^>]*>")
@@ -115,19 +119,6 @@ def _link_target(path: Path) -> str:
         return os.readlink(path)
     except OSError:
         return "?"
-
-
-def printable(text: str) -> str:
-    """``text`` (a path, or a message naming one) as valid UTF-8: the bytes of a non-UTF-8 file name as ``\\xff``.
-
-    Python holds such a name with surrogates (``\\udcff``), which JSON readers and Parquet refuse; the same
-    name always gives the same text, so a resumed archive recognises it.
-    """
-    try:
-        raw = text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:  # a surrogate that is no escaped byte
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return raw.decode("utf-8", "backslashreplace")
 
 
 def row_key(path: Path | str) -> str:

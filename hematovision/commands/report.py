@@ -21,19 +21,7 @@ import csv
 from pathlib import Path
 
 from ..station.report import FORMULA_PREFIXES, escape_formula  # noqa: F401 - FORMULA_PREFIXES: re-exported for older imports
-from . import MAX_ROW_ID, bounded_int, fail, refuse_to_overwrite, select_sessions, session_choice
-
-
-def session_option(*words: str):
-    """:func:`session_choice` whose number is a whole number SQLite can hold (1 to 2**63 - 1), for ``--session``."""
-    choice, number = session_choice(*words), bounded_int(1, MAX_ROW_ID)
-
-    def parse(text: str) -> str:
-        which = choice(text)
-        return which if which in words else str(number(which))
-
-    parse.__name__ = "session"
-    return parse
+from . import fail, refuse_to_overwrite, select_sessions, session_choice
 
 
 def refuse_outputs(db: Path, *outputs: Path | None) -> None:
@@ -61,7 +49,7 @@ def add_parser(sub) -> None:
     p = sub.add_parser("report", help="print a station session's differential; export its cells as CSV and FHIR",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--db", required=True, type=Path, help="the station's SQLite log")
-    p.add_argument("--session", type=session_option("latest", "all"), default="latest",
+    p.add_argument("--session", type=session_choice("latest", "all"), default="latest",
                    help="session id, 'latest' or 'all' (default: %(default)s)")
     p.add_argument("--verified", action="store_true", help="count the verified labels of reviewed cells (see `review`)")
     p.add_argument("--csv", type=Path, help="write the session's cells to this CSV file")

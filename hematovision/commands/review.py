@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from . import MAX_ROW_ID, bounded_int, fail, select_sessions
-from .report import refuse_outputs, session_option
+from . import MAX_ROW_ID, bounded_int, fail, select_sessions, session_choice
+from .report import refuse_outputs
 
 
 def add_parser(sub) -> None:
@@ -34,7 +34,7 @@ def add_parser(sub) -> None:
     what.add_argument("--export", dest="export_csv", type=Path, metavar="CSV", help="write every cell and its latest review")
     p.add_argument("--reviewer", help="who reviewed (required with --set)")
     p.add_argument("--note", default="", help="free text kept with the review (required for the label 'other')")
-    p.add_argument("--session", type=session_option("latest", "all"), default="all",
+    p.add_argument("--session", type=session_choice("latest", "all"), default="all",
                    help="with --list/--export: session id, 'latest' or 'all' (default: %(default)s)")
     p.add_argument("--uncertain", action="store_true", help="with --list: only cells flagged uncertain or out of distribution")
     p.add_argument("--unverified", action="store_true", help="with --list: only cells without a review")
