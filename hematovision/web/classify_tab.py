@@ -12,7 +12,7 @@ import gradio as gr
 from ..images import load_image
 from .errors import refusal, user_errors
 from .files import upload_path
-from .imaging import draw_overlay
+from .imaging import DEFAULT_OPACITY, draw_overlay
 from .inputs import opacity_value
 from .models import STORE, predict
 
@@ -80,7 +80,7 @@ def classify(image, model_name):
 
 
 @user_errors
-def explain(image, model_name, opacity=0.45):
+def explain(image, model_name, opacity=DEFAULT_OPACITY):
     """Grad-CAM of the predicted class over the image: the regions that drove the prediction (red = most).
     It shows where the model looked, not that it is right. Research use only, not a diagnostic device.
 
@@ -103,7 +103,7 @@ def explain(image, model_name, opacity=0.45):
 
 
 @user_errors
-def explain_trusted(image, model_name, opacity=0.45):
+def explain_trusted(image, model_name, opacity=DEFAULT_OPACITY):
     """UI only: the heatmap after a classification, but none for an out-of-distribution image
     (a map drawn over a photo that is not a cell looks like an explanation); "Show heatmap" asks for it anyway."""
     path = upload_path(image)
@@ -149,7 +149,7 @@ def build():
                 details = gr.JSON(label="Prediction")
         with gr.Column(scale=4, min_width=280):
             overlay = gr.Image(label="Grad-CAM heatmap", format="png", interactive=False, height=320, elem_id="heatmap")
-            opacity = gr.Slider(0, 1, value=0.45, step=0.05, label="Heatmap opacity",
+            opacity = gr.Slider(0, 1, value=DEFAULT_OPACITY, step=0.05, label="Heatmap opacity",
                                 info="Red: the regions that drove the prediction most.")
             show_cam = gr.Button("Show heatmap", size="sm", elem_id="show-cam")
     with gr.Row():

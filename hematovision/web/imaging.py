@@ -9,6 +9,8 @@ import numpy as np
 #: heatmap). Larger uploads are downscaled first (area averaging), so a 40 MP photo costs about what a 1 MP
 #: one does; the classifier itself always sees the full image, and the overlay is drawn at full size.
 ANALYSIS_SIDE = 1024
+#: The heatmap's opacity over the cell when none is chosen (0: the image alone, 1: the heatmap alone).
+DEFAULT_OPACITY = 0.45
 
 
 def analysis_shape(shape):

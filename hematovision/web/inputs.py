@@ -8,6 +8,7 @@ import math
 import numbers
 
 from .errors import refusal
+from .imaging import DEFAULT_OPACITY
 
 PICK_A_CELL = "Pick a cell in the gallery first."
 
@@ -60,9 +61,9 @@ def page_number(value) -> int:
 
 
 def opacity_value(value) -> float:
-    """The heatmap's opacity: a number from 0 to 1 (none sent: 0.45)."""
+    """The heatmap's opacity: a number from 0 to 1 (none sent: :data:`~hematovision.web.imaging.DEFAULT_OPACITY`)."""
     if value is None:
-        return 0.45
+        return DEFAULT_OPACITY
     number = None if isinstance(value, bool) else value
     if isinstance(number, str):
         try:

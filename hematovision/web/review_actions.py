@@ -18,7 +18,7 @@ from ..station.review import ReviewInput, add_review, add_reviews, latest_review
 from ..station.reviewcsv import write_reviews_csv
 from .errors import refusal
 from .files import output_file
-from .imaging import draw_overlay
+from .imaging import DEFAULT_OPACITY, draw_overlay
 from .models import STORE
 from .review_db import crop_file, is_upload
 from .review_view import checked_class, find_cell, page_rows
@@ -83,7 +83,7 @@ def cell_cam(db, slide, cell_id):
     pred = clf.predict(crop, cam=True)
     if pred.cam is None:
         raise refusal(f"The {clf.spec.name} model has no CAM head; it cannot show where it looked.", where="review")
-    return draw_overlay(load_image(crop), pred.cam, 0.45), pred.label
+    return draw_overlay(load_image(crop), pred.cam, DEFAULT_OPACITY), pred.label
 
 
 def taken_names() -> dict[str, str]:
