@@ -1,3 +1,4 @@
+import atexit
 import contextlib
 import os
 import re
@@ -5,6 +6,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -13,6 +15,15 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+
+# One Gradio temp folder per test process. Each xdist worker serves its own app, and Gradio names a cached file by
+# its content's hash: two workers serving the same slide's crops share /tmp/gradio/<hash>/image.jpeg, and the app's
+# delete_cache removes what a server cached when it shuts down - one worker finishing then took another's gallery
+# images away mid-test (403 on the file URL). Set before anything imports gradio (hematovision/web/paths.py reads it).
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+if _WORKER or "GRADIO_TEMP_DIR" not in os.environ:
+    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix=f"gradio-tests-{_WORKER or 'main'}-")
+    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
 EXAMPLES = ROOT / "examples"
 
 
