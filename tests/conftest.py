@@ -1,4 +1,3 @@
-import atexit
 import contextlib
 import os
 import re
@@ -21,9 +20,15 @@ ROOT = Path(__file__).resolve().parent.parent
 # delete_cache removes what a server cached when it shuts down - one worker finishing then took another's gallery
 # images away mid-test (403 on the file URL). Set before anything imports gradio (hematovision/web/paths.py reads it).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER")
+_OWN_GRADIO_TMP = None
 if _WORKER or "GRADIO_TEMP_DIR" not in os.environ:
-    os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix=f"gradio-tests-{_WORKER or 'main'}-")
-    atexit.register(shutil.rmtree, os.environ["GRADIO_TEMP_DIR"], ignore_errors=True)
+    _OWN_GRADIO_TMP = os.environ["GRADIO_TEMP_DIR"] = tempfile.mkdtemp(prefix=f"gradio-tests-{_WORKER or 'main'}-")
+
+
+def pytest_unconfigure(config):
+    """Remove this process's Gradio temp folder (xdist workers end without running atexit handlers)."""
+    if _OWN_GRADIO_TMP:
+        shutil.rmtree(_OWN_GRADIO_TMP, ignore_errors=True)
 EXAMPLES = ROOT / "examples"
 
 
