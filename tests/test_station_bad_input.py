@@ -121,6 +121,41 @@ def test_a_video_still_gives_its_first_frame(tmp_path):
     assert len(frames) == 3 and source.ended and [f.index for f in frames] == [0, 1, 2]
 
 
+def _noisy_avi(path: Path, frames: int = 20) -> Path:
+    """An MJPEG AVI of noise frames (noise: each JPEG is large, so cutting the file in half cuts frames)."""
+    rng = np.random.default_rng(0)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 72))
+    for _ in range(frames):
+        writer.write(rng.integers(0, 256, (72, 96, 3), dtype=np.uint8))
+    writer.release()
+    return path
+
+
+@pytest.mark.parametrize("keep, note", [(1.0, False), (0.5, True)], ids=["whole", "cut-in-half"])
+def test_a_truncated_video_ends_with_a_note_saying_so(tmp_path, keep, note):
+    path = _noisy_avi(tmp_path / "clip.avi")
+    data = path.read_bytes()
+    path.write_bytes(data[:int(len(data) * keep)])
+    with OpenCVSource(path) as source:
+        frames = [f for f in iter(lambda: source.read(), None)]
+    assert source.ended and 0 < len(frames) <= 20
+    if note:  # the container still declares 20 frames; fewer were decoded
+        assert len(frames) < 20
+        assert source.end_note.startswith("clip.avi: the file declares 20 frames but only ")
+        assert f"only {len(frames)} could be decoded" in source.end_note and "truncated" in source.end_note
+    else:
+        assert len(frames) == 20 and source.end_note == ""
+
+
+def test_cli_station_warns_when_a_video_was_cut_short(tiny_models, tmp_path, capsys):
+    clip = _noisy_avi(tmp_path / "clip.avi")
+    clip.write_bytes(clip.read_bytes()[: clip.stat().st_size // 2])
+    code, out, err = cli(capsys, "station", "--source", f"video:{clip}", "--db", tmp_path / "s.sqlite", "--model",
+                         tiny_models["tiny-int8"])
+    assert code == 0 and "stopped: source ended" in out
+    assert "WARNING: clip.avi: the file declares 20 frames but only" in out and "probably truncated" in out
+
+
 def test_cli_station_refuses_a_file_that_is_not_a_video(tiny_models, tmp_path, capsys):
     clip = tmp_path / "clip.mp4"
     _broken_jpeg(clip)

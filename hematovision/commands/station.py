@@ -158,6 +158,7 @@ def run(args) -> int:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     printer(f"session {summary.session_id}: {summary.format()}")
-    if summary.shift_warning:
-        printer(f"WARNING: {summary.shift_warning}")
+    for warning in (summary.source_warning, summary.shift_warning):
+        if warning:
+            printer(f"WARNING: {warning}")
     return 0

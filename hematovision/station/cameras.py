@@ -68,6 +68,15 @@ class OpenCVSource(FrameSource):
                               "(H.264) or MJPEG AVI.")
         return bgr
 
+    def _truncation_note(self) -> str:
+        """A video whose container declares more frames than could be decoded was cut short (an interrupted copy
+        or recording): the run ends at the cut, and the note says so instead of passing for the whole file."""
+        declared = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        if not (declared > self._count):  # also False for NaN or -1 (a container that declares no count)
+            return ""
+        return (f"{self.device.name}: the file declares {int(declared)} frames but only {self._count} could be decoded; "
+                "it is probably truncated (an interrupted copy or recording). Check the file and copy it again.")
+
     def close(self) -> None:
         self._first = None
         if self._cap is not None:
@@ -86,6 +95,7 @@ class OpenCVSource(FrameSource):
         if not ok or bgr is None:
             if not self.is_camera:
                 self._ended = True
+                self._end_note = self._truncation_note()
                 return None
             self._failures += 1
             if self._failures >= self.max_failures:

@@ -35,6 +35,12 @@ class FrameSource:
     def __init__(self) -> None:
         self._count = 0
         self._ended = False
+        self._end_note = ""
+
+    @property
+    def end_note(self) -> str:
+        """Why the source ended early (e.g. a truncated video file), or ``""``; read once :attr:`ended` is True."""
+        return self._end_note
 
     @property
     def ended(self) -> bool:

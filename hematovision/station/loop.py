@@ -103,6 +103,7 @@ class StationSummary:
     elapsed_s: float = 0.0
     stop_reason: str = ""
     shift_warning: str = ""  # the session as one batch looks unlike the training lab's (hematovision/batch_shift.py)
+    source_warning: str = ""  # the source ended early (a truncated video file): FrameSource.end_note
 
     @property
     def cells(self) -> int:
@@ -172,6 +173,7 @@ class Station:
                     if frame is None:
                         if source.ended:
                             reason = "source ended"
+                            summary.source_warning = source.end_note
                             break
                         continue
                     try:
