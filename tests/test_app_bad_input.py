@@ -320,6 +320,38 @@ def test_adapt_refuses_a_lab_model_made_from_another_database(app, tmp_path, mod
     assert adaptation_summary(name_, data, earlier).startswith("Replaced the earlier wbc-lab (15 cells, adapted ")
 
 
+def test_two_adapts_at_once_do_not_both_take_a_free_name(app, tmp_path, models_folder, monkeypatch):
+    """With a queue concurrency above 1, two reviewers may press Adapt together: the second must see the first's model."""
+    import threading
+
+    import gradio as gr
+
+    from hematovision.web import review_actions
+
+    def slow_fake(*args, **kwargs):  # the fit takes time between the name check and the write
+        time.sleep(0.3)
+        return fake_adapt_from_db(*args, **kwargs)
+
+    monkeypatch.setattr(review_actions, "adapt_from_db", slow_fake)
+    results = {}
+
+    def press(slide_name):
+        try:
+            results[slide_name] = review_actions.adapt_model(None, lab_slide(app, tmp_path, slide_name), "wbc-lab")[0]
+        except gr.Error as exc:
+            results[slide_name] = exc
+
+    threads = [threading.Thread(target=press, args=(n,)) for n in ("slideA", "slideB")]
+    [t.start() for t in threads]
+    [t.join(timeout=10) for t in threads]
+    made = [n for n, r in results.items() if r == "wbc-lab"]
+    refused = [n for n, r in results.items() if isinstance(r, gr.Error)]
+    assert len(made) == 1 and len(refused) == 1, results
+    assert "wbc-lab already exists" in str(results[refused[0]])
+    db = json.loads((models_folder / "wbc-lab.json").read_text())["adaptation"]["cells"]["from_station_db"]["db"]
+    assert made[0] in db  # the model on disk is the one whose adapt succeeded
+
+
 @pytest.mark.parametrize("name", ["WBC", "All", "wbc", "Wbc-Lab"])
 def test_adapt_refuses_a_name_the_app_has_ignoring_case(app, tmp_path, models_folder, name):
     import gradio as gr

@@ -5,6 +5,7 @@ checked before anything is written); the adapted model goes into the app's model
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -22,6 +23,10 @@ from .imaging import DEFAULT_OPACITY, draw_overlay
 from .models import STORE
 from .review_db import crop_file, is_upload
 from .review_view import checked_class, find_cell, page_rows
+
+# One adaptation at a time: the name check and the write of the models folder must not interleave (with a queue
+# concurrency above 1, two reviewers' adapts could both find a name free and the later one would replace the other's).
+_ADAPTING = threading.Lock()
 
 NO_REVIEWER = "Enter your name under Reviewer first: every review records who made it."
 
@@ -150,7 +155,12 @@ def suggested_name(slide) -> str:
 
 def adapt_model(db, slide, name):
     """Adapt the session's model from the verified cells into the models folder; returns its name, the adapted JSON's
-    data and the earlier adaptation it replaced (None if none)."""
+    data and the earlier adaptation it replaced (None if none). Adaptations run one at a time (``_ADAPTING``)."""
+    with _ADAPTING:
+        return _adapt_model(db, slide, name)
+
+
+def _adapt_model(db, slide, name):
     source = model_of(slide)
     name, earlier = adapted_name(name, slide)
     if is_upload(slide.db_path):
