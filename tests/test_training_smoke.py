@@ -88,7 +88,7 @@ def train_evaluate_export_load(tiny_dataset, tmp_path, stain, recipe):
     recipe_args = (["--colour-pool", tmp_path / "pool.npz", "--extra-labelled", tiny_dataset, "--extra-share", "0.5"]
                    if recipe == "crosslab"
                    else ["--augment", "lab", "--output-stride", "16", "--teacher", run_dir / "best.keras",
-                         "--min-cam-inside", "0.5"])
+                         "--min-cam-inside", "0.5", "--mixstyle", "1.0"])
     _cam_supervised_from(run_dir, tiny_dataset, tmp_path, recipe_args)
 
 
@@ -111,7 +111,11 @@ def _cam_supervised_from(run_dir, tiny_dataset, tmp_path, recipe_args):
 
     from training.model import backbone
 
-    assert backbone(keras.models.load_model(cam_dir / "best.keras")).output.shape[1] == 2  # 32 px / stride 16
+    saved = backbone(keras.models.load_model(cam_dir / "best.keras"))
+    assert saved.output.shape[1] == 2  # 32 px / stride 16
+    # Trained with MixStyle (the lab recipe here), saved as the plain network: nothing for export or the Pi to know.
+    assert config["args"]["mixstyle"] == (1.0 if "--mixstyle" in recipe_args else 0.0)
+    assert not [layer for layer in saved.layers if "mixstyle" in layer.name]
     # What export.tflite reads from a run folder (its export path is the one tested above).
     for name in ("best.keras", "train_summary.json", "evaluation.json", "backbone.weights.h5"):
         assert (cam_dir / name).exists(), name

@@ -86,6 +86,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "to about --extra-share of it; their CAM masks come from the same segmentation")
     p.add_argument("--extra-share", type=float, default=0.1,
                    help="with --extra-labelled: each folder's copies per epoch as a share of the PBC train split (default: %(default)s)")
+    p.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
+                   help="MixStyle feature-statistics mixing (training/mixstyle.py) with probability P per batch after "
+                        "the backbone layers --mixstyle-after; 0 (default) turns it off. The saved model is the plain network")
+    p.add_argument("--mixstyle-after", nargs="+", default=None, metavar="LAYER",
+                   help="backbone layers MixStyle follows (default: block_2_add block_5_add)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="only N images per class and split (smoke tests)")
     p.add_argument("--out", required=True, help="run folder")
@@ -304,11 +309,13 @@ TRAIN_METRICS = ("loss_ce", "train_outside", "accuracy")  # what _steps' train_s
 
 
 def _fit(model, args, out: Path, epoch_batches, val_ds, n_val: int, train_step, val_step, *,
-         metrics: tuple[str, ...] = TRAIN_METRICS, min_cam_inside: float = 0.0) -> tuple[list, tuple]:
+         metrics: tuple[str, ...] = TRAIN_METRICS, min_cam_inside: float = 0.0, save=None) -> tuple[list, tuple]:
     """Epoch loop; keeps best.keras by (val CAM inside >= min_cam_inside, val accuracy, val CAM inside).
 
     ``epoch_batches()``: one epoch of train_step's argument tuples; train_step returns ``metrics`` (averaged per epoch).
+    ``save(path)`` writes the model (default ``model.save``; with MixStyle, the plain network with the trained weights).
     """
+    save = save or model.save
     acc0, inside0 = _validate(val_step, val_ds, n_val)
     history, best, t_train = [{"epoch": 0, "val_accuracy": acc0, "val_cam_inside": inside0}], None, time.time()
     print(f"start: val accuracy {acc0:.4f}, val CAM mass inside the cell {inside0:.3f}", flush=True)
@@ -321,11 +328,11 @@ def _fit(model, args, out: Path, epoch_batches, val_ds, n_val: int, train_step, 
                "val_accuracy": acc, "val_cam_inside": inside, "seconds": round(time.time() - t_train, 1)}
         if best is None or (inside >= min_cam_inside, acc, inside) > (best[1] >= min_cam_inside, *best):
             best, row["saved"] = (acc, inside), True
-            model.save(out / "best.keras")
+            save(out / "best.keras")
         history.append(row)
         print(json.dumps(row), flush=True)
         (out / "history.json").write_text(json.dumps(history, indent=2))
-    model.save(out / "last.keras")
+    save(out / "last.keras")
     return history, best
 
 
@@ -357,12 +364,13 @@ class RunSetup:
     train: object  # the train split (images, labels)
     spec: object  # InputSpec
     weights: dict  # class weights
-    model: object  # keras model from --init-model (rebuilt at --output-stride if asked)
+    model: object  # keras model from --init-model (rebuilt at --output-stride if asked; with --mixstyle, with MixStyle)
     config: dict  # run_config: what export.tflite and the card read
     geometry: object
     appearance: object
     train_ds: object
     val_ds: object
+    save: object = None  # save(path): what _fit writes (None: model.save)
 
 
 def setup_run(args, argv, *, program: str, extra_args: dict | None = None) -> RunSetup:
@@ -395,7 +403,14 @@ def setup_run(args, argv, *, program: str, extra_args: dict | None = None) -> Ru
                          appearance=appearance, out_size=args.img_size, training=True, seed=args.seed)
     val_ds = _pipeline(splits["val"].images, masks["val"], splits["val"].labels, spec, batch_size=128, augment_geometry=None,
                        appearance=None, out_size=args.img_size, training=False, seed=args.seed)
-    return RunSetup(out, splits, train, spec, weights, model, config, geometry, appearance, train_ds, val_ds)
+    save = None
+    if getattr(args, "mixstyle", 0.0) > 0:
+        from . import mixstyle
+
+        plain = model
+        model = mixstyle.with_mixstyle(plain, p=args.mixstyle, after=tuple(args.mixstyle_after or mixstyle.DEFAULT_AFTER))
+        save = lambda path: mixstyle.strip(model, plain).save(path)  # noqa: E731 - the plain network, trained weights
+    return RunSetup(out, splits, train, spec, weights, model, config, geometry, appearance, train_ds, val_ds, save)
 
 
 def main(argv=None) -> int:
@@ -409,7 +424,7 @@ def main(argv=None) -> int:
     train_step, val_step = _steps(run.model, args, run.weights, len(run.train.labels))
     t_train = time.time()
     history, best = _fit(run.model, args, run.out, lambda: run.train_ds, run.val_ds, len(run.splits["val"].labels),
-                         train_step, val_step, min_cam_inside=args.min_cam_inside)
+                         train_step, val_step, min_cam_inside=args.min_cam_inside, save=run.save)
     _finish(run.out, run.splits, run.spec, history, best, time.time() - t_train, min_cam_inside=args.min_cam_inside)
     print(f"done in {time.time() - t0:.0f}s -> {run.out}", flush=True)
     return 0
