@@ -42,6 +42,16 @@ def check_name(name: str) -> str:
     return name
 
 
+def read_adaptation(json_path: Path) -> dict | None:
+    """The model JSON at ``json_path`` when it is a lab adaptation (a dict ``adaptation`` entry); None when it is
+    missing, unreadable or another model's."""
+    try:
+        data = json.loads(Path(json_path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("adaptation"), dict) else None
+
+
 def earlier_adaptation(out: Path, name: str, *, source_json: Path) -> dict | None:
     """The JSON of the earlier adaptation that this run will replace, or None when OUT holds no files of ``name``.
 
@@ -54,11 +64,8 @@ def earlier_adaptation(out: Path, name: str, *, source_json: Path) -> dict | Non
     present = [out / f"{name}{s}" for s in MODEL_SUFFIXES if (out / f"{name}{s}").exists()]
     if not present:
         return None
-    try:
-        data = json.loads(json_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        data = None
-    if not isinstance(data, dict) or "adaptation" not in data:
+    data = read_adaptation(json_path)
+    if data is None:
         listed = ", ".join(p.name for p in present)
         raise ModelFilesExistError(f"{out} already holds {listed}, which is not an earlier lab adaptation named {name!r}; "
                                    "choose another --name or --out (nothing was written).")

@@ -27,7 +27,7 @@ from . import fail, refuse_to_overwrite, select_sessions, session_choice
 def refuse_outputs(db: Path, *outputs: Path | None) -> None:
     """Raise ``FileExistsError`` before writing an output over the station database (or its -wal/-shm files), over
     another SQLite database (another station's log), or over another output of the same command."""
-    from ..station.schema import SQLITE_MAGIC
+    from ..station.schema import SQLITE_MAGIC, file_head
 
     given = [out for out in outputs if out is not None]
     for i, out in enumerate(given):
@@ -36,11 +36,10 @@ def refuse_outputs(db: Path, *outputs: Path | None) -> None:
         if not out.is_file():
             continue  # missing, a folder, a device: the write itself says what is wrong
         try:
-            with open(out, "rb") as fh:
-                head = fh.read(len(SQLITE_MAGIC))
+            is_sqlite = file_head(out) == SQLITE_MAGIC
         except OSError:
             continue
-        if head == SQLITE_MAGIC:
+        if is_sqlite:
             raise FileExistsError(f"{out} is an SQLite database (another station's log?); writing there would destroy it. "
                                   "Choose another output file.")
 

@@ -99,6 +99,12 @@ class CorruptDatabaseError(StationLogError, ValueError):
 RECOVER = "Restore it from a backup, or recover it with `sqlite3 {path} .recover | sqlite3 recovered.sqlite`."
 
 
+def file_head(path: Path) -> bytes:
+    """The first bytes of a file, as many as :data:`SQLITE_MAGIC` has (``== SQLITE_MAGIC``: an SQLite database)."""
+    with open(path, "rb") as fh:
+        return fh.read(len(SQLITE_MAGIC))
+
+
 def check_file(path: Path, *, create: bool) -> None:
     """Refuse a path that cannot be a station database, reading only its first bytes."""
     if path.is_dir():
@@ -108,8 +114,7 @@ def check_file(path: Path, *, create: bool) -> None:
             raise StationLogError(f"{path}: no such station database; check --db (the station creates it).")
         return
     try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
+        head = file_head(path)
     except OSError as exc:
         raise StationLogError(f"{path}: cannot read the database ({exc}); check the path and its permissions.") from exc
     if not head and not create:

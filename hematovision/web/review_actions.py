@@ -14,7 +14,7 @@ from .. import registry
 from ..adapt import DEFAULT_L2
 from ..commands.adapt import adapt_from_db
 from ..images import load_image
-from ..lab_model_files import MODEL_NAME
+from ..lab_model_files import MODEL_NAME, read_adaptation
 from ..station.review import ReviewInput, add_review, add_reviews, latest_reviews
 from ..station.reviewcsv import write_reviews_csv
 from .errors import refusal
@@ -102,12 +102,8 @@ def taken_names() -> dict[str, str]:
 
 def earlier_adaptation(name) -> dict | None:
     """The ``adaptation`` entry of the models folder's <name>.json, or None when it is not a lab adaptation."""
-    try:
-        data = json.loads((STORE.folder / f"{name}.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    adaptation = data.get("adaptation") if isinstance(data, dict) else None
-    return adaptation if isinstance(adaptation, dict) else None
+    data = read_adaptation(STORE.folder / f"{name}.json")
+    return None if data is None else data["adaptation"]
 
 
 def adaptation_facts(adaptation) -> tuple[str, str, int]:
