@@ -42,3 +42,15 @@ def test_several_labs_need_distinct_report_paths(tmp_path, capsys, cells, out, r
     with pytest.raises(SystemExit) as exc:
         main(["--cells", *[str(tmp_path / c) for c in cells], "--out", str(tmp_path / out)])
     assert exc.value.code == 2 and reason in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("option, value", [("--draws", "0"), ("--k", "0"), ("--k", "-5"), ("--l2", "nan"), ("--l2", "0"),
+                                           ("--draws", "2.5")])
+def test_numbers_that_would_give_an_empty_or_nan_report_are_usage_errors(tmp_path, capsys, option, value):
+    """--draws 0 averaged no draws into a NaN report; each is now refused before anything is loaded."""
+    from training.fewshot import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--cells", str(tmp_path / "lab"), "--out", str(tmp_path / "r.json"), option, value])
+    assert exc.value.code == 2 and f"argument {option}" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from hematovision import load_model
+from hematovision.commands import finite_float, positive_int
 from hematovision.adapt import (DEFAULT_L2, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells,
                                 source_theta)
 from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
@@ -147,12 +148,13 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(prog="python -m training.fewshot", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="wbc")
     ap.add_argument("--cells", type=Path, nargs="+", required=True, help="one or more labs' cells (one report each)")
-    ap.add_argument("--k", type=int, nargs="+", default=[5, 10, 20])
-    ap.add_argument("--draws", type=int, default=20)
-    ap.add_argument("--l2", type=float, default=DEFAULT_L2, help="fixed l2 (default: chosen per draw by cross-validation, as adapt does)")
+    ap.add_argument("--k", type=positive_int, nargs="+", default=[5, 10, 20])
+    ap.add_argument("--draws", type=positive_int, default=20)
+    ap.add_argument("--l2", type=finite_float(0, low_open=True), default=DEFAULT_L2, help="fixed l2 (default: chosen per draw by cross-validation, as adapt does)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
     args = ap.parse_args(argv)
