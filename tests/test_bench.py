@@ -274,3 +274,16 @@ def test_interleaved_medians_runs_configs_in_turn_and_keeps_the_median():
     result = interleaved_medians(lambda c: (calls.append(c), (c, next(values)))[1], ["a", "b"], 3, key=lambda r: r[1])
     assert calls == ["a", "b", "a", "b", "a", "b"]  # interleaved, not one config after the other
     assert result == [(("a", 7), [("a", 5), ("a", 9), ("a", 7)]), (("b", 2), [("b", 1), ("b", 3), ("b", 2)])]
+
+
+def test_log_check_times_the_start_up_check_on_a_log_of_the_stations_shape(tmp_path):
+    from bench import log_check
+    from hematovision.station.log import StationLog
+
+    path = log_check.synthetic_log(tmp_path / "log.sqlite", 120)
+    with StationLog(path, create=False) as log:
+        assert log.quick_check() == "ok" and log.differential(1).total == 120
+    result = log_check.run([50, 200], runs=2)
+    assert [r["cells"] for r in result["rows"]] == [50, 200]
+    assert all(0 < r["require_intact_s"]["median"] <= r["require_intact_s"]["max"] for r in result["rows"])
+    assert result["rows"][0]["size_mb"] <= result["rows"][1]["size_mb"]
