@@ -5,6 +5,7 @@ import json
 import os
 import sqlite3
 from pathlib import Path
+from types import SimpleNamespace
 
 import cv2
 import numpy as np
@@ -145,6 +146,17 @@ def test_a_truncated_video_ends_with_a_note_saying_so(tmp_path, keep, note):
         assert f"only {len(frames)} could be decoded" in source.end_note and "truncated" in source.end_note
     else:
         assert len(frames) == 20 and source.end_note == ""
+
+
+@pytest.mark.parametrize("declared, decoded, note", [(20.0, 10, True), (20.0, 19, False), (20.0, 20, False),
+                                                     (1000.0, 989, True), (1000.0, 990, False), (float("nan"), 3, False),
+                                                     (-1.0, 3, False), (0.0, 3, False)])
+def test_only_a_real_shortfall_is_called_truncated(tmp_path, declared, decoded, note):
+    """A count some containers only estimate (one frame or 1 % off) or do not declare is no evidence of a cut."""
+    source = OpenCVSource(tmp_path / "clip.mkv")
+    source._cap = SimpleNamespace(get=lambda prop: declared)
+    source._count = decoded
+    assert bool(source._truncation_note()) == note
 
 
 def test_cli_station_warns_when_a_video_was_cut_short(tiny_models, tmp_path, capsys):

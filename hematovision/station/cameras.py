@@ -72,7 +72,9 @@ class OpenCVSource(FrameSource):
         """A video whose container declares more frames than could be decoded was cut short (an interrupted copy
         or recording): the run ends at the cut, and the note says so instead of passing for the whole file."""
         declared = self._cap.get(cv2.CAP_PROP_FRAME_COUNT)
-        if not (declared > self._count):  # also False for NaN or -1 (a container that declares no count)
+        # Some containers only estimate the count (duration x frame rate), so a frame or 1 % short is not a cut.
+        # The comparison is also False for NaN or -1 (a container that declares no count).
+        if not (declared - self._count > max(1.0, 0.01 * declared)):
             return ""
         return (f"{self.device.name}: the file declares {int(declared)} frames but only {self._count} could be decoded; "
                 "it is probably truncated (an interrupted copy or recording). Check the file and copy it again.")
