@@ -94,3 +94,12 @@ def test_strip_refuses_another_network(tiny_network):
 
     with pytest.raises(ValueError, match="do not match"):
         strip(with_mixstyle(tiny_network), build_model(5, img_size=32, output_stride=16))
+
+
+@pytest.mark.parametrize("value, message", [("nan", "not a finite number"), ("1.5", "must be <= 1"), ("-0.1", "must be >= 0")])
+def test_the_mixing_probability_is_checked(capsys, value, message):
+    from training.cam_supervised import parse_args
+
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--init-model", "m.keras", "--data", "d", "--out", "o", "--mixstyle", value])
+    assert exc.value.code == 2 and message in capsys.readouterr().err

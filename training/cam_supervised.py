@@ -40,6 +40,8 @@ from pathlib import Path
 
 import numpy as np
 
+from hematovision.commands import finite_float
+
 from .data import FACTS, Split, class_weights, load_labelled_folder, load_split
 
 
@@ -86,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "to about --extra-share of it; their CAM masks come from the same segmentation")
     p.add_argument("--extra-share", type=float, default=0.1,
                    help="with --extra-labelled: each folder's copies per epoch as a share of the PBC train split (default: %(default)s)")
-    p.add_argument("--mixstyle", type=float, default=0.0, metavar="P",
+    p.add_argument("--mixstyle", type=finite_float(0, 1), default=0.0, metavar="P",
                    help="MixStyle feature-statistics mixing (training/mixstyle.py) with probability P per batch after "
                         "the backbone layers --mixstyle-after; 0 (default) turns it off. The saved model is the plain network")
     p.add_argument("--mixstyle-after", nargs="+", default=None, metavar="LAYER",
@@ -408,7 +410,11 @@ def setup_run(args, argv, *, program: str, extra_args: dict | None = None) -> Ru
         from . import mixstyle
 
         plain = model
-        model = mixstyle.with_mixstyle(plain, p=args.mixstyle, after=tuple(args.mixstyle_after or mixstyle.DEFAULT_AFTER))
+        try:
+            model = mixstyle.with_mixstyle(plain, p=args.mixstyle, after=tuple(args.mixstyle_after or mixstyle.DEFAULT_AFTER))
+        except ValueError as exc:  # a --mixstyle-after name the backbone does not have
+            raise SystemExit(f"error: --mixstyle-after: {exc}; names are MobileNetV2 layer names such as "
+                             f"{', '.join(mixstyle.DEFAULT_AFTER)}") from None
         save = lambda path: mixstyle.strip(model, plain).save(path)  # noqa: E731 - the plain network, trained weights
     return RunSetup(out, splits, train, spec, weights, model, config, geometry, appearance, train_ds, val_ds, save)
 

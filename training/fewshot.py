@@ -32,9 +32,9 @@ from pathlib import Path
 import numpy as np
 
 from hematovision import load_model
-from hematovision.commands import finite_float, positive_int
 from hematovision.adapt import (DEFAULT_L2, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells,
                                 source_theta)
+from hematovision.commands import finite_float, positive_int
 from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
 from hematovision.images import load_image
 from training.crosslab import cells_root
