@@ -67,6 +67,13 @@ def test_a_lab_adapts_from_its_reviewed_cells_and_the_warning_stops(tmp_path):
     _run("review", "--db", str(db_a), "--import", str(sheet))
     _run("adapt", "--model", "wbc", "--db", str(db_a), "--out", str(tmp_path / "models"), "--name", "wbc-zheng1")
     adapted = tmp_path / "models" / "wbc-zheng1.json"
+    # The same verified cells as a labelled folder (to share, audit or measure): adapt --cells on it fits the same head.
+    _run("review", "--db", str(db_a), "--export-cells", str(tmp_path / "lab-cells"))
+    counts = {d.name: len(list(d.iterdir())) for d in (tmp_path / "lab-cells").iterdir() if d.is_dir()}
+    assert counts == {label: n for label, n in SESSION_A.items()}
+    _run("adapt", "--model", "wbc", "--cells", str(tmp_path / "lab-cells"), "--out", str(tmp_path / "models2"), "--name",
+         "wbc-zheng1")
+    assert (tmp_path / "models2" / "wbc-zheng1.head.npz").read_bytes() == (tmp_path / "models" / "wbc-zheng1.head.npz").read_bytes()
     # session B: other cells of the same microscope
     db_source, db_adapted = tmp_path / "b_source.sqlite", tmp_path / "b_adapted.sqlite"
     assert "WARNING" in _station("wbc", b, db_source)

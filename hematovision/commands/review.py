@@ -1,4 +1,5 @@
-"""``python -m hematovision review --db station.sqlite (--list | --set CELL_ID LABEL | --import CSV | --export CSV)``
+"""``python -m hematovision review --db station.sqlite (--list | --set CELL_ID LABEL | --import CSV | --export CSV |
+--export-cells DIR)``
 
 The technologist's review of a station's cells, headless. Verified labels are
 appended to the database's ``reviews`` table; the model's labels are never
@@ -10,6 +11,8 @@ left out of a verified differential (`report --verified`).
   --set CELL_ID LABEL --reviewer NAME [--note TEXT]
   --import CSV                            rows cell_id,label,reviewer[,note]; all or nothing
   --export CSV                            every cell with its latest review (re-importable)
+  --export-cells DIR                      the verified cells as a labelled folder, DIR/<label>/ + DIR/labels.csv,
+                                          for adapt --cells, training.crosslab --labelled, training.fewshot --cells
 
 Exit status: 0 ok, 1 bad input or an unusable database (nothing written), 2 usage.
 """
@@ -17,6 +20,7 @@ Exit status: 0 ok, 1 bad input or an unusable database (nothing written), 2 usag
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from . import MAX_ROW_ID, bounded_int, fail, select_sessions, session_choice
@@ -32,10 +36,13 @@ def add_parser(sub) -> None:
     what.add_argument("--set", nargs=2, metavar=("CELL_ID", "LABEL"), help="record a verified label for one cell")
     what.add_argument("--import", dest="import_csv", type=Path, metavar="CSV", help="record the reviews of a CSV file")
     what.add_argument("--export", dest="export_csv", type=Path, metavar="CSV", help="write every cell and its latest review")
+    what.add_argument("--export-cells", type=Path, metavar="DIR",
+                      help="copy the verified cells' crops to a new folder DIR/<label>/ with DIR/labels.csv (provenance): "
+                           "what adapt --cells, training.crosslab --labelled and training.fewshot --cells read")
     p.add_argument("--reviewer", help="who reviewed (required with --set)")
     p.add_argument("--note", default="", help="free text kept with the review (required for the label 'other')")
     p.add_argument("--session", type=session_choice("latest", "all"), default="all",
-                   help="with --list/--export: session id, 'latest' or 'all' (default: %(default)s)")
+                   help="with --list/--export/--export-cells: session id, 'latest' or 'all' (default: %(default)s)")
     p.add_argument("--uncertain", action="store_true", help="with --list: only cells flagged uncertain or out of distribution")
     p.add_argument("--unverified", action="store_true", help="with --list: only cells without a review")
     p.set_defaults(run=run)
@@ -70,6 +77,8 @@ def _run(args) -> int:
         if args.import_csv is not None:
             return _import(db, args.import_csv)
         sessions = None if args.session == "all" else [s.id for s in select_sessions(db, args.session)]
+        if args.export_cells is not None:
+            return _export_cells(db, args.export_cells, sessions)
         if args.export_csv is not None:
             from ..station.reviewcsv import write_reviews_csv
 
@@ -77,6 +86,17 @@ def _run(args) -> int:
             print(f"wrote {n} cells to {args.export_csv}")
             return 0
         return _list(db, sessions, uncertain=args.uncertain, unverified=args.unverified)
+
+
+def _export_cells(db, dest: Path, sessions) -> int:
+    from ..station.labelled_folder import export_labelled_folder
+
+    result = export_labelled_folder(db, dest, session_ids=sessions)
+    for line in result.left_out:
+        print(f"left out: {line}", file=sys.stderr)
+    counts = ", ".join(f"{label} {n}" for label, n in result.counts.items())
+    print(f"wrote {sum(result.counts.values())} verified cells to {dest}/<label>/ ({counts}) and {dest}/labels.csv")
+    return 0
 
 
 def _set(db, args) -> int:
