@@ -7,6 +7,7 @@ Research use only: the verified differential is the reviewer's, HematoVision is 
 """
 
 import csv
+import io
 import os
 import shutil
 import sqlite3
@@ -228,6 +229,22 @@ def test_the_reviews_csv_has_every_cell_and_its_review(client, slide, tmp_path):
     assert (row["label"], row["reviewer"], row["note"], row["model_label"]) == ("monocyte", "A. Smith", "'=1+1", cell["label"])
 
 
+def test_the_verified_cells_download_as_a_labelled_folder(client, slide, tmp_path):
+    db = open_zip(client, slide).db
+    with pytest.raises(AppError, match="No cell has a verified label of one of the model's classes yet"):
+        client.predict(db, api_name="/review_export_cells")
+    first, second = cells_of(slide.db)[:2]
+    client.predict(db, first["id"], "monocyte", "", "A. Smith", api_name="/review_set")
+    client.predict(db, second["id"], "smudge", "", "A. Smith", api_name="/review_set")
+    path = client.predict(db, api_name="/review_export_cells")
+    with zipfile.ZipFile(path) as zf:
+        names = sorted(n for n in zf.namelist() if not n.endswith("/"))  # files; folders have entries of their own
+        rows = list(csv.DictReader(io.TextIOWrapper(zf.open("labels.csv"), encoding="utf-8")))
+    assert names == ["labels.csv", f"monocyte/cell-{first['id']:07d}.jpg"]  # the smudge is not a cell type
+    assert [(r["file"], r["label"], r["model_label"], r["reviewer"]) for r in rows] == [
+        (f"monocyte/cell-{first['id']:07d}.jpg", "monocyte", first["label"], "A. Smith")]
+
+
 def test_a_second_session_sees_the_same_reviews(client, url, slide):
     db = open_zip(client, slide).db
     cell = cells_of(slide.db)[0]
@@ -296,7 +313,7 @@ def test_a_database_of_a_model_the_app_lacks_says_so(client, tmp_path):
 
 
 def test_requests_without_an_open_database_say_what_to_do(client):
-    for endpoint, args in (("/review_cell", (1,)), ("/review_export", ()), ("/review_cam", (1,))):
+    for endpoint, args in (("/review_cell", (1,)), ("/review_export", ()), ("/review_export_cells", ()), ("/review_cam", (1,))):
         with pytest.raises(AppError, match="Open a station database first"):
             client.predict("", *args, api_name=endpoint)
     for forged in ("upload/../../../etc/passwd", "/etc/passwd", "upload/nothing-here/x.sqlite"):

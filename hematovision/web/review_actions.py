@@ -5,6 +5,8 @@ checked before anything is written); the adapted model goes into the app's model
 from __future__ import annotations
 
 import json
+import shutil
+import tempfile
 import threading
 from pathlib import Path
 
@@ -15,6 +17,7 @@ from ..adapt import DEFAULT_L2
 from ..commands.adapt import adapt_from_db
 from ..images import load_image
 from ..lab_model_files import MODEL_NAME, read_adaptation
+from ..station.labelled_folder import NoVerifiedCellsError, export_labelled_folder
 from ..station.review import ReviewInput, add_review, add_reviews, latest_reviews
 from ..station.reviewcsv import write_reviews_csv
 from .errors import refusal
@@ -64,6 +67,20 @@ def confirm_page(db, slide, label, page, reviewer) -> int:
 def export_csv(db) -> str:
     path = output_file(f"{db.path.stem}-reviews.csv")
     write_reviews_csv(db, path)
+    return str(path)
+
+
+def export_cells_zip(db) -> str:
+    """The verified cells as a labelled folder (<label>/cell-<id>.jpg + labels.csv, the CLI's ``review
+    --export-cells``: hematovision/station/labelled_folder.py), zipped for download."""
+    path = output_file(f"{db.path.stem}-verified-cells.zip")
+    with tempfile.TemporaryDirectory(prefix="hv-cells-") as tmp:
+        try:
+            folder = export_labelled_folder(db, Path(tmp) / "cells").folder
+        except NoVerifiedCellsError:
+            raise refusal("No cell has a verified label of one of the model's classes yet; label cells first (smudge, "
+                          "artefact, unidentified and other are not exported).", where="review") from None
+        shutil.make_archive(str(path.with_suffix("")), "zip", folder)
     return str(path)
 
 

@@ -18,11 +18,12 @@ import gradio as gr
 from .errors import user_errors
 from .models import STORE
 from .inputs import page_number
-from .review_actions import adapt_model, adaptation_summary, cell_cam, confirm_page, export_csv, set_label, suggested_name
+from .review_actions import (adapt_model, adaptation_summary, cell_cam, confirm_page, export_cells_zip, export_csv, set_label,
+                             suggested_name)
 from .review_db import (UPLOAD_TYPES, batch_database, configured_db, database_id, open_database, resolve_database,
                         station)
 from .review_view import (DIFFERENTIAL_COLUMNS, cell_detail, checked_class, class_choices, differential_table, gallery,
-                          label_choices, page_count, page_of, page_rows, progress, read_slide)
+                          label_choices, next_unverified, page_count, page_of, page_rows, progress, read_slide)
 from .style import REVIEW_KEYS
 
 NOTICE = ("<div class='hv-notice' role='note'><b>Research use only.</b> The verified differential is the reviewer's: "
@@ -51,13 +52,6 @@ def _cell_view(db, slide, cell_id, **label):
     image, probabilities, facts, verified, cell = cell_detail(db, slide.db_path, cell_id)
     return {ui.cell_id: cell["id"], ui.cell_image: image, ui.top3: probabilities, ui.info: facts,
             ui.label: gr.Radio(value=verified, **label)}
-
-
-def _next_unverified(slide, page_ids, cell_id):
-    """The next cell of the page without a review, after ``cell_id`` and then from the top (else ``cell_id``)."""
-    verified = {r.cell["id"] for r in slide.rows if r.review is not None}
-    at = page_ids.index(cell_id) + 1 if cell_id in page_ids else 0
-    return next((i for i in page_ids[at:] + page_ids[:at] if i not in verified), cell_id)
 
 
 # --------------------------------------------------------------------------- handlers (named endpoints)
@@ -170,7 +164,7 @@ def review_set(database, cell_id, label, note, reviewer, class_name=None, page=N
         review = set_label(db, cell_id, label, note, reviewer)
         slide = read_slide(db, db.path)
         view = _slide_view(db, slide, *(shown if str(class_name or "").strip() else page_of(slide, review.cell_id)))
-        following = _next_unverified(slide, view[ui.page_ids], review.cell_id)
+        following = next_unverified(slide, view[ui.page_ids], review.cell_id)
         return {**view, **_cell_view(db, slide, following), ui.note: ""}
 
 
@@ -200,6 +194,17 @@ def review_export(database):
     """
     with _opened(database) as (db, _):
         return {ui.csv: export_csv(db)}
+
+
+@user_errors
+def review_export_cells(database):
+    """The verified cells as a zipped labelled folder (<label>/cell-<id>.jpg + labels.csv), as `review --export-cells`.
+
+    Args:
+        database: the database id from /review_open.
+    """
+    with _opened(database) as (db, _):
+        return {ui.cells_zip: export_cells_zip(db)}
 
 
 @user_errors
@@ -285,6 +290,8 @@ def _layout():
         with gr.Column(scale=2, min_width=280):
             ui.export = gr.Button("Download reviews CSV", elem_id="review-export")
             ui.csv = gr.File(label="Reviews CSV", interactive=False, height=80, elem_id="review-csv")
+            ui.export_cells = gr.Button("Download verified cells (.zip)", elem_id="review-export-cells")
+            ui.cells_zip = gr.File(label="Verified cells", interactive=False, height=80, elem_id="review-cells-zip")
             with gr.Accordion("Adapt the model to this lab", open=False):
                 ui.adapt_name = gr.Textbox(label="Adapted model name", placeholder="<model>-lab", elem_id="review-adapt-name")
                 ui.adapt = gr.Button("Adapt model from verified cells", elem_id="review-adapt")
@@ -315,6 +322,7 @@ def _wire():
     ui.confirm.click(review_confirm, [ui.db, ui.klass, ui.page, ui.reviewer], view, api_name="review_confirm",
                      preprocess=False)
     ui.export.click(review_export, ui.db, ui.csv, api_name="review_export")
+    ui.export_cells.click(review_export_cells, ui.db, ui.cells_zip, api_name="review_export_cells")
 
 
 def build():

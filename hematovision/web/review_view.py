@@ -196,3 +196,10 @@ def cell_detail(db, db_path, cell_id):
                                                                if is_upload(db_path) else "."))
     probabilities = json.loads(cell["probabilities"]) if cell["probabilities"] else {}
     return image, probabilities, "\n\n".join(facts), reviews[-1].label if reviews else None, cell
+
+
+def next_unverified(slide, page_ids, cell_id):
+    """The next cell of the page without a review, after ``cell_id`` and then from the top (else ``cell_id``)."""
+    verified = {r.cell["id"] for r in slide.rows if r.review is not None}
+    at = page_ids.index(cell_id) + 1 if cell_id in page_ids else 0
+    return next((i for i in page_ids[at:] + page_ids[:at] if i not in verified), cell_id)
