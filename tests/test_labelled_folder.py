@@ -88,3 +88,12 @@ def test_sessions_can_be_chosen(station_db, tmp_path, capsys):
     review(station_db, (1, "neutrophil"))
     code, out, err = cli(capsys, "--db", station_db, "--export-cells", tmp_path / "c", "--session", "9")
     assert code == 1 and "no session 9" in err and not (tmp_path / "c").exists()
+
+
+def test_verified_cells_without_any_crop_file_say_where_crops_must_be(station_db, tmp_path, capsys):
+    review(station_db, (1, "neutrophil"), (3, "lymphocyte"))
+    for crop in (station_db.parent / "crops").rglob("*.jpg"):
+        crop.unlink()
+    code, out, err = cli(capsys, "--db", station_db, "--export-cells", tmp_path / "cells")
+    assert code == 1 and "the crop files of the verified cells are missing (cell 1: crop" in err and ", ...)" in err
+    assert "beside the station's crops folder" in err and not (tmp_path / "cells").exists()

@@ -245,6 +245,13 @@ def test_the_verified_cells_download_as_a_labelled_folder(client, slide, tmp_pat
         (f"monocyte/cell-{first['id']:07d}.jpg", "monocyte", first["label"], "A. Smith")]
 
 
+def test_a_database_uploaded_without_its_crops_says_to_upload_the_folder(client, slide):
+    opened = named(OPENED, client.predict(handle_file(slide.db), api_name="/review_open"))  # the .sqlite alone
+    client.predict(opened.db, opened.cell_id, "monocyte", "", "A. Smith", api_name="/review_set")
+    with pytest.raises(AppError, match=r"Upload a .zip of the station folder \(the database with its crops folder\)"):
+        client.predict(opened.db, api_name="/review_export_cells")
+
+
 def test_a_second_session_sees_the_same_reviews(client, url, slide):
     db = open_zip(client, slide).db
     cell = cells_of(slide.db)[0]

@@ -35,6 +35,10 @@ class NoVerifiedCellsError(HematoVisionError, ValueError):
     """No cell of the chosen sessions has a review naming one of the model's classes."""
 
 
+class CropsMissingError(HematoVisionError, FileNotFoundError):
+    """Cells are verified, but none of their crop files is where the database says."""
+
+
 @dataclass(frozen=True)
 class LabelledFolder:
     folder: Path
@@ -64,6 +68,10 @@ def export_labelled_folder(db: StationLog, dest: str | Path, *, session_ids: Seq
     try:
         crops = export_verified_crops(db, staging, labels=model_classes(db, session_ids), session_ids=session_ids,
                                       min_per_class=1)
+        if not crops.counts and crops.left_out:
+            raise CropsMissingError(f"{db.path}: the crop files of the verified cells are missing ({crops.left_out[0]}"
+                                    f"{', ...' if len(crops.left_out) > 1 else ''}); run this beside the station's crops "
+                                    "folder (crop paths are relative to the database's folder).")
         if not crops.counts:
             raise NoVerifiedCellsError(f"{db.path}: no verified cells with one of the model's classes; verify cells first "
                                        "(`python -m hematovision review --db DB --set CELL_ID LABEL --reviewer NAME`).")

@@ -17,7 +17,7 @@ from ..adapt import DEFAULT_L2
 from ..commands.adapt import adapt_from_db
 from ..images import load_image
 from ..lab_model_files import MODEL_NAME, read_adaptation
-from ..station.labelled_folder import NoVerifiedCellsError, export_labelled_folder
+from ..station.labelled_folder import CropsMissingError, NoVerifiedCellsError, export_labelled_folder
 from ..station.review import ReviewInput, add_review, add_reviews, latest_reviews
 from ..station.reviewcsv import write_reviews_csv
 from .errors import refusal
@@ -31,6 +31,7 @@ from .review_view import checked_class, find_cell, page_rows
 # concurrency above 1, two reviewers' adapts could both find a name free and the later one would replace the other's).
 _ADAPTING = threading.Lock()
 
+CROPS_NOT_UPLOADED = "Upload a .zip of the station folder (the database with its crops folder) to export the cells' images."
 NO_REVIEWER = "Enter your name under Reviewer first: every review records who made it."
 
 
@@ -76,11 +77,16 @@ def export_cells_zip(db) -> str:
     path = output_file(f"{db.path.stem}-verified-cells.zip")
     with tempfile.TemporaryDirectory(prefix="hv-cells-") as tmp:
         try:
-            folder = export_labelled_folder(db, Path(tmp) / "cells").folder
+            result = export_labelled_folder(db, Path(tmp) / "cells")
         except NoVerifiedCellsError:
             raise refusal("No cell has a verified label of one of the model's classes yet; label cells first (smudge, "
                           "artefact, unidentified and other are not exported).", where="review") from None
-        shutil.make_archive(str(path.with_suffix("")), "zip", folder)
+        except CropsMissingError:
+            raise refusal(CROPS_NOT_UPLOADED, where="review") from None
+        if result.left_out:
+            gr.Warning(f"{len(result.left_out)} verified cell(s) left out: their crop images are not in the upload. "
+                       f"{CROPS_NOT_UPLOADED}")
+        shutil.make_archive(str(path.with_suffix("")), "zip", result.folder)
     return str(path)
 
 
