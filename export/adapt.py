@@ -52,6 +52,10 @@ def target_images(folder: str | Path, size: int) -> list[np.ndarray]:
     return [resize(load_image(p), size, size) for p in files]
 
 
+#: The int8 export of an aligned model must give the float model's answer on at least this share of the target.
+MIN_INT8_AGREEMENT = 0.9
+
+
 def _channel_stats(probe, x: np.ndarray, batch: int) -> tuple[np.ndarray, np.ndarray]:
     """Per-channel mean and standard deviation of ``probe``'s output over every image and position."""
     acts = probe.predict(x, batch_size=batch, verbose=0)
@@ -165,10 +169,6 @@ def _withdraw(out: Path, name: str, agreement: float) -> int:
           f"the target images (< {100 * MIN_INT8_AGREEMENT:.0f} %); the alignment left activations the int8 ranges "
           "cannot hold. Label a few cells and use `python -m hematovision adapt` instead.", file=sys.stderr)
     return 1
-
-
-#: The int8 export of an aligned model must give the float model's answer on at least this share of the target.
-MIN_INT8_AGREEMENT = 0.9
 
 
 def int8_agreement(model, adapted, target: np.ndarray, to_input) -> float:

@@ -87,7 +87,7 @@ def adapt_from_db(model: str, db_path: Path, out: Path, *, name: str | None, l2:
     """Export the verified crops to a temporary DIR/<label>/ folder, adapt on it, record where the cells came from."""
     from ..adapt import NoCellsError, adapt
     from ..registry import resolve
-    from ..station.review import export_verified_crops, latest_reviews
+    from ..station.review import export_verified_crops
     from ..station.log import StationLog
 
     labels = resolve(model).labels
@@ -100,12 +100,11 @@ def adapt_from_db(model: str, db_path: Path, out: Path, *, name: str | None, l2:
         if not crops.counts:
             raise NoCellsError(f"{db_path}: no verified cells with a class of this model ({', '.join(labels)}) and at least "
                                "2 cells per class; verify cells first (`python -m hematovision review --db DB --set ...`).")
-        reviews = latest_reviews(db, session_ids)
         log(f"{db_path}: {len(crops.cell_ids)} verified cells: " + ", ".join(f"{k} {v}" for k, v in crops.counts.items()))
         path = adapt(model, tmp, out, name=name, l2=l2, log=log)
     data = json.loads(path.read_text(encoding="utf-8"))
     data.setdefault("adaptation", {}).setdefault("cells", {})["from_station_db"] = {
         "db": str(db_path.resolve()), "sessions": session_ids or "all", "cell_ids": list(crops.cell_ids),
-        "review_ids": [reviews[i].id for i in crops.cell_ids], "left_out": list(crops.left_out),
+        "review_ids": [crops.rows[i].review.id for i in crops.cell_ids], "left_out": list(crops.left_out),
         "rule": "latest review of each cell; verified label among the model's classes; >= 2 cells per class"}
     return write_json(path, data)

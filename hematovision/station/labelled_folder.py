@@ -21,7 +21,7 @@ from typing import Sequence
 from ..errors import HematoVisionError
 from ..registry import sha256_file
 from .log import StationLog
-from .review import export_verified_crops, latest_reviews
+from .review import VerifiedCrops, export_verified_crops
 
 COLUMNS = ("file", "label", "cell_id", "review_id", "session_id", "model_label", "model_confidence", "reviewer",
            "review_time", "sha256")
@@ -75,7 +75,7 @@ def export_labelled_folder(db: StationLog, dest: str | Path, *, session_ids: Seq
         if not crops.counts:
             raise NoVerifiedCellsError(f"{db.path}: no verified cells with one of the model's classes; verify cells first "
                                        "(`python -m hematovision review --db DB --set CELL_ID LABEL --reviewer NAME`).")
-        _write_labels_csv(db, staging, crops.cell_ids, latest_reviews(db, session_ids))
+        _write_labels_csv(staging, crops)
         _check_destination(dest)  # again: another program may have written there meanwhile
         if dest.is_dir():
             dest.rmdir()  # empty, checked just above
@@ -86,12 +86,11 @@ def export_labelled_folder(db: StationLog, dest: str | Path, *, session_ids: Seq
     return LabelledFolder(folder=dest, counts=crops.counts, left_out=crops.left_out)
 
 
-def _write_labels_csv(db: StationLog, folder: Path, cell_ids: Sequence[int], reviews: dict) -> None:
-    files = {int(f.stem.split("-")[1]): f for f in folder.glob("*/cell-*") if f.is_file()}
+def _write_labels_csv(folder: Path, crops: VerifiedCrops) -> None:
     with open(folder / "labels.csv", "w", newline="", encoding="utf-8") as fh:
         out = csv.writer(fh)
         out.writerow(COLUMNS)
-        for cell_id in cell_ids:
-            cell, review, path = db.cell(cell_id), reviews[cell_id], files[cell_id]
+        for cell_id in crops.cell_ids:
+            cell, review, path = crops.rows[cell_id].cell, crops.rows[cell_id].review, crops.files[cell_id]
             out.writerow([path.relative_to(folder).as_posix(), review.label, cell_id, review.id, cell["session_id"],
                           cell["label"], f"{cell['confidence']:.4f}", review.reviewer, review.time, sha256_file(path)])

@@ -235,8 +235,13 @@ class VerifiedCrops:
 
     folder: Path
     counts: dict[str, int]
-    cell_ids: tuple[int, ...]
     left_out: tuple[str, ...]
+    files: dict[int, Path]  # cell id -> the file written for it
+    rows: dict[int, CellReview]  # cell id -> its cell row and the (latest) review that labelled it
+
+    @property
+    def cell_ids(self) -> tuple[int, ...]:
+        return tuple(sorted(self.files))
 
 
 def export_verified_crops(db: StationLog, dest: Path, *, labels: Sequence[str], session_ids: Sequence[int] | None = None,
@@ -248,7 +253,7 @@ def export_verified_crops(db: StationLog, dest: Path, *, labels: Sequence[str], 
     ``min_per_class`` verified cells, is left out and said so.
     """
     chosen: dict[str, list[tuple[int, Path]]] = {}
-    left_out = []
+    left_out, rows, files = [], {}, {}
     for row in cell_reviews(db, session_ids):
         label = row.verified_label
         if label is None or label not in labels:
@@ -259,6 +264,7 @@ def export_verified_crops(db: StationLog, dest: Path, *, labels: Sequence[str], 
             left_out.append(f"cell {row.cell['id']}: crop {crop} is missing")
             continue
         chosen.setdefault(label, []).append((row.cell["id"], crop))
+        rows[row.cell["id"]] = row
     for label in [k for k, v in chosen.items() if len(v) < min_per_class]:
         left_out.append(f"{label}: only {len(chosen[label])} verified cell(s) (at least {min_per_class} needed); keeps the "
                         "source model's behaviour")
@@ -266,6 +272,7 @@ def export_verified_crops(db: StationLog, dest: Path, *, labels: Sequence[str], 
     for label, cells in chosen.items():
         (dest / label).mkdir(parents=True, exist_ok=True)
         for cell_id, crop in cells:
-            shutil.copyfile(crop, dest / label / f"cell-{cell_id:07d}{crop.suffix.lower() or '.jpg'}")
-    return VerifiedCrops(folder=dest, counts={k: len(v) for k, v in chosen.items()},
-                         cell_ids=tuple(sorted(i for v in chosen.values() for i, _ in v)), left_out=tuple(left_out))
+            files[cell_id] = dest / label / f"cell-{cell_id:07d}{crop.suffix.lower() or '.jpg'}"
+            shutil.copyfile(crop, files[cell_id])
+    return VerifiedCrops(folder=dest, counts={k: len(v) for k, v in chosen.items()}, left_out=tuple(left_out), files=files,
+                         rows={i: rows[i] for i in files})

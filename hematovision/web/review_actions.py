@@ -129,12 +129,16 @@ def earlier_adaptation(name) -> dict | None:
     return None if data is None else data["adaptation"]
 
 
+def source_db(adaptation) -> str:
+    """The station database an adaptation was made from (as ``adapt --db`` records it), or "" (a folder of cells)."""
+    return str(adaptation.get("cells", {}).get("from_station_db", {}).get("db", ""))
+
+
 def adaptation_facts(adaptation) -> tuple[str, str, int]:
     """(date, source database's file name or "", cells) of an earlier adaptation, as the messages show them."""
-    cells = adaptation.get("cells", {})
     date = str(adaptation.get("date", "unknown date")).replace("T", " ")[:16]
-    source = str(cells.get("from_station_db", {}).get("db", ""))
-    return date, Path(source).name if source else "", sum(cells.get("count_per_class", {}).values())
+    source = source_db(adaptation)
+    return date, Path(source).name if source else "", sum(adaptation.get("cells", {}).get("count_per_class", {}).values())
 
 
 def adapted_name(name, slide):
@@ -152,7 +156,7 @@ def adapted_name(name, slide):
         raise refusal(f"{name} is the name of a model the app already has ({taken}; names are compared ignoring case); "
                       f"choose another name, e.g. {free_name(slide.model_name + '-lab')}.", where="review")
     date, source, cells = adaptation_facts(earlier)
-    if Path(str(earlier.get("cells", {}).get("from_station_db", {}).get("db", ""))) != Path(slide.db_path).resolve():
+    if Path(source_db(earlier)) != Path(slide.db_path).resolve():
         raise refusal(f"{name} already exists (adapted {date} from {source or 'a folder of cells'}, {cells} cells); "
                       f"choose another name, e.g. {free_name(name)}.", where="review")
     return name, earlier
