@@ -59,6 +59,10 @@ class SegmentationError(HematoVisionError, ValueError):
     """No cell (nucleus or stained object) could be segmented in the image."""
 
 
+class NoRedCellsError(HematoVisionError, ValueError):
+    """No image had enough clear red cells to measure the scale (``hematovision calibrate``)."""
+
+
 class MorphologyReferenceError(HematoVisionError, ValueError):
     """A morphology reference file is malformed, or has no entry for the requested label."""
 

@@ -18,6 +18,7 @@ import pytest
 from hematovision import adapt
 from hematovision.__main__ import build_parser
 from hematovision.cells.detection import DEFAULT_FILL
+from hematovision.cells.red_cells import MIN_CIRCLES
 from hematovision.commands import DEFAULT_MODEL
 from hematovision.commands._pool import default_workers
 from hematovision.commands.archive import ArchiveOptions
@@ -35,6 +36,7 @@ LIBRARY = {
     **{(command, "--model"): DEFAULT_MODEL for command in ("adapt", "archive", "classify", "mesh", "station", "bench")},
     ("adapt", "--l2"): adapt.DEFAULT_L2,
     ("archive", "--engine"): ArchiveOptions.engine,
+    ("calibrate", "--min-circles"): MIN_CIRCLES,
     ("classify", "--workers"): default_workers(),
     ("mesh", "--max-triangles"): MAX_TRIANGLES,
     ("mesh", "--spacing"): UNIT_SPACING,

@@ -6,9 +6,9 @@ import cv2
 import numpy as np
 import pytest
 
-from hematovision.cells.reframe import PBC_FILL, central_object_side, reframe_cell
+from hematovision.cells.reframe import PBC_FILL, central_object_side, frame_to_red_cells, reframe_cell
 from training.cam_localisation import mass_inside
-from training.crosslab import labelled_cells, score
+from training.crosslab import labelled_cells, red_cell_scaled, score
 from training.metrics import wilson
 
 
@@ -81,6 +81,41 @@ def test_reframe_leaves_loose_frames_alone():
 def test_reframe_refuses_nonsense_fill():
     with pytest.raises(ValueError, match="fill"):
         reframe_cell(_disc_image(60, 10), fill=0.0)
+
+
+@pytest.mark.parametrize("size,red_px,side", [(120, 40.0, 200), (300, 20.0, 100), (160, 32.0, 160), (90, 30.0, 150)])
+def test_frame_to_red_cells_makes_the_frame_five_red_cells_wide(size, red_px, side):
+    img = _disc_image(size, size // 5)
+    out = frame_to_red_cells(img, red_px)
+    assert out.shape[:2] == (side, side)
+    inner = min(size, side)
+    a, b = (side - inner) // 2, (size - inner) // 2
+    np.testing.assert_array_equal(out[a:a + inner, a:a + inner], img[b:b + inner, b:b + inner])  # centred, unscaled
+
+
+@pytest.mark.parametrize("red_px,cells", [(0.0, 5.0), (float("nan"), 5.0), (30.0, 0.5)])
+def test_frame_to_red_cells_refuses_nonsense(red_px, cells):
+    with pytest.raises(ValueError, match="red_cell_px"):
+        frame_to_red_cells(_disc_image(60, 10), red_px, red_cells=cells)
+
+
+class FakeClassifier:
+    """Names a cell by its frame side, so the test sees which framing reached the model."""
+
+    def predict(self, rgb, *, cam=False):
+        return FakePrediction("lymphocyte" if abs(rgb.shape[0] - 200) <= 20 else "monocyte")  # 5 x 40 px +- 10 %
+
+
+def test_red_cell_scaled_frames_the_lab_at_its_calibrated_size_or_says_why_not():
+    from tests.test_red_cells import field
+
+    fields = [field(40, size=(160, 160), n=8, seed=i) for i in range(4)]  # red cells 40 px: 5 of them are 200 px
+    got = red_cell_scaled(FakeClassifier(), fields, ["lymphocyte"] * 4)
+    assert got["accuracy"]["value"] == 1.0 and got["images_measured"] == 4
+    assert got["red_cell_px"] == pytest.approx(40, rel=0.1)
+    crops = [_disc_image(120, 50)] * 3 + fields[:1]  # single-cell crops: no red cells to calibrate on
+    got = red_cell_scaled(FakeClassifier(), crops, ["lymphocyte"] * 4)
+    assert "n" not in got and got["not_scored"] == "only 1 of 4 images show enough red cells"
 
 
 def test_mass_inside_golden():

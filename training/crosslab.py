@@ -90,7 +90,7 @@ def score(preds, labels: list[str]) -> dict:
     }
 
 
-def labelled_report(clf, folder: str | Path, *, reframe: bool = False) -> dict:
+def labelled_report(clf, folder: str | Path, *, reframe: bool = False, red_cell_scale: bool = False) -> dict:
     cells = labelled_cells(folder)
     unknown = sorted({lab for _, lab in cells} - set(clf.labels))
     if unknown:
@@ -103,7 +103,28 @@ def labelled_report(clf, folder: str | Path, *, reframe: bool = False) -> dict:
         from hematovision.cells.reframe import reframe_cell
 
         out["reframed"] = score([clf.predict(reframe_cell(im), cam=False) for im in images], labels)
+    if red_cell_scale:
+        out["red_cell_scaled"] = red_cell_scaled(clf, images, labels)
     return out
+
+
+def red_cell_scaled(clf, images: list[np.ndarray], labels: list[str]) -> dict:
+    """Score the cells framed 5 red cells wide, the lab's red-cell size calibrated on its own images (median).
+
+    Crops may differ in size (zheng1's do) but must share one camera and magnification: the value is in pixels.
+    When fewer than half the images show enough red cells (tight single-cell crops) the calibration is not
+    trusted and nothing is scored: on zheng1 the circles found are the white cell and its lobes.
+    """
+    from hematovision.cells.red_cells import calibrate
+    from hematovision.cells.reframe import frame_to_red_cells
+
+    cal = calibrate((str(i), im) for i, im in enumerate(images))
+    facts = {"red_cell_px": round(cal.red_cell_px, 2), "images_measured": cal.images_measured,
+             "spread": round(cal.spread, 3)}
+    if cal.images_measured < len(images) / 2:
+        return {**facts, "not_scored": f"only {cal.images_measured} of {len(images)} images show enough red cells"}
+    return {**score([clf.predict(frame_to_red_cells(im, cal.red_cell_px), cam=False) for im in images], labels),
+            **facts}
 
 
 def pbc_report(clf, data: str | Path) -> dict:
@@ -160,6 +181,8 @@ def main(argv=None) -> int:
     p.add_argument("--blasts-per-class", type=int, help="at most N ALL images per malignant class")
     p.add_argument("--bccd", help="BCCD folder (boxes.csv + images/)")
     p.add_argument("--reframe", action="store_true", help="also score labelled cells reframed to PBC-like framing")
+    p.add_argument("--red-cell-scale", action="store_true",
+                   help="also score labelled cells framed 5 red cells wide (the folder's red-cell size, calibrated on its images)")
     p.add_argument("--out", help="write the report JSON here")
     args = p.parse_args(argv)
 
@@ -168,7 +191,9 @@ def main(argv=None) -> int:
     clf = hematovision.load_model(args.model)
     report: dict = {"model": clf.name, "sha256": clf.spec.sha256,
                     "command": "python -m training.crosslab " + " ".join(argv if argv is not None else sys.argv[1:]),
-                    "labelled": {Path(f).name: labelled_report(clf, f, reframe=args.reframe) for f in args.labelled}}
+                    "labelled": {Path(f).name: labelled_report(clf, f, reframe=args.reframe,
+                                                                  red_cell_scale=args.red_cell_scale)
+                                 for f in args.labelled}}
     if args.pbc:
         report["pbc_test"] = pbc_report(clf, args.pbc)
     if args.blasts:
@@ -193,7 +218,9 @@ def summary(report: dict) -> str:
                 f"confidently wrong {s['confidently_wrong']['value']:.3f}")
     lines = [f"{report['model']} ({report['sha256'][:12]})"]
     for name, r in report["labelled"].items():
-        lines += [line(name, r["plain"])] + ([line(name + " reframed", r["reframed"])] if "reframed" in r else [])
+        lines += [line(name, r["plain"])] + [line(f"{name} {k.replace('_', ' ')}", r[k]) if "n" in r[k]
+                                             else f"{name} {k.replace('_', ' ')}: {r[k]['not_scored']}"
+                                             for k in ("reframed", "red_cell_scaled") if k in r]
     if "pbc_test" in report:
         lines.append(line("pbc test", report["pbc_test"]))
     if "blasts_pbc_framing" in report:

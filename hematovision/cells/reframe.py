@@ -49,3 +49,24 @@ def reframe_cell(rgb: np.ndarray, *, fill: float = PBC_FILL) -> np.ndarray:
     top, left = (target - h) // 2, (target - w) // 2
     colour = [float(v) for v in stain.estimate_background(np.ascontiguousarray(rgb[::2, ::2]))]
     return cv2.copyMakeBorder(rgb, top, target - h - top, left, target - w - left, cv2.BORDER_CONSTANT, value=colour)
+
+
+def frame_to_red_cells(rgb: np.ndarray, red_cell_px: float, *, red_cells: float = 5.0) -> np.ndarray:
+    """Pad (or centre-crop) ``rgb`` to a square ``red_cells`` red-cell diameters wide: PBC's physical framing.
+
+    Unlike :func:`reframe_cell`, the scale comes from the red cells (a camera's ``hematovision calibrate``
+    value), not from the white cell itself, so a small lymphocyte stays small beside a large monocyte.
+    """
+    if not (np.isfinite(red_cell_px) and red_cell_px > 0) or not 1.0 <= red_cells <= 50.0:
+        raise ValueError(f"red_cell_px must be > 0 and red_cells in [1, 50], not {red_cell_px!r}, {red_cells!r}")
+    h, w = rgb.shape[:2]
+    side = max(int(round(red_cells * red_cell_px)), 1)
+    if side < min(h, w):
+        top, left = (h - side) // 2, (w - side) // 2
+        return rgb[top:top + side, left:left + side]
+    if side == h == w:
+        return rgb
+    side = max(side, h, w)
+    top, left = (side - h) // 2, (side - w) // 2
+    colour = [float(v) for v in stain.estimate_background(np.ascontiguousarray(rgb[::2, ::2]))]
+    return cv2.copyMakeBorder(rgb, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=colour)
