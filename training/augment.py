@@ -195,6 +195,19 @@ def strong_colour(x):
     return tf.clip_by_value((x - mean) * _uniform(b, 0.7, 1.3) + mean, 0.0, 1.0)
 
 
+def random_grayscale(x, p=0.25):
+    """With probability ``p`` per sample, every pixel becomes its luminance (ITU-R BT.601: 0.299 R + 0.587 G + 0.114 B).
+
+    A grey cell keeps its shape, nuclear lobes and granule texture but no hue, so the network cannot rely on hue
+    alone (zheng1's rapid stain turns neutrophils' cytoplasm orange-brown; the shipped model calls 48 of 176 of
+    them eosinophils). Colour stays in the other 1 - p of the samples, since PBC's eosinophils and basophils are
+    partly told apart by it. ``training.cam_supervised --grayscale P``; off (0) in every shipped recipe.
+    """
+    b = tf.shape(x)[0]
+    luma = tf.reduce_sum(x * tf.constant([0.299, 0.587, 0.114], x.dtype), axis=-1, keepdims=True)
+    return tf.where(_coin(b, p), tf.broadcast_to(luma, tf.shape(x)), x)
+
+
 def lab_appearance(x):
     """The lab level's colour and optics transforms (everything but the geometry)."""
     x = white_balance_gamma(x)

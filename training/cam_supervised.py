@@ -91,6 +91,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixstyle", type=finite_float(0, 1), default=0.0, metavar="P",
                    help="MixStyle feature-statistics mixing (training/mixstyle.py) with probability P per batch after "
                         "the backbone layers --mixstyle-after; 0 (default) turns it off. The saved model is the plain network")
+    p.add_argument("--grayscale", type=finite_float(0, 1), default=0.0, metavar="P",
+                   help="after the --augment appearance, make a sample grey with probability P (training.augment."
+                        "random_grayscale); 0 (default) turns it off")
     p.add_argument("--mixstyle-after", nargs="+", default=None, metavar="LAYER",
                    help="backbone layers MixStyle follows (default: block_2_add block_5_add)")
     p.add_argument("--seed", type=int, default=0)
@@ -171,7 +174,18 @@ def _with_extra_labelled(train: Split, folders, share: float, size: int, labels)
 
 
 def _augmenters(args, config: dict):
-    """(geometry on image + mask, appearance on the image only) for ``--augment``; records the colour pool."""
+    """(geometry on image + mask, appearance on the image only) for ``--augment`` (and ``--grayscale``); records the
+    colour pool."""
+    geometry, appearance = _level_augmenters(args, config)
+    p = getattr(args, "grayscale", 0.0)
+    if p > 0:
+        from .augment import random_grayscale
+
+        return geometry, (lambda x: random_grayscale(appearance(x), p))
+    return geometry, appearance
+
+
+def _level_augmenters(args, config: dict):
     import tensorflow as tf
 
     from .augment import colour, crosslab_appearance, dihedral, lab_appearance, wide_zoom_shift, zoom_shift
