@@ -95,6 +95,30 @@ def _hundred_cells(folder: Path) -> int:
     return n
 
 
+def test_edge_venv_calibrates_the_camera_then_runs_the_station_at_that_scale(edge_python, tiny_models, tmp_path):
+    """A lab's set-up on the Pi: calibrate on a few fields, pass the printed option to the station."""
+    import numpy as np
+    from PIL import Image
+
+    from tests.test_field import synthetic_field
+
+    fields = tmp_path / "fields"
+    fields.mkdir()
+    for seed in range(3):
+        Image.fromarray(synthetic_field(seed=seed, n_white=2)[0]).save(fields / f"field_{seed}.png")
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "calibrate", str(fields), "--overlay", str(tmp_path / "c.png")],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["red_cell_px"] == pytest.approx(np.sqrt(480 * 640) / 5, rel=0.1)  # the fields' red cells
+    assert (tmp_path / "c.png").is_file()
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "station", "--source", f"folder:{fields}", "--no-watch",
+                        "--model", str(tiny_models["tiny-int8"]), "--db", str(tmp_path / "s.sqlite"),
+                        *out["station_option"].split()], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "Differential: 6 cells" in r.stdout
+
+
 def test_edge_venv_adapts_100_cells_in_under_30_s(edge_python, tmp_path):
     """Issue 12: `adapt` needs only the edge install (numpy + LiteRT) and runs in seconds on ~100 cells."""
     if not (ROOT / "models" / "wbc.json").exists() or not (EXAMPLES / "wbc").exists():
