@@ -87,7 +87,7 @@ def test_calibration_is_the_median_over_fields_and_lists_the_unmeasured():
     cal = red_cells.calibrate(fields)
     assert cal.red_cell_px == pytest.approx(50, rel=0.1)
     assert cal.images_measured == 3 and cal.images_not_measured == ("blank",)
-    assert cal.red_cell_px == pytest.approx(float(np.median([d for _, d in cal.per_image])))
+    assert cal.red_cell_px == pytest.approx(float(np.median([m.diameter_px for _, m in cal.per_image])))
     assert 0 <= cal.spread < 0.1
 
 

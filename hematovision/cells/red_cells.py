@@ -77,7 +77,7 @@ class Calibration:
     images_measured: int
     images_not_measured: tuple[str, ...]  # names of the images with too few red-cell circles
     spread: float  # (75th - 25th percentile) / median of the per-image diameters; 0 with one image
-    per_image: tuple[tuple[str, float], ...]  # (name, diameter px) of each measured image
+    per_image: tuple[tuple[str, RedCellScale], ...]  # each measured image's name and measurement (circles included)
 
 
 def find_red_cells(rgb: np.ndarray) -> np.ndarray:
@@ -125,12 +125,12 @@ def calibrate(images: Iterable[tuple[str, np.ndarray]], *, min_circles: int = MI
     measured, skipped = [], []
     for name, rgb in images:
         found = measure_red_cell_px(rgb, min_circles=min_circles)
-        (measured.append((name, found.diameter_px)) if found else skipped.append(name))
+        (measured.append((name, found)) if found else skipped.append(name))
     if not measured:
         raise NoRedCellsError(f"none of the {len(skipped)} image(s) shows {min_circles} or more clear red cells; "
                               "use fields with separate, in-focus red cells (not single-cell crops), or measure "
                               "a red cell's diameter in pixels by hand")
-    d = np.array([v for _, v in measured])
+    d = np.array([found.diameter_px for _, found in measured])
     median = float(np.median(d))
     spread = float((np.percentile(d, 75) - np.percentile(d, 25)) / median) if len(d) > 1 else 0.0
     return Calibration(median, len(measured), tuple(skipped), spread, tuple(measured))

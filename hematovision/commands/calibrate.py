@@ -70,16 +70,15 @@ def run(args) -> int:
         except (HematoVisionError, OSError, ValueError) as exc:
             failed += 1
             _warn(f"{item.path}: skipped: {exc}")
-    min_circles = args.min_circles
     try:
-        result = calibrate(images, min_circles=min_circles)
+        result = calibrate(images, min_circles=args.min_circles)
     except NoRedCellsError as exc:
         return fail(exc if images else "no readable image among the inputs; pass field photographs (.png/.jpg/...)")
     px = round(result.red_cell_px, 1)
     out = {"red_cell_px": px, "fields_measured": result.images_measured,
            "fields_not_measured": list(result.images_not_measured), "fields_unreadable": failed,
            "spread": round(result.spread, 3), "station_option": f"--red-cell-px {px:g}",
-           "per_field": [{"path": name, "red_cell_px": round(v, 1)} for name, v in result.per_image]}
+           "per_field": [{"path": name, "red_cell_px": round(v.diameter_px, 1)} for name, v in result.per_image]}
     if result.images_measured < ADVISED_FIELDS:
         _warn(f"only {result.images_measured} field(s) measured; photograph at least {ADVISED_FIELDS} for a steadier value")
     if result.images_not_measured and result.images_measured < len(result.images_not_measured):
@@ -90,7 +89,8 @@ def run(args) -> int:
         _warn(f"the fields disagree (spread {result.spread:.0%} of the median); check that they share one camera and "
               "objective, and look at --overlay")
     if args.overlay is not None:
-        problem = _write_overlay(args.overlay, dict(images)[result.per_image[0][0]], min_circles)
+        name, found = result.per_image[0]
+        problem = _write_overlay(args.overlay, dict(images)[name], found)
         if problem:
             return fail(problem)
         out["overlay"] = str(args.overlay)
@@ -98,13 +98,11 @@ def run(args) -> int:
     return 1 if failed else 0
 
 
-def _write_overlay(path: Path, rgb, min_circles: int) -> str | None:
-    """Draw the red-cell circles on ``rgb`` and write it to ``path``; why it could not be written, or None."""
+def _write_overlay(path: Path, rgb, found) -> str | None:
+    """Draw ``found``'s red-cell circles (and the answer, top left) on ``rgb`` and write it to ``path``; why it could
+    not be written, or None."""
     import cv2
 
-    from ..cells.red_cells import measure_red_cell_px
-
-    found = measure_red_cell_px(rgb, min_circles=min_circles)
     bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
     thick = max(1, round(min(rgb.shape[:2]) / 240))
     for x, y, r in found.circles:
