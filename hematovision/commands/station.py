@@ -57,7 +57,8 @@ def add_parser(sub) -> None:
                    help=f"crop so that the cell's larger side spans this fraction of it, {MIN_FILL:g} to 1 (default: "
                         f"{DEFAULT_FILL}; with --red-cell-px: the PBC scale)")
     p.add_argument("--red-cell-px", type=number(*RED_CELL_PX),
-                   help=f"red-cell diameter in pixels ({RED_CELL_PX[0]:g} to {RED_CELL_PX[1]:g}), measured for this camera: "
+                   help=f"red-cell diameter in pixels ({RED_CELL_PX[0]:g} to {RED_CELL_PX[1]:g}), measured for this camera "
+                        "(python -m hematovision calibrate FIELD...): "
                         "sets the segmentation's size limits and crops at the PBC scale, "
                         f"{FRAME_RED_CELLS:g} red cells wide (default: size limits from the frame size, --fill framing)")
     p.add_argument("--summary-every", type=number(0), default=SUMMARY_EVERY_S,
