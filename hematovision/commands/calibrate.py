@@ -61,22 +61,28 @@ def run(args) -> int:
             refuse_to_overwrite(args.overlay, *(i.path for i in items), what="an input image")
         except FileExistsError as exc:
             return fail(exc, status=2)
-    images, failed = [], 0
-    for item in items:
-        try:
-            if item.problem:
-                raise ValueError(item.problem)
-            images.append((str(item.path), load_image(item.path)))
-        except (HematoVisionError, OSError, ValueError) as exc:
-            failed += 1
-            _warn(f"{item.path}: skipped: {exc}")
+    failed = []
+
+    def readable():  # one image in memory at a time: a folder of large fields must not fill the Pi's memory
+        for item in items:
+            try:
+                if item.problem:
+                    raise ValueError(item.problem)
+                rgb = load_image(item.path)
+            except (HematoVisionError, OSError, ValueError) as exc:
+                failed.append(item.path)
+                _warn(f"{item.path}: skipped: {exc}")
+                continue
+            yield str(item.path), rgb
+
     try:
-        result = calibrate(images, min_circles=args.min_circles)
+        result = calibrate(readable(), min_circles=args.min_circles)
     except NoRedCellsError as exc:
-        return fail(exc if images else "no readable image among the inputs; pass field photographs (.png/.jpg/...)")
+        return fail(exc if len(failed) < len(items) else
+                    "no readable image among the inputs; pass field photographs (.png/.jpg/...)")
     px = round(result.red_cell_px, 1)
     out = {"red_cell_px": px, "fields_measured": result.images_measured,
-           "fields_not_measured": list(result.images_not_measured), "fields_unreadable": failed,
+           "fields_not_measured": list(result.images_not_measured), "fields_unreadable": len(failed),
            "spread": round(result.spread, 3), "station_option": f"--red-cell-px {px:g}",
            "per_field": [{"path": name, "red_cell_px": round(v.diameter_px, 1)} for name, v in result.per_image]}
     if result.images_measured < ADVISED_FIELDS:
@@ -90,7 +96,7 @@ def run(args) -> int:
               "objective, and look at --overlay")
     if args.overlay is not None:
         name, found = result.per_image[0]
-        problem = _write_overlay(args.overlay, dict(images)[name], found)
+        problem = _write_overlay(args.overlay, load_image(name), found)
         if problem:
             return fail(problem)
         out["overlay"] = str(args.overlay)
