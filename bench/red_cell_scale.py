@@ -43,27 +43,29 @@ def bccd_truth(folder: Path) -> dict[str, float]:
     return {name: float(np.median(d)) for name, d in sorted(boxes.items()) if len(d) >= 3}
 
 
-def summary(errors: list[float], missing: int) -> dict:
-    e = np.array(errors)
+def summary(ratios: list[float], missing: int) -> dict:
+    """Per-image figures from the measured / true diameter ratios (relative error = ratio - 1)."""
+    e = np.array(ratios) - 1
     return {"images": len(e) + missing, "not_measured": missing,
             "median_relative_error": round(float(np.median(e)), 4) if len(e) else None,
             "median_absolute_relative_error": round(float(np.median(np.abs(e))), 4) if len(e) else None,
             "within_15_percent": round(float(np.mean(np.abs(e) < 0.15)), 4) if len(e) else None}
 
 
-def score(items: list[tuple[Path, float]]) -> tuple[dict, list[float]]:
+def score(paths: list[Path], truth) -> tuple[dict, list[float]]:
+    """Measure each image once; ``truth(path, rgb)`` is its true red-cell diameter. Returns the summary and the ratios."""
     from hematovision.cells.red_cells import measure_red_cell_px
     from hematovision.images import load_image
 
-    errors, measured, missing = [], [], 0
-    for path, truth in items:
-        found = measure_red_cell_px(load_image(path))
+    ratios, missing = [], 0
+    for path in paths:
+        rgb = load_image(path)
+        found = measure_red_cell_px(rgb)
         if found is None:
             missing += 1
             continue
-        errors.append(found.diameter_px / truth - 1)
-        measured.append(found.diameter_px / truth)
-    return summary(errors, missing), measured
+        ratios.append(found.diameter_px / truth(path, rgb))
+    return summary(ratios, missing), ratios
 
 
 def main(argv=None) -> int:
@@ -80,26 +82,27 @@ def main(argv=None) -> int:
 
     truth = bccd_truth(args.bccd)
     names = list(truth)
-    bccd = {part: [(args.bccd / "images" / n, truth[n]) for n in chosen]
-            for part, chosen in (("tuning", names[:TUNING_BCCD]), ("check", names[TUNING_BCCD:]))}
+    bccd = {"tuning": names[:TUNING_BCCD], "check": names[TUNING_BCCD:]}
     every = sorted((args.pbc / "images").glob("*/*.jpg"))
     tuning_pbc = every[::TUNING_PBC_STEP][:TUNING_PBC]
     with open(args.pbc / "splits.csv", newline="") as f:
         test = sorted(args.pbc / r["path"] for r in csv.DictReader(f) if r["split"] == "test")
-    check_pbc = [q for q in test[::args.pbc_check_step] if q not in set(tuning_pbc)]
+    tuned = set(tuning_pbc)
+    pbc = {"tuning": tuning_pbc, "check": [q for q in test[::args.pbc_check_step] if q not in tuned]}
 
-    def pbc_items(paths):
-        from hematovision.images import load_image
+    def bccd_box(path, rgb):
+        return truth[path.name]
 
-        return [(q, PBC_FRACTION * float(np.sqrt(np.prod(load_image(q).shape[:2])))) for q in paths]
+    def pbc_framing(path, rgb):
+        return PBC_FRACTION * float(np.sqrt(rgb.shape[0] * rgb.shape[1]))
 
     out = {"command": "python -m bench.red_cell_scale " + " ".join(argv if argv is not None else sys.argv[1:]),
            "method": "hematovision.cells.red_cells.measure_red_cell_px"}
     for part in ("tuning", "check"):
-        out[f"bccd_{part}"], ratios = score(bccd[part])
+        out[f"bccd_{part}"], ratios = score([args.bccd / "images" / n for n in bccd[part]], bccd_box)
         if part == "check" and ratios:
             out["bccd_check"]["camera_median_error"] = round(float(np.median(ratios)) - 1, 4)
-        out[f"pbc_{part}"], _ = score(pbc_items(tuning_pbc if part == "tuning" else check_pbc))
+        out[f"pbc_{part}"], _ = score(pbc[part], pbc_framing)
     print(json.dumps(out, indent=1))
     if args.out:
         args.out.write_text(json.dumps(out, indent=1) + "\n")

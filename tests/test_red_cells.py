@@ -1,5 +1,6 @@
 """A camera's scale from its own red cells: per-image measurement, calibration over fields, the ``calibrate`` command."""
 
+import contextlib
 import json
 
 import cv2
@@ -159,18 +160,10 @@ def test_calibrate_refuses_an_overlay_that_would_replace_an_input(fields_dir, ca
     (["--min-circles", "0"], "must be >= 1"),
 ])
 def test_calibrate_usage_errors(fields_dir, capsys, args, message):
-    with pytest.raises(SystemExit) if args[0] == "--min-circles" else _no_exit():
+    with pytest.raises(SystemExit) if args[0] == "--min-circles" else contextlib.nullcontext():
         code = main(["calibrate", str(fields_dir), *args])
         assert code == 2
     assert message in capsys.readouterr().err
-
-
-class _no_exit:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
 
 
 def test_red_cell_scale_bench_on_the_real_data(tmp_path):

@@ -46,9 +46,7 @@ def reframe_cell(rgb: np.ndarray, *, fill: float = PBC_FILL) -> np.ndarray:
     target = int(round(side / fill))
     if side == 0 or target <= max(h, w):
         return rgb
-    top, left = (target - h) // 2, (target - w) // 2
-    colour = [float(v) for v in stain.estimate_background(np.ascontiguousarray(rgb[::2, ::2]))]
-    return cv2.copyMakeBorder(rgb, top, target - h - top, left, target - w - left, cv2.BORDER_CONSTANT, value=colour)
+    return pad_to_square(rgb, target)
 
 
 def frame_to_red_cells(rgb: np.ndarray, red_cell_px: float, *, red_cells: float = 5.0) -> np.ndarray:
@@ -66,7 +64,12 @@ def frame_to_red_cells(rgb: np.ndarray, red_cell_px: float, *, red_cells: float 
         return rgb[top:top + side, left:left + side]
     if side == h == w:
         return rgb
-    side = max(side, h, w)
+    return pad_to_square(rgb, max(side, h, w))
+
+
+def pad_to_square(rgb: np.ndarray, side: int) -> np.ndarray:
+    """``rgb`` centred in a ``side`` x ``side`` square (side >= its height and width) of its own glass colour."""
+    h, w = rgb.shape[:2]
     top, left = (side - h) // 2, (side - w) // 2
     colour = [float(v) for v in stain.estimate_background(np.ascontiguousarray(rgb[::2, ::2]))]
     return cv2.copyMakeBorder(rgb, top, side - h - top, left, side - w - left, cv2.BORDER_CONSTANT, value=colour)
