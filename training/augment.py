@@ -208,6 +208,31 @@ def random_grayscale(x, p=0.25):
     return tf.where(_coin(b, p), tf.broadcast_to(luma, tf.shape(x)), x)
 
 
+def amplitude_mix(x, pool, p=0.5, max_mix=1.0):
+    """Fourier amplitude mixing towards a real other-lab image (FACT, Xu et al. CVPR 2021; FDA, Yang & Soatto 2020).
+
+    Per sample and RGB channel, F = DFT(x) = A e^{i phi}. The phase phi keeps where the cell, its nucleus and
+    granules are; the amplitude A holds how the image looks as a whole: its brightness and colour (the DC term),
+    how sharp it is (the high-frequency fall-off: optics, focus, resolution), its noise floor. With A_t from
+    ``pool`` (K, C, H, W: ``training.amplitude_pool``, other labs' unlabelled images at the same size),
+        x' = IDFT(((1 - lam) A + lam A_t) e^{i phi}),   lam ~ U(0, max_mix),
+    applied with probability ``p`` per sample, then clipped to [0, 1]. A real image's amplitude is even
+    (A(u, v) = A(-u, -v)) and its phase odd, so the mix keeps F' Hermitian and x' real up to float error (the
+    imaginary part is dropped). ``training.cam_supervised --amplitude-pool F --amplitude-mix P``; off in every
+    shipped recipe.
+    """
+    b = tf.shape(x)[0]
+    xc = tf.transpose(x, [0, 3, 1, 2])  # the 2-D DFT runs over the two innermost axes
+    f = tf.signal.fft2d(tf.cast(xc, tf.complex64))
+    amp, phase = tf.abs(f), tf.math.angle(f)
+    target = tf.gather(pool, tf.random.uniform([b], 0, tf.shape(pool)[0], dtype=tf.int32))
+    lam = _uniform(b, 0.0, max_mix)  # (b, 1, 1, 1)
+    mixed = (1.0 - lam) * amp + lam * target
+    y = tf.math.real(tf.signal.ifft2d(tf.complex(mixed * tf.cos(phase), mixed * tf.sin(phase))))
+    y = tf.clip_by_value(tf.transpose(y, [0, 2, 3, 1]), 0.0, 1.0)
+    return tf.where(_coin(b, p), y, x)
+
+
 def lab_appearance(x):
     """The lab level's colour and optics transforms (everything but the geometry)."""
     x = white_balance_gamma(x)

@@ -94,12 +94,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grayscale", type=finite_float(0, 1), default=0.0, metavar="P",
                    help="after the --augment appearance, make a sample grey with probability P (training.augment."
                         "random_grayscale); 0 (default) turns it off")
+    p.add_argument("--amplitude-pool", metavar="NPZ",
+                   help="npz from python -m training.amplitude_pool (other labs' Fourier amplitude spectra at --img-size)")
+    p.add_argument("--amplitude-mix", type=finite_float(0, 1), default=0.0, metavar="P",
+                   help="before the --augment appearance, mix a sample's Fourier amplitude towards a pool image's with "
+                        "probability P (training.augment.amplitude_mix); 0 (default) turns it off; needs --amplitude-pool")
     p.add_argument("--mixstyle-after", nargs="+", default=None, metavar="LAYER",
                    help="backbone layers MixStyle follows (default: block_2_add block_5_add)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="only N images per class and split (smoke tests)")
     p.add_argument("--out", required=True, help="run folder")
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    if args.amplitude_mix > 0 and not args.amplitude_pool:
+        p.error("--amplitude-mix needs --amplitude-pool NPZ (make one with python -m training.amplitude_pool)")
+    return args
 
 
 def _pipeline(images, masks, labels, spec, *, batch_size, augment_geometry, appearance, out_size, training, seed):
@@ -177,12 +185,35 @@ def _augmenters(args, config: dict):
     """(geometry on image + mask, appearance on the image only) for ``--augment`` (and ``--grayscale``); records the
     colour pool."""
     geometry, appearance = _level_augmenters(args, config)
+    mix = _amplitude_mixer(args, config)
+    if mix is not None:
+        level_appearance = appearance
+        appearance = lambda x: level_appearance(mix(x))  # noqa: E731
     p = getattr(args, "grayscale", 0.0)
     if p > 0:
         from .augment import random_grayscale
 
         return geometry, (lambda x: random_grayscale(appearance(x), p))
     return geometry, appearance
+
+
+def _amplitude_mixer(args, config: dict):
+    """``--amplitude-mix P`` with ``--amplitude-pool``: the batched amplitude mix (None when off); records the pool."""
+    p = getattr(args, "amplitude_mix", 0.0)
+    if not p:
+        return None
+    import tensorflow as tf
+
+    from .augment import amplitude_mix
+
+    with np.load(args.amplitude_pool) as saved:
+        size, spectra, sources = int(saved["size"]), saved["amplitude"], [str(x) for x in saved["sources"]]
+    if size != args.img_size:
+        raise ValueError(f"{args.amplitude_pool} holds spectra at {size} px but --img-size is {args.img_size}; "
+                         f"rebuild it with python -m training.amplitude_pool --size {args.img_size}")
+    pool = tf.constant(spectra, tf.float32)
+    config["amplitude_pool"] = {"file": args.amplitude_pool, "images": int(len(spectra)), "sources": sources, "p": p}
+    return lambda x: amplitude_mix(x, pool, p)
 
 
 def _level_augmenters(args, config: dict):

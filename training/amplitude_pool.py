@@ -1,0 +1,67 @@
+"""Fourier amplitude spectra of unlabelled images from other labs, for ``amplitude_mix`` augmentation.
+
+    python -m training.amplitude_pool --images ../shared/data/bccd/images \
+        ../shared/data/otherlabs/zheng1/images ../shared/data/otherlabs/zheng2/images \
+        --size 128 --out runs/amplitude_pool.npz
+
+Each image is resized whole to ``size`` x ``size`` (as the classifier sees an
+upload) and its per-channel 2-D DFT amplitude |F(u, v)| is kept; no labels, no
+phase (the phase carries where things are, the amplitude how sharp, noisy,
+bright and coloured they look). The folders used are stored in the file and
+must be disclosed in the model card when they include sets the model is later
+evaluated on (the zero-shot figures are then not fully clean), as for
+``training.colour_pool``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from hematovision.images import IMAGE_SUFFIXES, load_image
+from hematovision.preprocessing import resize
+
+
+def amplitude_spectrum(image: np.ndarray, size: int) -> np.ndarray:
+    """(3, size, size) float32: |DFT| per RGB channel of ``image`` (uint8 RGB) resized to size x size, pixels in [0, 1]."""
+    x = resize(image, size, size).astype(np.float32) / 255.0
+    return np.abs(np.fft.fft2(np.moveaxis(x, -1, 0))).astype(np.float32)
+
+
+def collect(folders, *, size: int = 128, limit: int | None = None) -> tuple[np.ndarray, list[str]]:
+    spectra, used = [], []
+    for folder in folders:
+        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
+        if not files:
+            raise FileNotFoundError(f"no images under {folder}: give folders of other labs' images")
+        spectra += [amplitude_spectrum(load_image(f), size) for f in files]
+        used.append(f"{folder} ({len(files)} images)")
+    return np.stack(spectra), used
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m training.amplitude_pool", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", nargs="+", required=True, help="folders of unlabelled images (searched recursively)")
+    p.add_argument("--size", type=int, default=128, help="the model's input size (default: %(default)s)")
+    p.add_argument("--limit", type=int, help="at most N images per folder")
+    p.add_argument("--out", required=True)
+    a = p.parse_args(argv)
+    if a.size < 8:
+        p.error(f"--size must be at least 8 pixels, not {a.size}")
+    try:
+        spectra, used = collect(a.images, size=a.size, limit=a.limit)
+    except FileNotFoundError as e:
+        p.error(str(e))
+    Path(a.out).parent.mkdir(parents=True, exist_ok=True)
+    # float16 halves the file; amplitudes span ~1e-3 .. size^2 (the DC term), inside float16's range.
+    np.savez(a.out, amplitude=spectra.astype(np.float16), size=a.size, sources=np.array(used))
+    print(f"{len(spectra)} images at {a.size} px -> {a.out}: " + "; ".join(used))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
