@@ -21,25 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from hematovision.images import IMAGE_SUFFIXES, load_image
-from hematovision.preprocessing import resize
+from . import colour_pool
 
 
-def amplitude_spectrum(image: np.ndarray, size: int) -> np.ndarray:
-    """(3, size, size) float32: |DFT| per RGB channel of ``image`` (uint8 RGB) resized to size x size, pixels in [0, 1]."""
-    x = resize(image, size, size).astype(np.float32) / 255.0
+def amplitude_spectrum(image: np.ndarray) -> np.ndarray:
+    """(3, H, W) float32: |DFT| per RGB channel of an (H, W, 3) uint8 image, pixels scaled to [0, 1]."""
+    x = image.astype(np.float32) / 255.0
     return np.abs(np.fft.fft2(np.moveaxis(x, -1, 0))).astype(np.float32)
 
 
 def collect(folders, *, size: int = 128, limit: int | None = None) -> tuple[np.ndarray, list[str]]:
-    spectra, used = [], []
-    for folder in folders:
-        files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
-        if not files:
-            raise FileNotFoundError(f"no images under {folder}: give folders of other labs' images")
-        spectra += [amplitude_spectrum(load_image(f), size) for f in files]
-        used.append(f"{folder} ({len(files)} images)")
-    return np.stack(spectra), used
+    """Every image under ``folders`` resized whole to size x size, its amplitude spectrum; and what was read."""
+    return colour_pool.collect(folders, size=size, limit=limit, measure=amplitude_spectrum)
 
 
 def main(argv=None) -> int:

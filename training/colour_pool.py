@@ -28,16 +28,17 @@ def image_stats(image: np.ndarray) -> np.ndarray:
     return np.stack([x.mean(axis=0), x.std(axis=0)]).astype(np.float32)
 
 
-def collect(folders, *, size: int = 128, limit: int | None = None) -> tuple[np.ndarray, list[str]]:
-    stats, used = [], []
+def collect(folders, *, size: int = 128, limit: int | None = None, measure=image_stats) -> tuple[np.ndarray, list[str]]:
+    """``measure(image resized whole to size x size)`` for every image under ``folders`` (at most ``limit`` each),
+    stacked, and one "folder (N images)" line per folder."""
+    values, used = [], []
     for folder in folders:
         files = sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)[:limit]
         if not files:
-            raise FileNotFoundError(f"no images under {folder}")
-        for f in files:
-            stats.append(image_stats(resize(load_image(f), size, size)))
+            raise FileNotFoundError(f"no images under {folder}: give folders of other labs' images")
+        values += [measure(resize(load_image(f), size, size)) for f in files]
         used.append(f"{folder} ({len(files)} images)")
-    return np.stack(stats), used
+    return np.stack(values), used
 
 
 def main(argv=None) -> int:
