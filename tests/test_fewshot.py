@@ -45,7 +45,7 @@ def test_several_labs_need_distinct_report_paths(tmp_path, capsys, cells, out, r
 
 
 @pytest.mark.parametrize("option, value", [("--draws", "0"), ("--k", "0"), ("--k", "-5"), ("--l2", "nan"), ("--l2", "0"),
-                                           ("--draws", "2.5")])
+                                           ("--draws", "2.5"), ("--l2-grid", "-1e-4"), ("--l2-grid", "inf")])
 def test_numbers_that_would_give_an_empty_or_nan_report_are_usage_errors(tmp_path, capsys, option, value):
     """--draws 0 averaged no draws into a NaN report; each is now refused before anything is loaded."""
     from training.fewshot import main
@@ -54,3 +54,22 @@ def test_numbers_that_would_give_an_empty_or_nan_report_are_usage_errors(tmp_pat
         main(["--cells", str(tmp_path / "lab"), "--out", str(tmp_path / "r.json"), option, value])
     assert exc.value.code == 2 and f"argument {option}" in capsys.readouterr().err
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_l2_grid_is_what_the_draws_choose_from(tiny, tmp_path):
+    """--l2-grid (a measurement option) replaces the values each draw's cross-validation chooses l2 from."""
+    from training.fewshot import main
+
+    lab = write_cells(tmp_path / "labs" / "shifted", {lb: 8 for lb in LABELS}, shift=True)
+    out = tmp_path / "r.json"
+    assert main(["--model", str(tiny), "--cells", str(lab), "--k", "3", "--draws", "2", "--l2-grid", "0.5", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["l2_grid"] == [0.5] and report["results"][0]["adapted"]["l2_chosen"] == {"0.5": 2}
+
+
+def test_a_fixed_l2_and_a_grid_are_not_given_together(tmp_path, capsys):
+    from training.fewshot import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--cells", str(tmp_path / "lab"), "--out", str(tmp_path / "r.json"), "--l2", "1e-3", "--l2-grid", "1e-4", "1e-3"])
+    assert exc.value.code == 2 and "not both" in capsys.readouterr().err

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from hematovision import load_model
-from hematovision.adapt import (DEFAULT_L2, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells,
+from hematovision.adapt import (DEFAULT_L2, L2_GRID, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells,
                                 source_theta)
 from hematovision.commands import finite_float, positive_int
 from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
@@ -63,7 +63,8 @@ def draw_labelled(y: np.ndarray, classes, k: int, rng: np.random.Generator) -> n
     return train
 
 
-def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | None, seed: int) -> dict:
+def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | None, seed: int,
+             grid: tuple[float, ...] = L2_GRID) -> dict:
     counts = {int(c): int((y == c).sum()) for c in np.unique(y)}
     classes = [c for c, n in counts.items() if n > k]
     keep = np.isin(y, classes)
@@ -75,7 +76,7 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
     for _ in range(draws):
         train = draw_labelled(y, classes, k, rng)
         test = keep & ~train
-        fit = fit_lab_head(feats[train], y[train], theta0, clf.spec.tta, l2=l2)  # exactly what adapt fits
+        fit = fit_lab_head(feats[train], y[train], theta0, clf.spec.tta, l2=l2, grid=grid)  # exactly what adapt fits
         pred = (xd[test] @ fit.theta).argmax(axis=1)
         ok = pred == y[test]
         np.add.at(confusion, (y[test], pred), 1)
@@ -136,7 +137,7 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
     theta0 = source_theta(clf)
     results = []
     for k in args.k:
-        r = evaluate(feats, src_logits, y, theta0, clf, k, args.draws, args.l2, args.seed)
+        r = evaluate(feats, src_logits, y, theta0, clf, k, args.draws, args.l2, args.seed, tuple(args.l2_grid))
         r["classes_left_out"] = [clf.labels[c] for c in r["classes_left_out"]]
         results.append(r)
         print(f"k={k}: adapted {r['adapted']['mean']:.3f} +- {r['adapted']['std']:.3f} "
@@ -144,7 +145,7 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
               f"source {r['source']['mean']:.3f} +- {r['source']['std']:.3f} ({r['classes']} classes)", file=sys.stderr)
     return {"model": clf.name, "model_sha256": clf.spec.sha256, "cells": str(cells),
             "count_per_class": {lb: names.count(lb) for lb in dict.fromkeys(names)}, "draws": args.draws, "l2": args.l2,
-            "seed": args.seed, "command": command, "results": results}
+            "l2_grid": None if args.l2 is not None else list(args.l2_grid), "seed": args.seed, "command": command, "results": results}
 
 
 def main(argv=None) -> int:
@@ -155,9 +156,14 @@ def main(argv=None) -> int:
     ap.add_argument("--k", type=positive_int, nargs="+", default=[5, 10, 20])
     ap.add_argument("--draws", type=positive_int, default=20)
     ap.add_argument("--l2", type=finite_float(0, low_open=True), default=DEFAULT_L2, help="fixed l2 (default: chosen per draw by cross-validation, as adapt does)")
+    ap.add_argument("--l2-grid", type=finite_float(0, low_open=True), nargs="+", default=list(L2_GRID), metavar="L2",
+                    help="the values the per-draw cross-validation chooses l2 from (default: adapt's, %(default)s); "
+                         "a measurement option: adapt itself always uses its default grid")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
     args = ap.parse_args(argv)
+    if args.l2 is not None and args.l2_grid != list(L2_GRID):
+        ap.error("give --l2 (one fixed value) or --l2-grid (values to choose from), not both")
     outs = report_paths(ap, args.cells, args.out)
     clf = load_model(args.model)
     command = "python -m training.fewshot " + " ".join(sys.argv[1:] if argv is None else argv)
