@@ -6,6 +6,8 @@ import json
 import math
 import struct
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -259,6 +261,30 @@ def test_ply_and_obj_reread_with_trimesh(tmp_path, sphere, suffix):
     assert tm.vertices.shape == (sphere.n_vertices, 3) and tm.faces.shape == (sphere.n_faces, 3)
     assert np.allclose(tm.vertices, sphere.vertices, atol=1e-4)
     assert np.abs(tm.visual.vertex_colors[:, :3].astype(int) - sphere.colors).max() <= 1
+
+
+@pytest.mark.parametrize("suffix", [".glb", ".ply", ".obj"])
+def test_a_write_that_fails_half_way_keeps_the_earlier_file(tmp_path, sphere, suffix, monkeypatch):
+    """Nothing saved is lost: the earlier mesh stays byte for byte, and no partial file is left beside it."""
+    path = M.write_mesh(sphere, tmp_path / f"cell{suffix}")
+    before = path.read_bytes()
+
+    def dies_half_way(mesh, target):
+        Path(target).write_bytes(before[: len(before) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setitem(M.WRITERS, suffix, dies_half_way)
+    with pytest.raises(OSError, match="No space"):
+        M.write_mesh(sphere, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_a_complete_write_replaces_the_earlier_file(tmp_path, sphere):
+    path = tmp_path / "cell.ply"
+    path.write_bytes(b"an earlier mesh")
+    assert M.write_mesh(sphere, path) == path
+    assert path.read_bytes().startswith(b"ply") and sorted(p.name for p in tmp_path.iterdir()) == ["cell.ply"]
 
 
 def test_write_mesh_refuses_unknown_formats(tmp_path, sphere):

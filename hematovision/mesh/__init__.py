@@ -29,6 +29,9 @@ voxels when no spacing is given), centred on the object.
 from __future__ import annotations
 
 import importlib
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -170,7 +173,7 @@ WRITERS = {".glb": write_glb, ".ply": write_ply, ".obj": write_obj}
 
 
 def write_mesh(mesh: Mesh, path: str | Path) -> Path:
-    """Write by suffix: .glb, .ply or .obj."""
+    """Write by suffix: .glb, .ply or .obj; atomically (an existing file is replaced only by a complete one)."""
     path = Path(path)
     writer = WRITERS.get(path.suffix.lower())
     if writer is None:
@@ -178,4 +181,13 @@ def write_mesh(mesh: Mesh, path: str | Path) -> Path:
     if mesh.n_faces == 0:  # an empty file would look like a result
         raise ValueError(f"{path}: the mesh has no triangles, so nothing was written; check the input "
                          "(a larger triangle budget may keep a surface).")
-    return writer(mesh, path)
+    # Written under the same name in a hidden folder beside the target (the .glb keeps the file's stem as its mesh
+    # name), then renamed over it in one step: a write that fails half-way (a full disk, an interrupt) leaves an
+    # earlier file of that name as it was, never a truncated mesh.
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+    try:
+        writer(mesh, staging / path.name)
+        os.replace(staging / path.name, path)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return path
