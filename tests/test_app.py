@@ -145,6 +145,15 @@ def test_model_card(client):
         assert len(card) > 100 and "<script" not in card.lower()
 
 
+def test_the_limits_point_to_the_cross_lab_figures_of_the_white_cell_cards(client):
+    """The About tab says other labs' cells are a problem and where the measured figures are; that section must exist."""
+    from hematovision.web.about_tab import ABOUT
+
+    assert "research tool, not a diagnostic device" in ABOUT and '("Cross-lab accuracy")' in ABOUT
+    for model in ("wbc", "wbc-crosslab"):
+        assert "## Cross-lab accuracy" in client.predict(model, api_name="/model_card")
+
+
 # --------------------------------------------------------------------------- bad uploads: an error, not a crash
 
 

@@ -31,8 +31,11 @@ ABOUT = """### How to read the results
 
 ### Limits
 The models were trained on single-cell CellaVision images from one hospital (PBC) and on ALL smear fields from another;
-other microscopes, stains, magnifications and cell types reduce accuracy. **This is a research tool, not a diagnostic
-device**: it has no regulatory clearance and must not be used for diagnosis or treatment decisions.
+other microscopes, stains, magnifications and cell types reduce accuracy, a lot: on other labs' cells the white-cell
+models are right far less often than on their own lab's, and many of their answers there are flagged uncertain. Their
+model cards below give the measured figures ("Cross-lab accuracy"). On a new set-up, check every cell and adapt the
+model with labelled cells of your own. **This is a research tool, not a diagnostic device**: it has no regulatory
+clearance and must not be used for diagnosis or treatment decisions.
 """
 
 
