@@ -83,21 +83,54 @@ def test_the_pool_command_writes_spectra_and_their_sources(tmp_path):
     with np.load(out) as saved:
         assert saved["amplitude"].shape == (3, 3, 16, 16) and int(saved["size"]) == 16
         assert "(3 images)" in str(saved["sources"][0])
-    spectra_, used = collect([folder], size=16, limit=2)
-    assert len(spectra_) == 2 and "(2 images)" in used[0]
+    pool = collect([folder], size=16, limit=2)
+    assert len(pool.values) == 2 and "(2 images)" in pool.used[0] and pool.skipped == []
 
 
+POOL_COMMANDS = pytest.mark.parametrize("command", ["training.amplitude_pool", "training.colour_pool"])
+
+
+def pool_command(name):
+    import importlib
+
+    return importlib.import_module(name).main
+
+
+@POOL_COMMANDS
 @pytest.mark.parametrize("argv,message", [
-    (["--images", "{empty}", "--out", "{out}"], "no images under"),
-    (["--images", "{empty}", "--size", "4", "--out", "{out}"], "--size must be at least 8"),
+    (["--images", "{empty}", "--out", "{out}"], "no readable images under"),
+    (["--images", "{broken}", "--out", "{out}"], "no readable images under"),
+    (["--images", "{empty}", "--limit", "0", "--out", "{out}"], "argument --limit"),
 ])
-def test_the_pool_command_rejects_bad_input(tmp_path, capsys, argv, message):
+def test_the_pool_commands_reject_bad_input(tmp_path, capsys, command, argv, message):
     (tmp_path / "empty").mkdir()
-    argv = [a.format(empty=tmp_path / "empty", out=tmp_path / "p.npz") for a in argv]
-    with pytest.raises(SystemExit):
-        pool_main(argv)
-    assert message in capsys.readouterr().err
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "x.png").write_bytes(b"not a png")
+    argv = [a.format(empty=tmp_path / "empty", broken=tmp_path / "broken", out=tmp_path / "p.npz") for a in argv]
+    with pytest.raises(SystemExit) as exc:
+        pool_command(command)(argv)
+    assert exc.value.code == 2 and message in capsys.readouterr().err
     assert not (tmp_path / "p.npz").exists()
+
+
+def test_the_amplitude_pool_needs_a_real_size(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        pool_main(["--images", str(tmp_path), "--size", "4", "--out", str(tmp_path / "p.npz")])
+    assert "--size must be at least 8" in capsys.readouterr().err
+
+
+@POOL_COMMANDS
+def test_unreadable_images_are_listed_and_skipped(tmp_path, capsys, command):
+    folder = tmp_path / "lab"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "good.png"), np.full((40, 40, 3), 90, np.uint8))
+    (folder / "truncated.jpg").write_bytes(b"\xff\xd8\xff\xe0 cut short")
+    out = tmp_path / "pool.npz"
+    assert pool_command(command)(["--images", str(folder), "--out", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "skipped (unreadable)" in err and "truncated.jpg" in err and "good.png" not in err
+    with np.load(out) as saved:
+        assert "(1 images)" in str(saved["sources"][0])
 
 
 def test_amplitude_mix_needs_a_pool(capsys):
