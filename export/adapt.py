@@ -181,4 +181,6 @@ def int8_agreement(model, adapted, target: np.ndarray, to_input) -> float:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hematovision.commands import run_tool
+
+    run_tool(main)

@@ -65,4 +65,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hematovision.commands import run_tool
+
+    run_tool(main)

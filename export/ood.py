@@ -115,4 +115,6 @@ def _nonblood_measures(clf, per_category: int) -> dict:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hematovision.commands import run_tool
+
+    run_tool(main)

@@ -317,4 +317,6 @@ def _print_summary(args: argparse.Namespace, tflite_path: Path, report: dict, pa
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hematovision.commands import run_tool
+
+    run_tool(main)

@@ -34,7 +34,6 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -482,4 +481,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hematovision.commands import run_tool
+
+    run_tool(main)

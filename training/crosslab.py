@@ -233,4 +233,6 @@ def summary(report: dict) -> str:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hematovision.commands import run_tool
+
+    run_tool(main)

@@ -250,4 +250,6 @@ def check_batch_norm(model, train: Split, spec: InputSpec, *, fit_accuracy: floa
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hematovision.commands import run_tool
+
+    run_tool(main)

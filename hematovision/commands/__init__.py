@@ -1,8 +1,8 @@
 """The CLI's commands, one module each (``add_parser(subparsers)`` and ``run(args) -> int``; see ``hematovision/__main__.py``).
 
 What several commands share lives here: the default model and the ``--model``
-option, the ``--session`` choice, the one-line ``error: ...`` report and the
-JSON report writer. Only the standard library, the registry and the station's schema constants are imported.
+option, the ``--session`` choice, the one-line ``error: ...`` report (and :func:`run_tool` for the
+training and export tools) and the JSON report writer. Only the standard library, the registry and the station's schema constants are imported.
 """
 
 from __future__ import annotations
@@ -129,6 +129,21 @@ def fail(reason: object, *, status: int = 1) -> int:
     """Print ``error: <reason>`` on stderr (one line for the user, no traceback); return the exit ``status``."""
     print(f"error: {reason}", file=sys.stderr)
     return status
+
+
+def run_tool(main) -> None:
+    """``sys.exit(main())`` for the training and export tools (``python -m training.X``, ``python -m export.X``).
+
+    A missing data folder or file, or a HematoVision error (each says how to fix it), becomes one ``error: ...``
+    line and exit status 2 instead of a traceback; any other exception is a bug and keeps its traceback.
+    """
+    from ..errors import HematoVisionError
+
+    try:
+        status = main()
+    except (FileNotFoundError, HematoVisionError) as exc:
+        status = fail(exc, status=2)
+    sys.exit(status)
 
 
 def write_json(path: str | Path, data: Any, *, indent: int = 2) -> Path:
