@@ -113,9 +113,8 @@ def run(clf, images: list[Path], *, keras_path: str | Path | None = None, runs: 
 
 def _tflite_rows(clf, images, xs, timer, *, views: int, notes: list[str]) -> list[Timing]:
     """The int8 rows: the network alone (1 and 2 threads), as shipped per image, and the whole ``predict`` path."""
-    from hematovision.runtime import TFLiteModel
-
     from hematovision.classifier import Classifier
+    from hematovision.runtime import TFLiteModel
 
     k, spec, cores = len(xs), clf.spec, clf.model.num_threads
     one = TFLiteModel(spec.tflite_path, num_threads=1)
@@ -128,8 +127,6 @@ def _tflite_rows(clf, images, xs, timer, *, views: int, notes: list[str]) -> lis
                           + f", {cores} thread(s) (the default: every core)", lambda i: clf.forward(xs[i % k])))
     per_view = None
     if views > 1:
-        from hematovision.classifier import Classifier
-
         per_view = Classifier(spec, batch_views=False, num_threads=cores)
         rows += _tta_forward_rows(clf, per_view, xs, timer, views=views)
         if not clf.views_batched:

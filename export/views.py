@@ -25,8 +25,6 @@ import json
 import sys
 from pathlib import Path
 
-import numpy as np
-
 DEFAULT_TOLERANCE = 0.001  # 0.1 accuracy points
 
 

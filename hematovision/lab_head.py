@@ -20,11 +20,15 @@ L_max = max|x|^2 / 2 + lam (softmax CE's Hessian is <= |x|^2 / 2 per sample).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import tta
 from .lab_calibration import softmax
+
+if TYPE_CHECKING:  # the annotation only: the head's maths need no classifier at import time
+    from .classifier import Classifier
 
 #: ``l2`` values the lab's own cross-validation chooses from (the default); ``--l2 VALUE`` fixes one instead.
 L2_GRID = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2)

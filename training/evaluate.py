@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from . import metrics
-from .data import DATASETS, load_split, read_splits
+from .data import load_split, read_splits
 
 
 def write_confusion(report: dict, labels, stem: Path, title: str) -> None:
