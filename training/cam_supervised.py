@@ -181,8 +181,8 @@ def _with_extra_labelled(train: Split, folders, share: float, size: int, labels)
 
 
 def _augmenters(args, config: dict):
-    """(geometry on image + mask, appearance on the image only) for ``--augment`` (and ``--grayscale``); records the
-    colour pool."""
+    """(geometry on image + mask, appearance on the image only) for ``--augment``: ``--amplitude-mix`` before the
+    level's appearance, ``--grayscale`` after it; records the colour and amplitude pools in ``config``."""
     geometry, appearance = _level_augmenters(args, config)
     mix = _amplitude_mixer(args, config)
     if mix is not None:
