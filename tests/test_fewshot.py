@@ -73,3 +73,38 @@ def test_a_fixed_l2_and_a_grid_are_not_given_together(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--cells", str(tmp_path / "lab"), "--out", str(tmp_path / "r.json"), "--l2", "1e-3", "--l2-grid", "1e-4", "1e-3"])
     assert exc.value.code == 2 and "not both" in capsys.readouterr().err
+
+
+def test_jitter_views_are_recorded_and_the_shifted_lab_is_still_fixed(tiny, tmp_path):
+    """--jitter-views (a measurement option): recorded in the report; the test cells and the fix are unchanged."""
+    from training.fewshot import main
+
+    lab = write_cells(tmp_path / "labs" / "shifted", {lb: 8 for lb in LABELS}, shift=True)
+    args = ["--model", str(tiny), "--cells", str(lab), "--k", "3", "--draws", "2"]
+    assert main([*args, "--jitter-views", "4", "--out", str(tmp_path / "j.json")]) == 0
+    report = json.loads((tmp_path / "j.json").read_text())
+    assert report["jitter_views"] == 4 and "--jitter-views 4" in report["command"]
+    (r,) = report["results"]
+    assert r["test_cells_per_draw"] == 15 and r["adapted"]["mean"] >= 0.9  # still fixes the shifted lab
+
+
+def test_jitter_changes_an_image_mildly_and_is_seeded():
+    import numpy as np
+
+    from training.fewshot_jitter import jitter
+
+    rgb = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    a, b = jitter(rgb, np.random.default_rng(1)), jitter(rgb, np.random.default_rng(1))
+    assert a.shape == rgb.shape and a.dtype == np.uint8 and np.array_equal(a, b)
+    flat = np.full((64, 64, 3), 128, np.uint8)  # a flat grey stays grey within brightness x0.9-1.1 and gamma 0.9-1.1
+    out = jitter(flat, np.random.default_rng(2)).astype(int)
+    assert np.ptp(out) <= 2 and 100 <= out.mean() <= 156
+
+
+@pytest.mark.parametrize("value", ["-1", "2.5", "1000"])
+def test_jitter_views_must_be_a_small_whole_number(tmp_path, capsys, value):
+    from training.fewshot import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--cells", str(tmp_path / "lab"), "--out", str(tmp_path / "r.json"), "--jitter-views", value])
+    assert exc.value.code == 2 and "argument --jitter-views" in capsys.readouterr().err

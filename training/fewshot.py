@@ -34,10 +34,11 @@ import numpy as np
 from hematovision import load_model
 from hematovision.adapt import (DEFAULT_L2, L2_GRID, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells,
                                 source_theta)
-from hematovision.commands import finite_float, positive_int
+from hematovision.commands import bounded_int, finite_float, positive_int
 from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
 from hematovision.images import load_image
 from training.crosslab import cells_root
+from training.fewshot_jitter import jitter_features
 from training.metrics import wilson
 
 
@@ -133,6 +134,9 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
     images = [load_image(p) for files in groups.values() for p in files]
     print(f"{cells}: {len(images)} cells; extracting features (8 dihedral views each)...", file=sys.stderr)
     feats, src_logits = extract(clf, images)
+    if args.jitter_views:  # extra fitting samples of each cell; deployed (test) features stay the dihedral ones
+        print(f"{args.jitter_views} jitter views each (training/fewshot_jitter.py)...", file=sys.stderr)
+        feats = np.concatenate([feats, jitter_features(clf, images, args.jitter_views, args.seed)], axis=1)
     y = np.array([clf.labels.index(n) for n in names])
     theta0 = source_theta(clf)
     results = []
@@ -145,7 +149,8 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
               f"source {r['source']['mean']:.3f} +- {r['source']['std']:.3f} ({r['classes']} classes)", file=sys.stderr)
     return {"model": clf.name, "model_sha256": clf.spec.sha256, "cells": str(cells),
             "count_per_class": {lb: names.count(lb) for lb in dict.fromkeys(names)}, "draws": args.draws, "l2": args.l2,
-            "l2_grid": None if args.l2 is not None else list(args.l2_grid), "seed": args.seed, "command": command, "results": results}
+            "l2_grid": None if args.l2 is not None else list(args.l2_grid), "seed": args.seed,
+            "jitter_views": args.jitter_views, "command": command, "results": results}
 
 
 def main(argv=None) -> int:
@@ -159,6 +164,9 @@ def main(argv=None) -> int:
     ap.add_argument("--l2-grid", type=finite_float(0, low_open=True), nargs="+", default=list(L2_GRID), metavar="L2",
                     help="the values the per-draw cross-validation chooses l2 from (default: adapt's, %(default)s); "
                          "a measurement option: adapt itself always uses its default grid")
+    ap.add_argument("--jitter-views", type=bounded_int(0, 256), default=0, metavar="N",
+                    help="a measurement option: N mild within-lab jitter views per cell as extra head-fitting samples "
+                         "(training/fewshot_jitter.py; test cells are scored on their usual views); adapt does not use it")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
     args = ap.parse_args(argv)
