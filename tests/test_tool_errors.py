@@ -44,6 +44,7 @@ def test_a_bug_keeps_its_traceback():
     ["training.fewshot", "--model", "models/wbc.json", "--cells", "{missing}", "--out", "{out}"],
     ["training.crosslab", "--model", "models/wbc.json", "--labelled", "{missing}", "--out", "{out}"],
     ["training.amplitude_pool", "--images", "{missing}", "--out", "{out}"],
+    ["training.cytoplasm_colour", "--pbc", "{missing}", "--cells", "{missing}", "--classes", "neutrophil", "--out", "{out}"],
 ])
 def test_a_missing_data_folder_through_the_real_tools(tmp_path, argv):
     argv = [a.format(missing=tmp_path / "missing", out=tmp_path / "r.json") for a in argv]
