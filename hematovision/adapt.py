@@ -133,6 +133,12 @@ def load_cells(groups: dict[str, list[Path]], root: Path) -> tuple[list[np.ndarr
     return images, names, paths
 
 
+def pooled(feature_map: np.ndarray) -> np.ndarray:
+    """The network's feature-map output (1, h, w, D) -> its global average pool (D,): what the head sees.
+    GAP is rotation-invariant, so each dihedral view's pool is the same function of the cell."""
+    return feature_map[0].reshape(-1, feature_map.shape[-1]).mean(axis=0)
+
+
 def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Images -> pooled features per dihedral view (N, 8, D) and the source model's logits (N, C)."""
     oi, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
@@ -141,7 +147,7 @@ def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.n
     for rgb in images:
         x = prepare(rgb, clf.spec.input)[0]
         outs = [clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None]) for k, flip in tta.DIHEDRAL8]
-        f = np.stack([o[fi][0].reshape(-1, o[fi].shape[-1]).mean(axis=0) for o in outs])  # GAP is rotation-invariant
+        f = np.stack([pooled(o[fi]) for o in outs])
         if clf.logits_from_head:
             z = f[used].mean(axis=0) @ clf.head_weights + clf.head_bias
         else:

@@ -18,7 +18,6 @@ wrong way and only granule texture and nucleus shape can tell the two apart.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 from pathlib import Path
@@ -27,9 +26,9 @@ import cv2
 import numpy as np
 
 from hematovision.cells.morphology import measure
-from hematovision.cells.segmentation import SegmentationError
 from hematovision.commands import bounded_int
 from training.crosslab import labelled_cells
+from training.data import read_splits
 
 AXES = ("L", "a", "b")
 
@@ -46,7 +45,7 @@ def cytoplasm_lab(paths: list[Path]) -> tuple[np.ndarray, int]:
     for path in paths:
         try:
             colour = measure(path).cytoplasm_color
-        except (SegmentationError, ValueError):  # no cell found, or an unreadable image: counted, not guessed
+        except ValueError:  # SegmentationError (no cell found) or InvalidImageError (unreadable): counted, not guessed
             colour = None
         if colour is None:
             failed += 1
@@ -65,7 +64,7 @@ def summary(lab: np.ndarray, failed: int) -> dict:
 
 def pbc_sample(pbc: Path, classes: list[str], per_class: int, seed: int) -> dict[str, list[Path]]:
     """A seeded sample of ``per_class`` test-split images of each class (all of them where there are fewer)."""
-    rows = list(csv.DictReader((pbc / "splits.csv").open(encoding="utf-8")))
+    rows = read_splits(pbc)
     rng = np.random.default_rng(seed)
     sample = {}
     for c in classes:

@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from hematovision import tta
+from hematovision.adapt import pooled
 from hematovision.preprocessing import prepare
 
 
@@ -55,7 +56,6 @@ def jitter_features(clf, images: list[np.ndarray], views: int, seed: int = 0) ->
         for _ in range(views):
             x = prepare(jitter(rgb, rng), clf.spec.input)[0]
             k, flip = tta.DIHEDRAL8[rng.integers(8)]
-            out = clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None])[fi]
-            row.append(out[0].reshape(-1, out.shape[-1]).mean(axis=0))  # GAP, as adapt.extract pools
+            row.append(pooled(clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None])[fi]))
         rows.append(row)
     return np.asarray(rows, np.float64)
