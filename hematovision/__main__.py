@@ -1,4 +1,4 @@
-"""``python -m hematovision <command>``: classify | mesh | station | review | report | adapt | archive | calibrate.
+"""``python -m hematovision <command>``: classify | mesh | station | review | report | adapt | scope | archive | calibrate.
 
 Each command lives in ``hematovision/commands/<name>.py`` with
 ``add_parser(subparsers)`` and ``run(args) -> int``; heavy libraries are
@@ -13,7 +13,7 @@ import sys
 
 from . import __version__
 
-COMMANDS = ("classify", "mesh", "station", "review", "report", "adapt", "archive", "calibrate")
+COMMANDS = ("classify", "mesh", "station", "review", "report", "adapt", "scope", "archive", "calibrate")
 
 
 def build_parser() -> argparse.ArgumentParser:

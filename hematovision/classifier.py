@@ -29,7 +29,10 @@ class Prediction:
     image's size (None when not asked for). ``out_of_distribution`` is True when
     the image's features are far from every training class (see ``ood.py``):
     probably not a blood cell like the training images; it also sets ``uncertain``.
-    It is None for models without an OOD reference. ``atypical`` is True when the
+    It is None for models without an OOD reference. ``outside_scope`` names the
+    model's first choice when a lab's differential scope (``hematovision/scope.py``)
+    does not count that class: ``label`` is then the best class the lab counts and
+    the cell is ``uncertain``. ``atypical`` is True when the
     OOD score is above the model's ``ood.atypical_threshold`` (the 95th percentile
     of val scores: one training-lab cell in twenty is atypical). On its own it
     means nothing; many atypical cells in one batch mean an unfamiliar set-up
@@ -45,13 +48,15 @@ class Prediction:
     ood_score: float | None = None
     out_of_distribution: bool | None = None
     atypical: bool | None = None
+    outside_scope: str | None = None
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         return sorted(self.probabilities.items(), key=lambda kv: -kv[1])[:k]
 
     def to_json(self) -> dict:
         return {"label": self.label, "confidence": self.confidence, "probabilities": self.probabilities,
-                "uncertain": self.uncertain, "out_of_distribution": self.out_of_distribution, "atypical": self.atypical}
+                "uncertain": self.uncertain, "out_of_distribution": self.out_of_distribution, "atypical": self.atypical,
+                "outside_scope": self.outside_scope}
 
 
 class Classifier:
@@ -151,7 +156,7 @@ class Classifier:
         z = logits / self.spec.temperature
         p = np.exp(z - z.max())
         p /= p.sum()
-        top = int(p.argmax())
+        top, outside = self.spec.scope.choose(p, self.labels) if self.spec.scope else (int(p.argmax()), None)
         heat = None
         if cam and self.head_weights is not None:
             heat = cam_maps.upsample(cam_maps.class_activation_map(features, self.head_weights, top), *rgb.shape[:2])
@@ -166,12 +171,13 @@ class Classifier:
             label=self.labels[top],
             confidence=confidence,
             probabilities={label: float(v) for label, v in zip(self.labels, p)},
-            uncertain=confidence < self.spec.uncertain_threshold or bool(ood),
+            uncertain=confidence < self.spec.uncertain_threshold or bool(ood) or outside is not None,
             cam=heat,
             model=self.spec.name,
             ood_score=ood_score,
             out_of_distribution=ood,
             atypical=atypical,
+            outside_scope=outside,
         )
 
 

@@ -42,21 +42,21 @@ def check_name(name: str) -> str:
     return name
 
 
-def read_adaptation(json_path: Path) -> dict | None:
-    """The model JSON at ``json_path`` when it is a lab adaptation (a dict ``adaptation`` entry); None when it is
-    missing, unreadable or another model's."""
+def read_adaptation(json_path: Path, *, kind: str = "adaptation") -> dict | None:
+    """The model JSON at ``json_path`` when it is a lab model of ``kind`` (a dict entry of that name: ``adaptation``
+    from ``adapt``, ``scope`` from ``scope``); None when it is missing, unreadable or another model's."""
     try:
         data = json.loads(Path(json_path).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return data if isinstance(data, dict) and isinstance(data.get("adaptation"), dict) else None
+    return data if isinstance(data, dict) and isinstance(data.get(kind), dict) else None
 
 
-def earlier_adaptation(out: Path, name: str, *, source_json: Path) -> dict | None:
-    """The JSON of the earlier adaptation that this run will replace, or None when OUT holds no files of ``name``.
+def earlier_adaptation(out: Path, name: str, *, source_json: Path, kind: str = "adaptation") -> dict | None:
+    """The JSON of the earlier lab model that this run will replace, or None when OUT holds no files of ``name``.
 
-    Refuses (:class:`ModelFilesExistError`) the source model's own JSON, a JSON that is not a lab adaptation
-    (no ``adaptation`` entry) or cannot be read, and model files of ``name`` without their JSON.
+    Refuses (:class:`ModelFilesExistError`) the source model's own JSON, a JSON that is not a lab model of ``kind``
+    (no such entry: ``adaptation``, or ``scope``) or cannot be read, and model files of ``name`` without their JSON.
     """
     json_path = out / f"{name}.json"
     if json_path.exists() and json_path.resolve() == Path(source_json).resolve():
@@ -64,10 +64,11 @@ def earlier_adaptation(out: Path, name: str, *, source_json: Path) -> dict | Non
     present = [out / f"{name}{s}" for s in MODEL_SUFFIXES if (out / f"{name}{s}").exists()]
     if not present:
         return None
-    data = read_adaptation(json_path)
+    data = read_adaptation(json_path, kind=kind)
     if data is None:
         listed = ", ".join(p.name for p in present)
-        raise ModelFilesExistError(f"{out} already holds {listed}, which is not an earlier lab adaptation named {name!r}; "
+        what = "lab adaptation" if kind == "adaptation" else f"lab model with a {kind}"
+        raise ModelFilesExistError(f"{out} already holds {listed}, which is not an earlier {what} named {name!r}; "
                                    "choose another --name or --out (nothing was written).")
     return data
 

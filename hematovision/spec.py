@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import ModelFormatError
+from .scope import DifferentialScope, ScopeError
 from .stain_norm import StainReference
 from .tta import VIEW_SETS
 
@@ -125,6 +126,7 @@ class ModelSpec:
     display_name: str = ""
     examples: str | None = None
     morphology_reference: Path | None = None
+    scope: DifferentialScope | None = None  # the classes a lab counts (hematovision/scope.py); None: all
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
     def red_cell_px(self, shape: tuple[int, ...]) -> float | None:
@@ -185,10 +187,13 @@ class ModelSpec:
                 display_name=str(data.get("display_name") or data.get("task") or data["name"]),
                 examples=data.get("examples"),
                 morphology_reference=_beside(folder, (data.get("morphology") or {}).get("reference_file")),
+                scope=DifferentialScope.from_json(data.get("scope"), labels),
                 raw=dict(data),
             )
         except ModelFormatError:
             raise
+        except ScopeError as exc:
+            raise ModelFormatError(f"{json_path}: {exc} Write the scope again with `python -m hematovision scope`.") from exc
         except (KeyError, TypeError, ValueError) as exc:
             raise ModelFormatError(
                 f"{json_path}: model metadata is missing or has a bad field ({type(exc).__name__}: {exc}); "

@@ -54,6 +54,10 @@ def models(tmp_path_factory):
     del data["morphology"]["reference_file"]
     no_reference.write_text(json.dumps(data))
     copy_as(dest / "wbc.json", dest, "wbc-broken", display_name="Broken").with_suffix(".tflite").unlink()
+    from hematovision.lab_scope import scope_model
+
+    scope_model(dest / "wbc.json", ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"], dest,
+                name="wbc-5part", log=lambda msg: None)
     return dest
 
 
@@ -72,10 +76,11 @@ def test_a_copied_model_is_offered_through_the_api(served):
     endpoints = client.view_api(return_format="dict", print_info=False)["named_endpoints"]
     for endpoint in ("/classify", "/explain", "/mesh", "/morphology", "/batch"):
         enum = next(p for p in endpoints[endpoint]["parameters"] if p["parameter_name"] == "model_name")["type"]["enum"]
-        assert enum == ["wbc", "all", "wbc-mylab", "wbc-noref"], (endpoint, enum)
+        assert enum == ["wbc", "all", "wbc-5part", "wbc-mylab", "wbc-noref"], (endpoint, enum)
     config = httpx.get(f"{url}config", timeout=30).json()
     radio = next(c for c in config["components"] if c["props"].get("elem_id") == "model")
     assert ["White cells, my lab", "wbc-mylab"] in radio["props"]["choices"]
+    assert ["White-cell type (8 classes), lab scope: 5 classes", "wbc-5part"] in radio["props"]["choices"]
     assert ["White-cell type (8 classes)", "wbc"] in radio["props"]["choices"]
     galleries = sorted(c["props"]["label"] for c in config["components"] if c["type"] == "dataset")
     assert galleries == ["Examples: Leukemia stage, ALL (4 classes)", "Examples: White-cell type (8 classes)"]
@@ -92,6 +97,25 @@ def test_a_copied_model_classifies_measures_and_has_a_card(served):
     assert "Compared with normal" in summary and all(r["normal (5-95 %)"] for r in rows_of(table))
     card = client.predict("wbc-mylab", api_name="/model_card")
     assert "White cells, my lab" in card and "wbc-mylab" in card
+
+
+def test_a_scoped_lab_model_flags_a_first_choice_it_does_not_count(served):
+    """A five-part lab's copy (``python -m hematovision scope``): an immature granulocyte, which the lab does not
+    count, gets the best counted class, is flagged and is named as the model's first choice; a neutrophil is as before."""
+    url, _ = served
+    client = Client(url, verbose=False)
+    ig = WBC_EXAMPLE.parent / "ig__IG_198074.jpg"
+    _, _, shipped = client.predict(handle_file(ig), "wbc", api_name="/classify")
+    assert shipped["label"] == "ig"
+    _, card, ours = client.predict(handle_file(ig), "wbc-5part", api_name="/classify")
+    assert ours["outside_scope"] == "ig" and ours["uncertain"] is True
+    assert ours["label"] in ("neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil")
+    assert ours["probabilities"] == pytest.approx(shipped["probabilities"], abs=1e-6)  # not renormalised
+    assert "Outside this lab" in card and "<b>ig</b>" in card
+    _, _, neutrophil = client.predict(handle_file(WBC_EXAMPLE), "wbc-5part", api_name="/classify")
+    assert neutrophil["label"] == "neutrophil" and neutrophil["outside_scope"] is None
+    card = client.predict("wbc-5part", api_name="/model_card")
+    assert "Lab differential scope" in card and "erythroblast or ig or platelet is flagged" in card
 
 
 def test_a_model_without_a_morphology_reference_says_so(served):

@@ -36,7 +36,7 @@ def test_classify_folder_json_lines(tiny_models, images, tmp_path):
     rows = [json.loads(line) for line in r.stdout.splitlines()]
     assert [row["label"] for row in rows] == ["blue", "green", "red"]  # sorted file names
     for row in rows:
-        assert set(row) == {"path", "label", "confidence", "probabilities", "uncertain", "out_of_distribution", "atypical"}
+        assert set(row) == {"path", "label", "confidence", "probabilities", "uncertain", "out_of_distribution", "atypical", "outside_scope"}
         assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-6)
     pngs = sorted(cams.glob("*.png"))
     assert len(pngs) == 3 and Image.open(pngs[0]).size == (96, 96)

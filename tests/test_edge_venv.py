@@ -136,3 +136,20 @@ def test_edge_venv_adapts_100_cells_in_under_30_s(edge_python, tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert (tmp_path / "out" / "wbc-edge.json").exists()
     assert seconds < 30, f"adapt took {seconds:.1f} s on {n} cells"
+
+
+def test_edge_venv_scopes_a_model_and_classifies_with_it(edge_python, tiny_models, tmp_path, disc):
+    """`scope` needs only the edge install, and the scoped model flags a cell whose first choice it does not count."""
+    from PIL import Image
+
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "scope", "--model", str(tiny_models["tiny-int8"]),
+                        "--classes", "red", "green", "--out", str(tmp_path / "lab"), "--name", "rg"],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    img = tmp_path / "blue.png"
+    Image.fromarray(disc("blue", seed=3)).save(img)
+    r = subprocess.run([str(edge_python), "-m", "hematovision", "classify", "--model", str(tmp_path / "lab" / "rg.json"), str(img)],
+                       capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert r.returncode == 0, r.stderr
+    row = json.loads(r.stdout)
+    assert row["outside_scope"] == "blue" and row["uncertain"] and row["label"] in ("red", "green")

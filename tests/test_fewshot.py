@@ -108,3 +108,20 @@ def test_jitter_views_must_be_a_small_whole_number(tmp_path, capsys, value):
     with pytest.raises(SystemExit) as exc:
         main(["--cells", str(tmp_path / "lab"), "--out", str(tmp_path / "r.json"), "--jitter-views", value])
     assert exc.value.code == 2 and "argument --jitter-views" in capsys.readouterr().err
+
+
+def test_a_scoped_model_is_scored_as_it_answers(tiny, tmp_path):
+    """A model with a differential scope: no test cell is called an out-of-scope class, and the cells whose first
+    choice is outside the scope (here every blue disc, which the adapted head recognises) are flagged."""
+    from hematovision.lab_scope import scope_model
+    from training.fewshot import main
+
+    scoped = scope_model(tiny, ["red", "green"], tmp_path / "lab", name="rg", log=lambda m: None)
+    cells = write_cells(tmp_path / "labs" / "same", {lb: 8 for lb in LABELS}, shift=False, seed=1)
+    out = tmp_path / "fewshot.json"
+    assert main(["--model", str(scoped), "--cells", str(cells), "--k", "3", "--draws", "3", "--out", str(out)]) == 0
+    (r,) = json.loads(out.read_text())["results"]
+    matrix = r["confusion_pooled"]["rows_true_columns_predicted"]
+    assert [row[2] for row in matrix] == [0, 0, 0]  # nothing called blue
+    assert r["adapted"]["mean"] == pytest.approx(10 / 15, abs=0.07)  # red and green right, blue unnameable
+    assert r["adapted"]["flagged_uncertain"]["mean"] >= 5 / 15 - 1e-9 and r["adapted"]["confidently_wrong_share"] == 0

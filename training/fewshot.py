@@ -19,6 +19,9 @@ extended with the draw's cells. A test cell is flagged when its calibrated
 confidence is below the threshold or it is out of distribution; reported:
 share flagged, accuracy of the cells not flagged, and the share confidently
 wrong (not flagged and wrong) - pooled over draws, with Wilson intervals.
+A model with a differential scope (``python -m hematovision scope``) is scored
+as it answers: the best class in scope, and a cell whose first choice lies
+outside the scope flagged (hematovision/scope.py).
 ``--cells`` may be an otherlabs folder (DIR/images/<label>/<file> + labels.csv) or DIR/<label>/<file>.
 """
 
@@ -49,11 +52,21 @@ def adapted_flags(feats, y, train, fit, clf) -> np.ndarray:
         t, thr = refit_calibration(fit.oof, y[train])  # the out-of-fold logits of the chosen l2, as adapt uses them
     else:
         t, thr = clf.spec.temperature, clf.spec.uncertain_threshold
-    flagged = softmax((xd @ fit.theta) / t).max(axis=1) < thr
+    p = softmax((xd @ fit.theta) / t)
+    label, outside = predicted(p, clf)
+    flagged = (p[np.arange(len(p)), label] < thr) | outside
     if clf.ood is not None:
         ood, _ = extend_ood(clf.ood, feats[train])
         flagged |= ood.score(xd[:, :-1].astype(np.float32)) > ood.threshold
     return flagged
+
+
+def predicted(scores: np.ndarray, clf) -> tuple[np.ndarray, np.ndarray]:
+    """Each cell's label index and whether its first choice lies outside the model's differential scope (never
+    without a scope): hematovision/scope.py's rule, as the classifier applies it."""
+    if clf.spec.scope is None:
+        return scores.argmax(axis=1), np.zeros(len(scores), bool)
+    return clf.spec.scope.choose_rows(scores, clf.labels)
 
 
 def draw_labelled(y: np.ndarray, classes, k: int, rng: np.random.Generator) -> np.ndarray:
@@ -78,10 +91,10 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
         train = draw_labelled(y, classes, k, rng)
         test = keep & ~train
         fit = fit_lab_head(feats[train], y[train], theta0, clf.spec.tta, l2=l2, grid=grid)  # exactly what adapt fits
-        pred = (xd[test] @ fit.theta).argmax(axis=1)
+        pred = predicted(xd[test] @ fit.theta, clf)[0]
         ok = pred == y[test]
         np.add.at(confusion, (y[test], pred), 1)
-        src_ok = src_logits[test].argmax(axis=1) == y[test]
+        src_ok = predicted(src_logits[test], clf)[0] == y[test]
         flagged = adapted_flags(feats, y, train, fit, clf)[test]
         acc.append(ok.mean()), src_acc.append(src_ok.mean()), flag_share.append(flagged.mean()), chosen.append(fit.l2)
         for key, n in (("hits", ok.sum()), ("src_hits", src_ok.sum()), ("total", test.sum()), ("flagged", flagged.sum()),

@@ -35,11 +35,19 @@ def verdict_html(pred, spec):
         state, head = "uncertain", "Uncertain &mdash; review by a specialist"
         why = (f"This image does not look like the cells the model was trained on ({html.escape(spec.task or spec.name)}); "
                f"its best guess, <b>{label}</b> ({percent(pred.confidence)}), should not be trusted.")
+    elif getattr(pred, "outside_scope", None):
+        state, head = "uncertain", "Outside this lab's differential &mdash; review by a specialist"
+        first = pred.outside_scope
+        why = (f"The model's first choice is <b>{html.escape(first.replace('_', ' '))}</b> "
+               f"({percent(pred.probabilities.get(first, 0.0))}), a class this lab does not count "
+               f"({html.escape(', '.join(spec.scope.classes) if spec.scope else '')}); the best class it counts is <b>{label}</b> "
+               f"({percent(pred.confidence)}).")
     elif pred.uncertain:
         state, head = "uncertain", "Uncertain &mdash; review by a specialist"
+        runners = [(k, v) for k, v in pred.top(3) if k != pred.label][:2]
         why = (f"Best guess <b>{label}</b> at {percent(pred.confidence)} calibrated confidence, below the "
                f"{percent(spec.uncertain_threshold)} threshold chosen on validation data. Runner-up: "
-               + ", ".join(f"{html.escape(k.replace('_', ' '))} {percent(v)}" for k, v in pred.top(3)[1:]) + ".")
+               + ", ".join(f"{html.escape(k.replace('_', ' '))} {percent(v)}" for k, v in runners) + ".")
     else:
         state, head = "confident", f"{label} &middot; {percent(pred.confidence)}"
         why = f"Calibrated confidence {percent(pred.confidence)} (threshold {percent(spec.uncertain_threshold)})."
@@ -64,7 +72,7 @@ def classify(image, model_name):
 
     Returns:
         The calibrated class confidences (none when the image is out of distribution), the result card (HTML)
-        and the result as JSON (label, confidence, probabilities, uncertain, out_of_distribution, model,
+        and the result as JSON (label, confidence, probabilities, uncertain, out_of_distribution, outside_scope, model,
         uncertain_threshold, description).
     """
     path = upload_path(image)
