@@ -85,3 +85,33 @@ def test_a_class_missing_from_pbc_test_is_an_error(folders, tmp_path):
     with pytest.raises(FileNotFoundError, match="no test images labelled 'monocyte'"):
         main(["--pbc", str(pbc), "--cells", str(lab), "--classes", "monocyte", "--out", str(tmp_path / "r.json")])
     assert not (tmp_path / "r.json").exists()
+
+
+def test_the_check_sheet_and_the_segmented_cells_share_of_the_frame(folders, tmp_path):
+    """What the colours were read from is visible: one sheet row per source and class, and the segmented cell's
+    median share of the frame (the synthetic cell's true share) in the report."""
+    from tests._data import synthetic_cell
+    from training.cytoplasm_colour import main
+
+    pbc, lab = folders
+    out, sheet = tmp_path / "r.json", tmp_path / "sheet.png"
+    assert main(["--pbc", str(pbc), "--cells", str(lab), "--classes", "neutrophil", "eosinophil", "--per-class", "3",
+                 "--out", str(out), "--sheet", str(sheet), "--sheet-cells", "2"]) == 0
+    report = json.loads(out.read_text())
+    assert report["sheet"] == str(sheet)
+    img = cv2.imread(str(sheet))
+    assert img.shape == (4 * 2 * 96, 2 * 96 + 2 * 96, 3)  # 4 rows (2 PBC, 2 other-lab), caption + 2 cells of 96 px
+    _, cell, _ = synthetic_cell(seed=0)
+    share = report["pbc"]["classes"]["neutrophil"]["segmented_cell_share_of_frame_median"]
+    assert share == pytest.approx(cell.mean(), rel=0.25)
+
+
+def test_a_sheet_that_is_not_an_image_name_is_a_usage_error(folders, tmp_path, capsys):
+    from training.cytoplasm_colour import main
+
+    pbc, lab = folders
+    with pytest.raises(SystemExit) as exit_:
+        main(["--pbc", str(pbc), "--cells", str(lab), "--classes", "neutrophil", "--per-class", "1",
+              "--out", str(tmp_path / "r.json"), "--sheet", str(tmp_path / "sheet.nope")])
+    assert exit_.value.code == 2 and "use a .jpg or .png name" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
