@@ -150,3 +150,28 @@ def test_review_modules_import_only_the_edge_core(module):
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert r.returncode == 0, r.stderr
     assert not set(json.loads(r.stdout)) & heavy and "hematovision" in json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("probabilities, flag", [
+    ({"ig": 0.6, "neutrophil": 0.3, "monocyte": 0.1}, "unc,1st=ig"),  # a scoped model's cell: its first choice shown
+    ({"neutrophil": 0.6, "ig": 0.3, "monocyte": 0.1}, "unc "),  # the label is the first choice
+    ({"neutrophil": 0.45, "ig": 0.45, "monocyte": 0.1}, "unc "),  # a tie after rounding is not another first choice
+])
+def test_list_shows_a_first_choice_outside_the_scope(tmp_path, capsys, probabilities, flag):
+    from types import SimpleNamespace
+
+    from tests.test_review import WBC
+
+    path = tmp_path / "station.sqlite"
+    (tmp_path / "crops").mkdir()
+    with StationLog(path) as db:
+        s = db.open_session(model_name="wbc-5part", model_sha256="a" * 64, labels=WBC, source="folder:in", mode="cell")
+        crop = SimpleNamespace(image=np.full((24, 24, 3), 90, np.uint8), box=(0, 0, 24, 24))
+        pred = SimpleNamespace(label="neutrophil", confidence=probabilities["neutrophil"], uncertain=True,
+                               probabilities=probabilities, model="wbc-5part", out_of_distribution=False, atypical=None)
+        db.add_cell(s.id, frame=SimpleNamespace(index=0, name="f.png"), index_in_frame=0, crop=crop, prediction=pred,
+                    model_sha256="a" * 64, crops_dir=tmp_path / "crops")
+        db.close_session(s.id, stop_reason="source ended")
+    code, out, _ = cli(capsys, "--db", path, "--list")
+    row = out.splitlines()[1]
+    assert code == 0 and " neutrophil " in row and flag in row

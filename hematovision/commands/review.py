@@ -128,7 +128,9 @@ def _list(db, sessions, *, uncertain: bool, unverified: bool) -> int:
     print(f"{'cell':>7} {'session':>7} {'model label':<14} {'conf':>5} {'flags':<9} {'verified':<14} {'reviewer':<16} crop")
     for r in rows:
         c = r.cell
-        flags = ",".join(f for f, on in (("unc", c["uncertain"]), ("ood", c["out_of_distribution"])) if on) or "-"
+        first = r.first_choice(db.path)  # outside the model's differential scope: "1st=<class>"
+        flags = ",".join(f for f, on in (("unc", c["uncertain"]), ("ood", c["out_of_distribution"]),
+                                         (f"1st={first}", first)) if on) or "-"
         who = r.review.reviewer if r.review else "-"
         print(f"{c['id']:>7} {c['session_id']:>7} {c['label']:<14} {c['confidence']:>5.2f} {flags:<9} "
               f"{r.verified_label or '-':<14} {who:<16} {c['crop_path']}")

@@ -80,6 +80,15 @@ class CellReview:
     def verified_label(self) -> str | None:
         return self.review.label if self.review else None
 
+    def first_choice(self, db_path) -> str | None:
+        """The model's first choice when it is not the cell's label (a lab's differential scope did not count it,
+        hematovision/scope.py), read from the stored probabilities; None otherwise."""
+        probs = stored_json(db_path, self.cell["probabilities"], f"probabilities of cell {self.cell['id']}", dict)
+        if not probs:
+            return None
+        first = max(probs, key=probs.get)
+        return first if probs[first] > probs.get(self.cell["label"], 0.0) else None
+
 
 @dataclass(frozen=True)
 class VerifiedCount:
