@@ -227,3 +227,27 @@ def test_fhir_conclusion_carries_the_batch_shift_warning(tmp_path, capsys, ood, 
     text = resources_of(bundle)["DiagnosticReport"][0]["conclusion"]
     assert ("looks unlike the training lab's cells: 6 of 12 cells are out of distribution" in text) is warned
     assert text.endswith(RESEARCH_USE)
+
+
+@pytest.mark.parametrize("firsts, said", [
+    ({}, None),  # an unscoped model: nothing to say
+    ({0: "ig", 1: "ig", 5: "erythroblast"}, "outside this lab's differential (flagged, counted under the best class it "
+                                            "counts until reviewed): erythroblast 1, ig 2."),
+])
+def test_report_and_fhir_name_a_scoped_models_first_choices_outside_it(tmp_path, capsys, firsts, said):
+    """A five-part lab's station (python -m hematovision scope): the cells whose first choice was ig or erythroblast
+    are counted in the report and in the FHIR conclusion, like an analyser's suspect flags."""
+    db = tmp_path / "station.sqlite"
+    probabilities = {i: {c: 0.6, "neutrophil": 0.3} for i, c in firsts.items()}
+    make_db(db, ["neutrophil"] * 8 + ["lymphocyte"] * 4, uncertain=tuple(firsts), probabilities=probabilities)
+    out = tmp_path / "report.json"
+    assert main(["report", "--db", str(db), "--fhir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    bundle = json.loads(out.read_text())
+    validated(bundle)
+    text = resources_of(bundle)["DiagnosticReport"][0]["conclusion"]
+    if said is None:
+        assert "outside this lab's differential" not in text + printed
+    else:
+        assert said in text and said in printed
+    assert text.endswith(RESEARCH_USE)

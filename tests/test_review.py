@@ -49,9 +49,11 @@ CREATE INDEX IF NOT EXISTS frames_by_session ON frames(session_id);
 """
 
 
-def make_db(path: Path, labels, *, uncertain=(), ood=(), atypical=None, model_labels=WBC, sha="a" * 64) -> list[int]:
+def make_db(path: Path, labels, *, uncertain=(), ood=(), atypical=None, model_labels=WBC, sha="a" * 64,
+            probabilities=None) -> list[int]:
     """A station database with one finished session whose cells the model labelled ``labels`` (crops written);
-    the cells at the indices in ``ood`` are out of distribution, those in ``atypical`` atypical (None: no verdict)."""
+    the cells at the indices in ``ood`` are out of distribution, those in ``atypical`` atypical (None: no verdict);
+    ``probabilities``: index -> that cell's stored probabilities (default {label: 0.9})."""
     crops = path.parent / "crops"
     crops.mkdir(parents=True, exist_ok=True)
     ids = []
@@ -59,7 +61,8 @@ def make_db(path: Path, labels, *, uncertain=(), ood=(), atypical=None, model_la
         s = db.open_session(model_name="wbc", model_sha256=sha, labels=model_labels, source="folder:in", mode="cell")
         for i, label in enumerate(labels):
             crop = SimpleNamespace(image=np.full((24, 24, 3), 40 + 9 * i % 200, np.uint8), box=(0, 0, 24, 24))
-            pred = SimpleNamespace(label=label, confidence=0.9, uncertain=i in uncertain, probabilities={label: 0.9}, model="wbc",
+            pred = SimpleNamespace(label=label, confidence=0.9, uncertain=i in uncertain,
+                                   probabilities=(probabilities or {}).get(i, {label: 0.9}), model="wbc",
                                    out_of_distribution=i in ood, atypical=None if atypical is None else i in atypical)
             ids.append(db.add_cell(s.id, frame=SimpleNamespace(index=i, name=f"f{i:03d}.png"), index_in_frame=0, crop=crop,
                                    prediction=pred, model_sha256=sha, crops_dir=crops))

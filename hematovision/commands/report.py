@@ -10,7 +10,10 @@ to the database's folder; the latest review's label and reviewer included).
 out and listed). --fhir writes a FHIR R4 Bundle: a DiagnosticReport with one
 LOINC-coded Observation per white-cell class (percent of the counted
 leukocytes), the device and model; status "final" only with --verified once
-every cell of the selection is reviewed, else "preliminary". Research use only.
+every cell of the selection is reviewed, else "preliminary". With a scoped model
+(``python -m hematovision scope``) the report and the FHIR conclusion also count
+the cells whose first choice was a class the lab does not count (e.g. "ig 8"),
+as an analyser's suspect flags do. Research use only.
 Exit status: 0 ok, 1 the log cannot be read or the report not written, 2 usage.
 """
 
@@ -90,7 +93,7 @@ def _report(args) -> int:
 
 def _print_sessions(db, sessions, *, verified: bool) -> None:
     from ..station.differential import Differential
-    from ..station.review import verified_count
+    from ..station.review import first_choices_outside_scope, suspect_line, verified_count
 
     total = Differential(sessions[-1].labels)
     for s in sessions:
@@ -108,6 +111,9 @@ def _print_sessions(db, sessions, *, verified: bool) -> None:
         shift = db.batch_shift(s.id)
         if shift.shifted:
             print(f"  WARNING: {shift.message()}")
+        suspect = suspect_line(first_choices_outside_scope(db, [s.id]))
+        if suspect:
+            print(f"  {suspect}")
         total.extend(diff)
     if len(sessions) > 1:
         print(total.format(title=f"All {len(sessions)} sessions: {total.total} cells"))
@@ -115,7 +121,7 @@ def _print_sessions(db, sessions, *, verified: bool) -> None:
 
 def _write_fhir(db, sessions, path: Path, *, verified: bool) -> None:
     from ..station.fhir import DifferentialReport, FhirExportError, build_bundle, write_bundle
-    from ..station.review import verified_count
+    from ..station.review import first_choices_outside_scope, suspect_line, verified_count
     from ..station.log import now_iso
 
     models = {(s.model_name, s.model_sha256, s.labels) for s in sessions}
@@ -128,7 +134,8 @@ def _write_fhir(db, sessions, path: Path, *, verified: bool) -> None:
     report = DifferentialReport(labels=labels, counts=dict(diff.counts), model_name=name, model_sha256=sha, verified=verified,
                                 cells=count.cells, cells_verified=count.verified, excluded=dict(diff.excluded),
                                 reviewers=count.reviewers, effective=sessions[0].started, sessions=tuple(ids),
-                                shift_warning=db.batch_shift(*ids).message())
+                                shift_warning=db.batch_shift(*ids).message(),
+                                suspect=suspect_line(first_choices_outside_scope(db, ids)))
     write_bundle(build_bundle(report, issued=now_iso()), path)
     print(f"wrote FHIR R4 Bundle ({'final' if report.final else 'preliminary'}) to {path}")
 

@@ -67,6 +67,7 @@ class DifferentialReport:
     effective: str | None = None  # when the cells were imaged (the first session's start)
     sessions: tuple[int, ...] = ()
     shift_warning: str = ""  # hematovision.batch_shift: the cells look like another set-up than the training lab's
+    suspect: str = ""  # a scoped model's first choices outside the lab's differential (station.review.suspect_line)
 
     @property
     def final(self) -> bool:
@@ -145,6 +146,8 @@ def conclusion(report: DifferentialReport, table: Mapping[str, LoincRow], leukoc
                      else "Preliminary until a technologist verifies every cell (report --verified).")
     if report.shift_warning:
         parts.append(report.shift_warning)
+    if report.suspect:
+        parts.append(report.suspect)
     parts.append(RESEARCH_USE)
     return " ".join(parts)
 

@@ -216,6 +216,26 @@ def cell_reviews(db: StationLog, session_ids: Sequence[int] | None = None, *, un
     return [CellReview(cell=c, review=latest.get(c["id"])) for c in cells]
 
 
+def first_choices_outside_scope(db: StationLog, session_ids: Sequence[int] | None = None) -> dict[str, int]:
+    """How many cells a scoped model first called a class it does not count, per such class (hematovision/scope.py):
+    the analyser-style suspect count (e.g. {"ig": 8}); empty for an unscoped model."""
+    counts: dict[str, int] = {}
+    for row in cell_reviews(db, session_ids):
+        first = row.first_choice(db.path)
+        if first is not None:
+            counts[first] = counts.get(first, 0) + 1
+    return dict(sorted(counts.items()))
+
+
+def suspect_line(counts: dict[str, int]) -> str:
+    """The sentence the report prints and the FHIR conclusion carries ('' when there is nothing to say)."""
+    if not counts:
+        return ""
+    listed = ", ".join(f"{label} {n}" for label, n in counts.items())
+    return (f"Cells whose first choice is a class outside this lab's differential (flagged, counted under the best class "
+            f"it counts until reviewed): {listed}.")
+
+
 def verified_count(db: StationLog, session_ids: Sequence[int] | None, labels: Sequence[str]) -> VerifiedCount:
     """The differential of the verified labels (only reviewed cells count; smudge, artefact... are excluded)."""
     diff = Differential(tuple(labels))
