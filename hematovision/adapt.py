@@ -40,7 +40,7 @@ from .classifier import Classifier, load_model
 from .errors import HematoVisionError, ModelFormatError
 from .images import IMAGE_SUFFIXES, load_image
 from .lab_calibration import batch_verdict, extend_ood, out_of_fold_ood_scores, refit_atypical_threshold, refit_calibration
-from .lab_model_files import check_name, earlier_adaptation, staged
+from .lab_model_files import check_name, earlier_lab_model, staged
 from .lab_head import DEFAULT_L2, L2_GRID, HeadFit, deploy_features, fit_lab_head, source_theta, stratified_folds, view_indices
 from .preprocessing import prepare
 from .registry import sha256_file
@@ -174,7 +174,7 @@ def adapt(model: str | Path, cells_dir: str | Path, out_dir: str | Path, *, name
     if l2 is not None and not (math.isfinite(l2) and l2 > 0):
         raise AdaptError(f"l2 must be a positive finite number, not {l2!r}; leave it out to choose it by cross-validation.")
     out_dir, name = Path(out_dir), check_name(name or f"{spec.name}-lab")
-    replaced = earlier_adaptation(out_dir, name, source_json=spec.json_path)
+    replaced = earlier_lab_model(out_dir, name, source_json=spec.json_path)
     images, names, paths = load_cells(scan_cells(cells_dir, spec.labels), Path(cells_dir))
     y = np.array([spec.labels.index(n) for n in names])
     log(f"{len(y)} cells: " + ", ".join(f"{k} {names.count(k)}" for k in dict.fromkeys(names)) + "; extracting features...")

@@ -1,7 +1,7 @@
-"""Where an adapted model's files go: a plain name, never over another model, all files or none.
+"""Where a lab model's files go: a plain name, never over another model, all files or none.
 
-``adapt`` writes OUT/<name>.json beside its .tflite, .head.npz and .ood.npz. A lab
-re-adapting (more verified cells) replaces its own earlier adaptation; anything else
+``adapt`` (and ``scope``) write OUT/<name>.json beside its .tflite, .head.npz and .ood.npz. A lab
+re-adapting (more verified cells) replaces its own earlier adaptation (a scope, its earlier scope); anything else
 already in OUT under those names (a shipped model, another lab's files, a model
 whose JSON is gone) is refused, because nothing already saved may be lost. The
 files are first written to a hidden folder inside OUT and moved into place only
@@ -42,7 +42,7 @@ def check_name(name: str) -> str:
     return name
 
 
-def read_adaptation(json_path: Path, *, kind: str = "adaptation") -> dict | None:
+def read_lab_model(json_path: Path, *, kind: str = "adaptation") -> dict | None:
     """The model JSON at ``json_path`` when it is a lab model of ``kind`` (a dict entry of that name: ``adaptation``
     from ``adapt``, ``scope`` from ``scope``); None when it is missing, unreadable or another model's."""
     try:
@@ -52,7 +52,7 @@ def read_adaptation(json_path: Path, *, kind: str = "adaptation") -> dict | None
     return data if isinstance(data, dict) and isinstance(data.get(kind), dict) else None
 
 
-def earlier_adaptation(out: Path, name: str, *, source_json: Path, kind: str = "adaptation") -> dict | None:
+def earlier_lab_model(out: Path, name: str, *, source_json: Path, kind: str = "adaptation") -> dict | None:
     """The JSON of the earlier lab model that this run will replace, or None when OUT holds no files of ``name``.
 
     Refuses (:class:`ModelFilesExistError`) the source model's own JSON, a JSON that is not a lab model of ``kind``
@@ -64,7 +64,7 @@ def earlier_adaptation(out: Path, name: str, *, source_json: Path, kind: str = "
     present = [out / f"{name}{s}" for s in MODEL_SUFFIXES if (out / f"{name}{s}").exists()]
     if not present:
         return None
-    data = read_adaptation(json_path, kind=kind)
+    data = read_lab_model(json_path, kind=kind)
     if data is None:
         listed = ", ".join(p.name for p in present)
         what = "lab adaptation" if kind == "adaptation" else f"lab model with a {kind}"

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from .lab_model_files import check_name, earlier_adaptation, staged
+from .lab_model_files import check_name, earlier_lab_model, staged
 from .registry import resolve
 from .scope import DifferentialScope
 
@@ -29,7 +29,7 @@ def scope_model(model: str | Path, classes: Sequence[str], out_dir: str | Path, 
     spec = resolve(model)
     scope = DifferentialScope.of(classes, spec.labels)
     out_dir, name = Path(out_dir), check_name(name or f"{spec.name}-scoped")
-    replaced = earlier_adaptation(out_dir, name, source_json=spec.json_path, kind="scope")
+    replaced = earlier_lab_model(out_dir, name, source_json=spec.json_path, kind="scope")
     with staged(out_dir, name) as staging:
         _write(spec, scope, staging, name)
     if replaced is not None:

@@ -156,3 +156,25 @@ def test_localisation_counts_all_zero_maps_apart(monkeypatch):
     r = cam_localisation.localisation(clf, ["a", "b", "c"])
     assert (r["n"], r["skipped_no_cell"], r["all_zero_maps"]) == (2, 0, 1)
     assert r["mean_cam_mass_inside_cell"] == pytest.approx((1.0 + 0.25) / 2)
+
+
+def test_cells_outside_a_scope_are_counted_flagged_and_named():
+    """A scoped model's report on cells of classes the scope leaves out: how many were flagged, and how many had the
+    true class as their (outside-scope) first choice; nothing for an unscoped model or when no such cells exist."""
+    from types import SimpleNamespace
+
+    from hematovision.scope import DifferentialScope
+    from training.crosslab import outside_scope_cells
+
+    labels = ["neutrophil", "ig", "ig", "ig", "platelet"]
+    scope = DifferentialScope.of(["neutrophil", "lymphocyte"], ["ig", "lymphocyte", "neutrophil", "platelet"])
+    preds = [SimpleNamespace(uncertain=False, out_of_distribution=False, outside_scope=None),
+             SimpleNamespace(uncertain=True, out_of_distribution=False, outside_scope="ig"),
+             SimpleNamespace(uncertain=True, out_of_distribution=False, outside_scope="platelet"),
+             SimpleNamespace(uncertain=False, out_of_distribution=False, outside_scope=None),  # an ig named confidently
+             SimpleNamespace(uncertain=False, out_of_distribution=True, outside_scope=None)]
+    out = outside_scope_cells(preds, labels, scope)
+    assert out["n"] == 4 and out["counts"] == {"ig": 3, "platelet": 1}
+    assert out["flagged"]["value"] == 0.75 and out["first_choice_names_the_class"]["value"] == 0.25
+    assert outside_scope_cells(preds, labels, None) is None
+    assert outside_scope_cells(preds[:1], labels[:1], scope) is None

@@ -90,6 +90,20 @@ def score(preds, labels: list[str]) -> dict:
     }
 
 
+def outside_scope_cells(preds, labels: list[str], scope) -> dict | None:
+    """A scoped model (hematovision/scope.py) on cells of classes it does not count: the share flagged (every one
+    should be) and the share whose ``outside_scope`` names the true class. None without a scope or such cells."""
+    if scope is None:
+        return None
+    idx = [i for i, lab in enumerate(labels) if lab not in scope.classes]
+    if not idx:
+        return None
+    flagged = sum(preds[i].uncertain or bool(preds[i].out_of_distribution) for i in idx)
+    named = sum(preds[i].outside_scope == labels[i] for i in idx)
+    return {"n": len(idx), "flagged": _interval(flagged, len(idx)), "first_choice_names_the_class": _interval(named, len(idx)),
+            "counts": dict(sorted(Counter(labels[i] for i in idx).items()))}
+
+
 def labelled_report(clf, folder: str | Path, *, reframe: bool = False, red_cell_scale: bool = False) -> dict:
     cells = labelled_cells(folder)
     unknown = sorted({lab for _, lab in cells} - set(clf.labels))
@@ -132,7 +146,10 @@ def pbc_report(clf, data: str | Path) -> dict:
 
     rows = [r for r in read_splits(data) if r["split"] == "test"]
     preds = [clf.predict(Path(data) / r["path"], cam=False) for r in rows]
-    return score(preds, [r["label"] for r in rows])
+    labels = [r["label"] for r in rows]
+    out = score(preds, labels)
+    outside = outside_scope_cells(preds, labels, clf.spec.scope)
+    return out if outside is None else {**out, "cells_of_classes_outside_the_scope": outside}
 
 
 def blast_crops(all_dir: str | Path, *, per_class: int | None = None) -> list[np.ndarray]:
@@ -223,6 +240,10 @@ def summary(report: dict) -> str:
                                              for k in ("reframed", "red_cell_scaled") if k in r]
     if "pbc_test" in report:
         lines.append(line("pbc test", report["pbc_test"]))
+        o = report["pbc_test"].get("cells_of_classes_outside_the_scope")
+        if o:
+            lines.append(f"pbc test, classes outside the scope: n={o['n']} flagged {o['flagged']['value']:.3f} "
+                         f"first choice names the class {o['first_choice_names_the_class']['value']:.3f}")
     if "blasts_pbc_framing" in report:
         b = report["blasts_pbc_framing"]
         lines.append(f"blasts: n={b['n_crops']} flagged {b['flagged']['value']:.3f} "

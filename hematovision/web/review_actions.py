@@ -16,7 +16,7 @@ from .. import registry
 from ..adapt import DEFAULT_L2
 from ..commands.adapt import adapt_from_db
 from ..images import load_image
-from ..lab_model_files import MODEL_NAME, read_adaptation
+from ..lab_model_files import MODEL_NAME, read_lab_model
 from ..station.labelled_folder import CropsMissingError, NoVerifiedCellsError, export_labelled_folder
 from ..station.review import ReviewInput, add_review, add_reviews, latest_reviews
 from ..station.reviewcsv import write_reviews_csv
@@ -125,7 +125,7 @@ def taken_names() -> dict[str, str]:
 
 def earlier_adaptation(name) -> dict | None:
     """The ``adaptation`` entry of the models folder's <name>.json, or None when it is not a lab adaptation."""
-    data = read_adaptation(STORE.folder / f"{name}.json")
+    data = read_lab_model(STORE.folder / f"{name}.json")
     return None if data is None else data["adaptation"]
 
 
