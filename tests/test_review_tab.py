@@ -80,7 +80,7 @@ def table(value: dict) -> dict[str, dict]:
 
 
 #: Outputs of /review_open, by name (the order of review_tab._wire's ``opened``).
-OPENED = ("db", "source", "adapt_name", "progress", "klass", "page", "gallery", "page_ids", "differential", "cell_id", "cell",
+OPENED = ("db", "source", "adapt_name", "scope_classes", "progress", "klass", "page", "gallery", "page_ids", "differential", "cell_id", "cell",
           "top3", "info", "label")
 VIEW = ("progress", "klass", "page", "gallery", "page_ids", "differential")
 CELL = ("cell_id", "cell", "top3", "info", "label")
@@ -382,6 +382,24 @@ def test_review_db_and_adapt_add_a_lab_model_to_the_choices(app, tmp_path):
         assert result["model"] == "wbc-lab" and result["label"] in app.MODELS["wbc"].labels
         rows, *_ = fresh.predict([handle_file(WBC_FILES[0])], "wbc-lab", api_name="/batch")
         assert rows["data"][0][1] == result["label"]
+
+        # "Count only this lab's classes": a scoped copy of the database's model (hematovision/scope.py)
+        assert [v for _, v in opened.scope_classes["choices"]] == list(app.MODELS["wbc"].labels)
+        five = ["neutrophil", "lymphocyte", "monocyte", "eosinophil", "basophil"]
+        for classes, name, message in ((["neutrophil"], "wbc-5part", "at least two classes"),
+                                       (five, "wbc-lab", "already has"), (five, "../x", "not a usable model name")):
+            with pytest.raises(AppError, match=message):
+                client.predict(db, classes, name, api_name="/review_scope")
+        assert not (models / "wbc-5part.json").exists()
+        summary, *radios = client.predict(db, five, "wbc-5part", api_name="/review_scope")
+        assert "names only basophil, eosinophil, lymphocyte, monocyte, neutrophil" in summary
+        assert "erythroblast or ig or platelet is flagged" in summary
+        assert all("wbc-5part" in [v for _, v in r["choices"]] for r in radios)
+        again, *_ = client.predict(db, five[:2], "wbc-5part", api_name="/review_scope")  # a lab changes its scope
+        assert again.startswith("Replaced the earlier wbc-5part") and "names only lymphocyte, neutrophil" in again
+        ig = next(f for f in sorted((EXAMPLES / "wbc").glob("ig__*.jpg")))
+        _, _, result = Client(url, verbose=False).predict(handle_file(ig), "wbc-5part", api_name="/classify")
+        assert result["label"] in five[:2] and result["uncertain"] is True and result["outside_scope"] is not None
 
 
 # --------------------------------------------------------------------------- the Batch tab's batch

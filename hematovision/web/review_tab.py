@@ -16,10 +16,9 @@ from types import SimpleNamespace
 import gradio as gr
 
 from .errors import user_errors
-from .models import STORE
 from .inputs import page_number
-from .review_actions import (adapt_model, adaptation_summary, cell_cam, confirm_page, export_cells_zip, export_csv, set_label,
-                             suggested_name)
+from . import review_lab
+from .review_actions import cell_cam, confirm_page, export_cells_zip, export_csv, set_label, suggested_name
 from .review_db import (UPLOAD_TYPES, batch_database, configured_db, database_id, open_database, resolve_database,
                         station)
 from .review_view import (DIFFERENTIAL_COLUMNS, cell_detail, checked_class, class_choices, differential_table, gallery,
@@ -75,7 +74,7 @@ def review_open(upload):
 
     Returns:
         The database id (pass it to the other review endpoints), what was opened, the adapted model's default
-        name, the progress, the class pages, the first page's cells, the differentials and the first cell.
+        name, the model's classes (for /review_scope), the progress, the class pages, the first page's cells, the differentials and the first cell.
     """
     path = open_database(upload)
     return _opened_view(path, " (the app's station database)" if upload is None else
@@ -102,7 +101,8 @@ def _opened_view(path, where):
         first = view[ui.page_ids][0] if view[ui.page_ids] else None
         cell = _cell_view(db, slide, first, choices=label_choices(slide))
     source = f"**{path.name}**: {len(slide.rows)} cells, model `{slide.model_name}`" + where
-    return {ui.db: database_id(path), ui.source: source, ui.adapt_name: suggested_name(slide), **view, **cell}
+    return {ui.db: database_id(path), ui.source: source, ui.adapt_name: suggested_name(slide),
+            ui.scope_classes: gr.CheckboxGroup(choices=list(slide.labels), value=[]), **view, **cell}
 
 
 @user_errors
@@ -207,23 +207,6 @@ def review_export_cells(database):
         return {ui.cells_zip: export_cells_zip(db)}
 
 
-@user_errors
-def review_adapt(database, name):
-    """Adapt the database's model from its verified cells (few-shot head refit) into the models folder, with
-    the cross-validated accuracy before and after; the adapted model joins the model choices. Research use only.
-
-    Args:
-        database: the database id from /review_open.
-        name: the adapted model's name (default <model>-lab). An earlier adaptation of that name is replaced only
-            when it was made from this same database; any other model of that name (ignoring case) is refused.
-    """
-    with _opened(database) as (db, slide):
-        name, data, earlier = adapt_model(db, slide, name)
-    ui.on_models_changed()
-    return {ui.adapt_result: adaptation_summary(name, data, earlier),
-            **{radio: gr.Radio(choices=STORE.choices()) for radio in ui.model_radios}}
-
-
 # --------------------------------------------------------------------------- UI-only steps
 
 
@@ -292,10 +275,7 @@ def _layout():
             ui.csv = gr.File(label="Reviews CSV", interactive=False, height=80, elem_id="review-csv")
             ui.export_cells = gr.Button("Download verified cells (.zip)", elem_id="review-export-cells")
             ui.cells_zip = gr.File(label="Verified cells", interactive=False, height=80, elem_id="review-cells-zip")
-            with gr.Accordion("Adapt the model to this lab", open=False):
-                ui.adapt_name = gr.Textbox(label="Adapted model name", placeholder="<model>-lab", elem_id="review-adapt-name")
-                ui.adapt = gr.Button("Adapt model from verified cells", elem_id="review-adapt")
-                ui.adapt_result = gr.Markdown(elem_id="review-adapt-result")
+            review_lab.layout(ui)
     ui.db = gr.Textbox(visible=False, elem_id="review-db")  # the open database's id (from /review_open)
     # The cells of the page shown, in gallery order (for clicks on the gallery). Not a gr.State: a State keeps a
     # heartbeat connection open for every page, Classify users included.
@@ -305,7 +285,7 @@ def _layout():
 def _wire():
     view = [ui.progress, ui.klass, ui.page, ui.gallery, ui.page_ids, ui.differential]
     cell = [ui.cell_id, ui.cell_image, ui.top3, ui.info, ui.label]
-    ui.opened = opened = [ui.db, ui.source, ui.adapt_name, *view, *cell]
+    ui.opened = opened = [ui.db, ui.source, ui.adapt_name, ui.scope_classes, *view, *cell]
     ui.upload.upload(review_open, ui.upload, opened, api_name="review_open")
     ui.open_server.click(lambda: review_open(None), None, opened, api_visibility="private")
     # Raw values (preprocess=False) for the ids and pages: the handlers check them (Gradio would round 1.5 to 2).
@@ -336,7 +316,7 @@ def wire_models(model_radios, on_models_changed):
     """The adapt button, once every tab exists: ``model_radios`` (the page's model choices) get the adapted model;
     ``on_models_changed`` is called first (app.py republishes the choices for new sessions and API clients)."""
     ui.model_radios, ui.on_models_changed = list(model_radios), on_models_changed
-    ui.adapt.click(review_adapt, [ui.db, ui.adapt_name], [ui.adapt_result, *ui.model_radios], api_name="review_adapt")
+    review_lab.wire(ui)
 
 
 def wire_batch(button, tabs):
