@@ -141,20 +141,31 @@ def adaptation_facts(adaptation) -> tuple[str, str, int]:
     return date, Path(source).name if source else "", sum(adaptation.get("cells", {}).get("count_per_class", {}).values())
 
 
+def new_model_name(name, default: str, *, example: str) -> tuple[str, str | None]:
+    """The name given (else ``default``), checked as a model name; and the model that already has it (names compared
+    ignoring case), or None."""
+    name = str(name or "").strip() or default
+    if not MODEL_NAME.fullmatch(name):
+        raise refusal(f"{name[:40]!r} is not a usable model name: letters, digits, - and _ (e.g. {example}).", where="review")
+    return name, taken_names().get(name.lower())
+
+
+def name_taken(name, taken, suggestion: str):
+    """The refusal for a name another model of the app has."""
+    return refusal(f"{name} is the name of a model the app already has ({taken}; names are compared ignoring case); "
+                   f"choose another name, e.g. {free_name(suggestion)}.", where="review")
+
+
 def adapted_name(name, slide):
     """The adapted model's name, checked, and the earlier adaptation it replaces (None: a new name). An earlier
     adaptation is replaced only when it was made from this same station database (the lab re-adapting after more
     reviews); any other model of that name (ignoring case) is refused, so nothing saved is lost."""
-    name = str(name or "").strip() or f"{slide.model_name}-lab"
-    if not MODEL_NAME.fullmatch(name):
-        raise refusal(f"{name[:40]!r} is not a usable model name: letters, digits, - and _ (e.g. wbc-lab).", where="review")
-    taken = taken_names().get(name.lower())
+    name, taken = new_model_name(name, f"{slide.model_name}-lab", example="wbc-lab")
     if taken is None:
         return name, None
     earlier = earlier_adaptation(name) if taken == name else None
     if earlier is None:
-        raise refusal(f"{name} is the name of a model the app already has ({taken}; names are compared ignoring case); "
-                      f"choose another name, e.g. {free_name(slide.model_name + '-lab')}.", where="review")
+        raise name_taken(name, taken, f"{slide.model_name}-lab")
     date, source, cells = adaptation_facts(earlier)
     if Path(source_db(earlier)) != Path(slide.db_path).resolve():
         raise refusal(f"{name} already exists (adapted {date} from {source or 'a folder of cells'}, {cells} cells); "

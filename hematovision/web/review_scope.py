@@ -6,28 +6,24 @@ from __future__ import annotations
 
 import json
 
-from ..lab_model_files import MODEL_NAME, read_lab_model
+from ..lab_model_files import read_lab_model
 from ..lab_scope import scope_model
 from ..scope import ScopeError
 from .errors import refusal
 from .models import STORE
-from .review_actions import _ADAPTING, free_name, model_of, taken_names
+from .review_actions import _ADAPTING, model_of, name_taken, new_model_name
 
 
 def scoped_name(name, slide) -> tuple[str, dict | None]:
     """The scoped model's name, checked, and the earlier scope it replaces (None: a new name). Only an earlier
     scoped model of exactly that name is replaced (it holds nothing but its source and classes); any other model of
     that name (ignoring case) is refused, so nothing saved is lost."""
-    name = str(name or "").strip() or f"{slide.model_name}-scoped"
-    if not MODEL_NAME.fullmatch(name):
-        raise refusal(f"{name[:40]!r} is not a usable model name: letters, digits, - and _ (e.g. wbc-5part).", where="review")
-    taken = taken_names().get(name.lower())
+    name, taken = new_model_name(name, f"{slide.model_name}-scoped", example="wbc-5part")
     if taken is None:
         return name, None
     earlier = read_lab_model(STORE.folder / f"{name}.json", kind="scope") if taken == name else None
     if earlier is None:
-        raise refusal(f"{name} is the name of a model the app already has ({taken}; names are compared ignoring case); "
-                      f"choose another name, e.g. {free_name(f'{slide.model_name}-scoped')}.", where="review")
+        raise name_taken(name, taken, f"{slide.model_name}-scoped")
     return name, earlier["scope"]
 
 
