@@ -125,3 +125,41 @@ def test_a_scoped_model_is_scored_as_it_answers(tiny, tmp_path):
     assert [row[2] for row in matrix] == [0, 0, 0]  # nothing called blue
     assert r["adapted"]["mean"] == pytest.approx(10 / 15, abs=0.07)  # red and green right, blue unnameable
     assert r["adapted"]["flagged_uncertain"]["mean"] >= 5 / 15 - 1e-9 and r["adapted"]["confidently_wrong_share"] == 0
+
+
+def test_pseudo_label_option_is_recorded_and_uses_only_unflagged_unlabelled_cells(tiny, tmp_path):
+    """--pseudo-label (reports/fewshot-pseudo_rule.txt): the report says so and how many cells took the adapted
+    head's label and how many of those were right; without it the results carry no pseudo-label figures."""
+    from training.fewshot import main
+
+    shifted = write_cells(tmp_path / "labs" / "shifted", {lb: 10 for lb in LABELS}, shift=True)
+    for flag, out in (([], tmp_path / "plain.json"), (["--pseudo-label"], tmp_path / "pseudo.json")):
+        assert main(["--model", str(tiny), "--cells", str(shifted), "--k", "3", "--draws", "2", "--out", str(out), *flag]) == 0
+    plain, pseudo = (json.loads((tmp_path / f).read_text()) for f in ("plain.json", "pseudo.json"))
+    assert plain["pseudo_label"] is False and "pseudo_labels" not in plain["results"][0]
+    (r,) = pseudo["results"]
+    assert pseudo["pseudo_label"] is True
+    assert 0 < r["pseudo_labels"]["per_draw_mean"] <= r["test_cells_per_draw"]  # only the draw's unlabelled cells
+    assert r["pseudo_labels"]["right"] >= 0.9 and r["adapted"]["mean"] >= 0.9
+
+
+def test_pseudo_labelled_head_skips_flagged_cells():
+    """The cells the adapted head flags never become pseudo-labels; labelled cells keep their own labels."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from training.fewshot import pseudo_labelled_head
+
+    rng = np.random.default_rng(0)
+    feats = rng.normal(size=(12, 1, 4))
+    y = np.arange(12) % 3
+    theta0 = np.zeros((5, 3))
+    fit = SimpleNamespace(theta=rng.normal(size=(5, 3)), l2=1e-2)
+    clf = SimpleNamespace(spec=SimpleNamespace(tta=None, scope=None), labels=("a", "b", "c"))
+    train = np.arange(12) < 3
+    strict = (1.0, 1.01, None)  # threshold above any probability: every cell flagged
+    _, chosen = pseudo_labelled_head(feats, y, train, ~train, fit, theta0, clf, strict)
+    assert not chosen.any()
+    _, chosen = pseudo_labelled_head(feats, y, train, ~train, fit, theta0, clf, (1.0, 0.0, None))
+    assert (chosen == ~train).all()

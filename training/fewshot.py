@@ -37,6 +37,7 @@ import numpy as np
 from hematovision import load_model
 from hematovision.adapt import (DEFAULT_L2, L2_GRID, MIN_CELLS_FOR_CALIBRATION, deploy_features, extract, fit_lab_head, scan_cells,
                                 source_theta)
+from hematovision.lab_head import fit_head, view_samples
 from hematovision.commands import bounded_int, finite_float, positive_int
 from hematovision.lab_calibration import extend_ood, refit_calibration, softmax
 from hematovision.images import load_image
@@ -45,20 +46,41 @@ from training.fewshot_jitter import jitter_features
 from training.metrics import wilson
 
 
-def adapted_flags(feats, y, train, fit, clf) -> np.ndarray:
-    """The adapted model's 'uncertain' flag on every cell, as ``adapt`` would calibrate it from the ``train`` cells."""
-    xd = deploy_features(feats, clf.spec.tta)
+def adapted_calibration(feats, y, train, fit, clf) -> tuple:
+    """(temperature, uncertain threshold, OOD reference or None) as ``adapt`` calibrates them from the ``train`` cells."""
     if train.sum() >= MIN_CELLS_FOR_CALIBRATION:
         t, thr = refit_calibration(fit.oof, y[train])  # the out-of-fold logits of the chosen l2, as adapt uses them
     else:
         t, thr = clf.spec.temperature, clf.spec.uncertain_threshold
-    p = softmax((xd @ fit.theta) / t)
+    return t, thr, (extend_ood(clf.ood, feats[train])[0] if clf.ood is not None else None)
+
+
+def flags_of(theta, xd, clf, calibration) -> np.ndarray:
+    """The 'uncertain' flag of head ``theta`` on deployed features ``xd``, with ``adapted_calibration``'s values."""
+    t, thr, ood = calibration
+    p = softmax((xd @ theta) / t)
     label, outside = predicted(p, clf)
     flagged = (p[np.arange(len(p)), label] < thr) | outside
-    if clf.ood is not None:
-        ood, _ = extend_ood(clf.ood, feats[train])
+    if ood is not None:
         flagged |= ood.score(xd[:, :-1].astype(np.float32)) > ood.threshold
     return flagged
+
+
+def adapted_flags(feats, y, train, fit, clf) -> np.ndarray:
+    """The adapted model's 'uncertain' flag on every cell, as ``adapt`` would calibrate it from the ``train`` cells."""
+    return flags_of(fit.theta, deploy_features(feats, clf.spec.tta), clf, adapted_calibration(feats, y, train, fit, clf))
+
+
+def pseudo_labelled_head(feats, y, train, pool, fit, theta0, clf, calibration) -> tuple[np.ndarray, np.ndarray]:
+    """One round of transductive pseudo-labels (a measurement, reports/fewshot-pseudo_rule.txt): the cells of
+    ``pool`` that the adapted head does not flag take its label, and the head is refitted once on labelled +
+    pseudo-labelled cells (class-balanced over both, ``fit``'s l2, from the source head). Returns the new head and
+    the pseudo-labelled mask."""
+    xd = deploy_features(feats, clf.spec.tta)
+    chosen = pool & ~flags_of(fit.theta, xd, clf, calibration)
+    mixed = np.where(train, y, predicted(xd @ fit.theta, clf)[0])
+    use = train | chosen
+    return fit_head(*view_samples(feats[use], mixed[use]), theta0, fit.l2), chosen
 
 
 def predicted(scores: np.ndarray, clf) -> tuple[np.ndarray, np.ndarray]:
@@ -78,7 +100,7 @@ def draw_labelled(y: np.ndarray, classes, k: int, rng: np.random.Generator) -> n
 
 
 def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | None, seed: int,
-             grid: tuple[float, ...] = L2_GRID) -> dict:
+             grid: tuple[float, ...] = L2_GRID, pseudo_label: bool = False) -> dict:
     counts = {int(c): int((y == c).sum()) for c in np.unique(y)}
     classes = [c for c, n in counts.items() if n > k]
     keep = np.isin(y, classes)
@@ -87,15 +109,22 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
     acc, src_acc, flag_share, chosen = [], [], [], []
     pooled = {"hits": 0, "src_hits": 0, "total": 0, "flagged": 0, "unflagged_hits": 0, "confidently_wrong": 0}
     confusion = np.zeros((len(clf.labels),) * 2, int)  # adapted model, pooled over draws: rows true, columns predicted
+    pseudo = [0, 0]  # pseudo-labelled cells and how many of those labels were right, over all draws
     for _ in range(draws):
         train = draw_labelled(y, classes, k, rng)
         test = keep & ~train
         fit = fit_lab_head(feats[train], y[train], theta0, clf.spec.tta, l2=l2, grid=grid)  # exactly what adapt fits
-        pred = predicted(xd[test] @ fit.theta, clf)[0]
+        theta, calibration = fit.theta, adapted_calibration(feats, y, train, fit, clf)
+        if pseudo_label:  # the draw's test cells are the lab's unlabelled pool (transductive)
+            theta, taken = pseudo_labelled_head(feats, y, train, test, fit, theta0, clf, calibration)
+            right = predicted(xd[taken] @ fit.theta, clf)[0] == y[taken]
+            pseudo[0] += int(taken.sum())
+            pseudo[1] += int(right.sum())
+        pred = predicted(xd[test] @ theta, clf)[0]
         ok = pred == y[test]
         np.add.at(confusion, (y[test], pred), 1)
         src_ok = predicted(src_logits[test], clf)[0] == y[test]
-        flagged = adapted_flags(feats, y, train, fit, clf)[test]
+        flagged = flags_of(theta, xd, clf, calibration)[test]
         acc.append(ok.mean()), src_acc.append(src_ok.mean()), flag_share.append(flagged.mean()), chosen.append(fit.l2)
         for key, n in (("hits", ok.sum()), ("src_hits", src_ok.sum()), ("total", test.sum()), ("flagged", flagged.sum()),
                        ("unflagged_hits", (ok & ~flagged).sum()), ("confidently_wrong", (~ok & ~flagged).sum())):
@@ -112,6 +141,8 @@ def evaluate(feats, src_logits, y, theta0, clf, k: int, draws: int, l2: float | 
                         "l2_chosen": {f"{v:g}": chosen.count(v) for v in sorted(set(chosen))}},
             "source": {"mean": float(np.mean(src_acc)), "std": float(np.std(src_acc)), "wilson95_pooled": wilson(pooled["src_hits"], total)},
             "confusion_pooled": {"labels": list(clf.labels), "rows_true_columns_predicted": confusion.tolist()},
+            **({"pseudo_labels": {"per_draw_mean": pseudo[0] / max(draws, 1), "right": pseudo[1] / max(pseudo[0], 1)}}
+               if pseudo_label else {}),
             "classes_left_out": [c for c, n in counts.items() if n <= k]}
 
 
@@ -154,7 +185,8 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
     theta0 = source_theta(clf)
     results = []
     for k in args.k:
-        r = evaluate(feats, src_logits, y, theta0, clf, k, args.draws, args.l2, args.seed, tuple(args.l2_grid))
+        r = evaluate(feats, src_logits, y, theta0, clf, k, args.draws, args.l2, args.seed, tuple(args.l2_grid),
+                     pseudo_label=args.pseudo_label)
         r["classes_left_out"] = [clf.labels[c] for c in r["classes_left_out"]]
         results.append(r)
         print(f"k={k}: adapted {r['adapted']['mean']:.3f} +- {r['adapted']['std']:.3f} "
@@ -163,7 +195,7 @@ def run_one(clf, cells_dir: Path, args, command: str) -> dict:
     return {"model": clf.name, "model_sha256": clf.spec.sha256, "cells": str(cells),
             "count_per_class": {lb: names.count(lb) for lb in dict.fromkeys(names)}, "draws": args.draws, "l2": args.l2,
             "l2_grid": None if args.l2 is not None else list(args.l2_grid), "seed": args.seed,
-            "jitter_views": args.jitter_views, "command": command, "results": results}
+            "jitter_views": args.jitter_views, "pseudo_label": args.pseudo_label, "command": command, "results": results}
 
 
 def main(argv=None) -> int:
@@ -180,6 +212,9 @@ def main(argv=None) -> int:
     ap.add_argument("--jitter-views", type=bounded_int(0, 256), default=0, metavar="N",
                     help="a measurement option: N mild within-lab jitter views per cell as extra head-fitting samples "
                          "(training/fewshot_jitter.py; test cells are scored on their usual views); adapt does not use it")
+    ap.add_argument("--pseudo-label", action="store_true",
+                    help="a measurement option (reports/fewshot-pseudo_rule.txt): one round of pseudo-labels on the "
+                         "draw's test cells that the adapted head does not flag, then one refit; adapt does not use it")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", required=True, help="report path; with several --cells, a path with {name} (the folder's name)")
     args = ap.parse_args(argv)
