@@ -116,6 +116,12 @@ def test_a_scoped_lab_model_flags_a_first_choice_it_does_not_count(served):
     assert neutrophil["label"] == "neutrophil" and neutrophil["outside_scope"] is None
     card = client.predict("wbc-5part", api_name="/model_card")
     assert "Lab differential scope" in card and "erythroblast or ig or platelet is flagged" in card
+    # the Batch tab counts the first choices the lab does not count, like an analyser's suspect flags
+    files = [handle_file(ig), handle_file(WBC_EXAMPLE)]
+    *_, summary = client.predict(files, "wbc-5part", api_name="/batch")
+    assert "outside this lab's differential" in summary and summary.rstrip().endswith(": ig 1.")
+    *_, summary = client.predict(files, "wbc", api_name="/batch")
+    assert "outside this lab's differential" not in summary
 
 
 def test_a_model_without_a_morphology_reference_says_so(served):

@@ -3,6 +3,7 @@ as a station session (review_db.write_batch) that "Review this batch" opens in t
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -11,6 +12,7 @@ import pandas as pd
 
 from ..batch_shift import check_batch
 from ..station import report
+from ..station.review import suspect_line
 from ..errors import HematoVisionError
 from .errors import log, public, refusal, user_errors
 from .files import output_file, upload_path
@@ -61,10 +63,12 @@ def _summary(rows, diff, logged) -> str:
         log.warning("batch: %d of %d files could not be read", failed, len(rows))
     preds = [pred for _, _, pred, _ in logged if pred is not None]
     shift = check_batch([p.out_of_distribution for p in preds], atypical=[p.atypical for p in preds])
+    outside = suspect_line(dict(sorted(Counter(p.outside_scope for p in preds if getattr(p, "outside_scope", None)).items())))
     return ((f"**Warning:** {shift.message()}\n\n" if shift.shifted else "")
             + f"**{diff.total}** of {len(rows)} files classified"
             + (f"; **{diff.uncertain} uncertain**: review them with a specialist" if diff.uncertain else "")
-            + (f"; {failed} could not be read (see the error column)." if failed else "."))
+            + (f"; {failed} could not be read (see the error column)." if failed else ".")
+            + (f"\n\n{outside}" if outside else ""))
 
 
 @user_errors
