@@ -41,6 +41,7 @@ from .errors import HematoVisionError, ModelFormatError
 from .images import IMAGE_SUFFIXES, load_image
 from .lab_calibration import batch_verdict, extend_ood, out_of_fold_ood_scores, refit_atypical_threshold, refit_calibration
 from .lab_model_files import check_name, earlier_lab_model, staged
+from .ood import pooled
 from .lab_head import DEFAULT_L2, L2_GRID, HeadFit, deploy_features, fit_lab_head, source_theta, stratified_folds, view_indices
 from .preprocessing import prepare
 from .registry import sha256_file
@@ -133,12 +134,6 @@ def load_cells(groups: dict[str, list[Path]], root: Path) -> tuple[list[np.ndarr
     return images, names, paths
 
 
-def pooled(feature_map: np.ndarray) -> np.ndarray:
-    """The network's feature-map output (1, h, w, D) -> its global average pool (D,): what the head sees.
-    GAP is rotation-invariant, so each dihedral view's pool is the same function of the cell."""
-    return feature_map[0].reshape(-1, feature_map.shape[-1]).mean(axis=0)
-
-
 def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Images -> pooled features per dihedral view (N, 8, D) and the source model's logits (N, C)."""
     oi, fi = clf.spec.outputs.logits_index, clf.spec.outputs.features_index
@@ -147,7 +142,7 @@ def extract(clf: Classifier, images: list[np.ndarray]) -> tuple[np.ndarray, np.n
     for rgb in images:
         x = prepare(rgb, clf.spec.input)[0]
         outs = [clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None]) for k, flip in tta.DIHEDRAL8]
-        f = np.stack([pooled(o[fi]) for o in outs])
+        f = np.stack([pooled(o[fi][0]) for o in outs])  # GAP is rotation-invariant: the same function of the cell per view
         if clf.logits_from_head:
             z = f[used].mean(axis=0) @ clf.head_weights + clf.head_bias
         else:

@@ -34,8 +34,8 @@ def scope_model(model: str | Path, classes: Sequence[str], out_dir: str | Path, 
         _write(spec, scope, staging, name)
     if replaced is not None:
         log(f"replaced the earlier scoped model {name!r} (of {replaced['scope'].get('date', 'unknown date')})")
-    left_out = [lb for lb in spec.labels if lb not in scope.classes]
-    log(f"{name}: counts {', '.join(scope.classes)}; cells first called {', '.join(left_out) or '-'} are flagged for review")
+    log(f"{name}: counts {', '.join(scope.classes)}; cells first called {', '.join(scope.left_out(spec.labels)) or '-'} "
+        "are flagged for review")
     log(f"wrote {out_dir / f'{name}.json'}")
     return out_dir / f"{name}.json"
 
@@ -63,7 +63,7 @@ def _write(spec, scope: DifferentialScope, out: Path, name: str) -> None:
         _copy(morph, out / morph.name)
     data["scope"] = {
         "classes": list(scope.classes),
-        "flagged_when_first_choice_is": [lb for lb in spec.labels if lb not in scope.classes],
+        "flagged_when_first_choice_is": scope.left_out(spec.labels),
         "rule": RULE + " (hematovision/scope.py)",
         "source_model": {"name": spec.name, "sha256": spec.sha256, "json": str(spec.json_path)},
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),

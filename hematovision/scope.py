@@ -66,6 +66,10 @@ class DifferentialScope:
             raise ScopeError("scope must be an object with a list of class names under 'classes'.")
         return cls.of(data["classes"], labels)
 
+    def left_out(self, labels: Sequence[str]) -> list[str]:
+        """The model's classes the lab does not count (a first choice among them is flagged), in the model's order."""
+        return [lb for lb in labels if lb not in self.classes]
+
     def inside(self, labels: Sequence[str]) -> np.ndarray:
         """Boolean mask over ``labels``: True for the classes in scope."""
         return np.array([lb in self.classes for lb in labels])

@@ -66,7 +66,7 @@ def test_rgb_to_cielab_golden_values(rgb, lab):
 
 
 def test_unmeasurable_and_unreadable_cells_are_counted_not_guessed(tmp_path):
-    from training.cytoplasm_colour import cytoplasm_lab
+    from training.cytoplasm_colour import measure_cells
 
     blank = tmp_path / "blank.png"
     write(blank, np.full((64, 64, 3), 240, np.uint8))  # glass only: no cell to measure
@@ -74,7 +74,8 @@ def test_unmeasurable_and_unreadable_cells_are_counted_not_guessed(tmp_path):
     broken.write_bytes(b"not an image")
     good = tmp_path / "good.png"
     write(good, cell_with_cytoplasm(PBC_COLOUR["neutrophil"], 1))
-    lab, failed = cytoplasm_lab([blank, broken, good])
+    measured = measure_cells([blank, broken, good])
+    lab, failed = measured.lab, measured.failed
     assert lab.shape == (1, 3) and failed == 2
 
 

@@ -87,12 +87,6 @@ def measure_cells(paths: list[Path], *, keep: int = 0) -> Measured:
     return Measured(np.asarray(rows, np.float64).reshape(-1, 3), np.asarray(shares), overlays, failed)
 
 
-def cytoplasm_lab(paths: list[Path]) -> tuple[np.ndarray, int]:
-    """(n, 3) CIELAB of each measurable cell's mean cytoplasm colour, and how many could not be measured."""
-    m = measure_cells(paths)
-    return m.lab, m.failed
-
-
 def summary(m: Measured) -> dict:
     out = {"n": int(len(m.lab)), "not_measured": m.failed}
     if len(m.lab):

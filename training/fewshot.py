@@ -66,11 +66,6 @@ def flags_of(theta, xd, clf, calibration) -> np.ndarray:
     return flagged
 
 
-def adapted_flags(feats, y, train, fit, clf) -> np.ndarray:
-    """The adapted model's 'uncertain' flag on every cell, as ``adapt`` would calibrate it from the ``train`` cells."""
-    return flags_of(fit.theta, deploy_features(feats, clf.spec.tta), clf, adapted_calibration(feats, y, train, fit, clf))
-
-
 def pseudo_labelled_head(feats, y, train, pool, fit, theta0, clf, calibration) -> tuple[np.ndarray, np.ndarray]:
     """One round of transductive pseudo-labels (a measurement, reports/fewshot-pseudo_rule.txt): the cells of
     ``pool`` that the adapted head does not flag take its label, and the head is refitted once on labelled +

@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 
 from hematovision import tta
-from hematovision.adapt import pooled
+from hematovision.ood import pooled
 from hematovision.preprocessing import prepare
 
 
@@ -56,6 +56,6 @@ def jitter_features(clf, images: list[np.ndarray], views: int, seed: int = 0) ->
         for _ in range(views):
             x = prepare(jitter(rgb, rng), clf.spec.input)[0]
             k, flip = tta.DIHEDRAL8[rng.integers(8)]
-            row.append(pooled(clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None])[fi]))
+            row.append(pooled(clf.model.run(np.ascontiguousarray(tta.forward(x, k, flip))[None])[fi][0]))
         rows.append(row)
     return np.asarray(rows, np.float64)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import shutil
 import unicodedata
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -216,22 +217,19 @@ def cell_reviews(db: StationLog, session_ids: Sequence[int] | None = None, *, un
     return [CellReview(cell=c, review=latest.get(c["id"])) for c in cells]
 
 
-def first_choices_outside_scope(db: StationLog, session_ids: Sequence[int] | None = None) -> dict[str, int]:
-    """How many cells a scoped model first called a class it does not count, per such class (hematovision/scope.py):
-    the analyser-style suspect count (e.g. {"ig": 8}); empty for an unscoped model."""
-    counts: dict[str, int] = {}
-    for row in cell_reviews(db, session_ids):
-        first = row.first_choice(db.path)
-        if first is not None:
-            counts[first] = counts.get(first, 0) + 1
-    return dict(sorted(counts.items()))
+def first_choices_outside_scope(db: StationLog, session_ids: Sequence[int] | None = None) -> list[str]:
+    """The first choice of each cell a scoped model first called a class it does not count (hematovision/scope.py),
+    e.g. ["ig", "ig", "erythroblast"]; empty for an unscoped model."""
+    return [first for row in cell_reviews(db, session_ids) if (first := row.first_choice(db.path)) is not None]
 
 
-def suspect_line(counts: dict[str, int]) -> str:
-    """The sentence the report prints and the FHIR conclusion carries ('' when there is nothing to say)."""
+def suspect_line(first_choices: Iterable[str]) -> str:
+    """The analyser-style suspect count of those first choices (e.g. "...: erythroblast 1, ig 2."), the sentence
+    ``report``, its FHIR conclusion and the Batch tab carry ('' when there is nothing to say)."""
+    counts = sorted(Counter(first_choices).items())
     if not counts:
         return ""
-    listed = ", ".join(f"{label} {n}" for label, n in counts.items())
+    listed = ", ".join(f"{label} {n}" for label, n in counts)
     return (f"Cells whose first choice is a class outside this lab's differential (flagged, counted under the best class "
             f"it counts until reviewed): {listed}.")
 

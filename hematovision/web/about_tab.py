@@ -68,10 +68,9 @@ def _rendered_card(spec):
                   f"Accuracy before {cv['before']['accuracy']:.3f}, after {cv['after']['accuracy']:.3f} "
                   f"(source model: `{raw['adaptation']['source_model']['name']}`)."]
     if spec.scope is not None:
-        outside = [lb for lb in spec.labels if lb not in spec.scope.classes]
         lines += ["", "### Lab differential scope", "",
                   f"Names only {', '.join(spec.scope.classes)}. A cell the model first calls "
-                  f"{' or '.join(outside)} is flagged for review and that first choice is named "
+                  f"{' or '.join(spec.scope.left_out(spec.labels))} is flagged for review and that first choice is named "
                   f"(source model: `{(raw['scope'].get('source_model') or {}).get('name', '?')}`; hematovision/scope.py)."]
     prov = raw.get("provenance", {})
     if prov:

@@ -3,7 +3,6 @@ as a station session (review_db.write_batch) that "Review this batch" opens in t
 
 from __future__ import annotations
 
-from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -63,7 +62,7 @@ def _summary(rows, diff, logged) -> str:
         log.warning("batch: %d of %d files could not be read", failed, len(rows))
     preds = [pred for _, _, pred, _ in logged if pred is not None]
     shift = check_batch([p.out_of_distribution for p in preds], atypical=[p.atypical for p in preds])
-    outside = suspect_line(dict(sorted(Counter(p.outside_scope for p in preds if getattr(p, "outside_scope", None)).items())))
+    outside = suspect_line(p.outside_scope for p in preds if p.outside_scope)
     return ((f"**Warning:** {shift.message()}\n\n" if shift.shifted else "")
             + f"**{diff.total}** of {len(rows)} files classified"
             + (f"; **{diff.uncertain} uncertain**: review them with a specialist" if diff.uncertain else "")
