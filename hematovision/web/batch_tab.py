@@ -62,7 +62,7 @@ def _summary(rows, diff, logged) -> str:
         log.warning("batch: %d of %d files could not be read", failed, len(rows))
     preds = [pred for _, _, pred, _ in logged if pred is not None]
     shift = check_batch([p.out_of_distribution for p in preds], atypical=[p.atypical for p in preds])
-    outside = suspect_line(p.outside_scope for p in preds if p.outside_scope)
+    outside = suspect_line(p.outside_scope for p in preds if getattr(p, "outside_scope", None))
     return ((f"**Warning:** {shift.message()}\n\n" if shift.shifted else "")
             + f"**{diff.total}** of {len(rows)} files classified"
             + (f"; **{diff.uncertain} uncertain**: review them with a specialist" if diff.uncertain else "")
