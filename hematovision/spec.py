@@ -129,6 +129,11 @@ class ModelSpec:
     scope: DifferentialScope | None = None  # the classes a lab counts (hematovision/scope.py); None: all
     raw: Mapping[str, Any] = field(default_factory=dict, repr=False, compare=False)
 
+    @property
+    def counted_labels(self) -> tuple[str, ...]:
+        """The classes a differential of this model counts: its scope's classes, or all its labels (model order)."""
+        return self.scope.classes if self.scope is not None else self.labels
+
     def red_cell_px(self, shape: tuple[int, ...]) -> float | None:
         """Expected red-cell diameter in pixels for an image of ``shape`` (None: use the default scale)."""
         if self.red_cell_fraction is None:

@@ -118,10 +118,12 @@ def test_a_scoped_lab_model_flags_a_first_choice_it_does_not_count(served):
     assert "Lab differential scope" in card and "erythroblast or ig or platelet is flagged" in card
     # the Batch tab counts the first choices the lab does not count, like an analyser's suspect flags
     files = [handle_file(ig), handle_file(WBC_EXAMPLE)]
-    *_, summary = client.predict(files, "wbc-5part", api_name="/batch")
+    _, differential, *_, summary = client.predict(files, "wbc-5part", api_name="/batch")
     assert "outside this lab's differential" in summary and summary.rstrip().endswith(": ig 1.")
-    *_, summary = client.predict(files, "wbc", api_name="/batch")
-    assert "outside this lab's differential" not in summary
+    # its differential lists only the classes it counts: no "ig 0 %" for a class it never names
+    assert [r["class"] for r in rows_of(differential)] == ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]
+    _, differential, *_, summary = client.predict(files, "wbc", api_name="/batch")
+    assert "outside this lab's differential" not in summary and len(rows_of(differential)) == 8
 
 
 def test_a_model_without_a_morphology_reference_says_so(served):

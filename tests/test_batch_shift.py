@@ -130,6 +130,7 @@ def test_a_schema_2_station_database_migrates_and_its_old_cells_are_judged_by_th
     with sqlite3.connect(db) as con:  # make it look like a schema-2 database: no score columns
         con.execute("ALTER TABLE cells DROP COLUMN ood_score")
         con.execute("ALTER TABLE cells DROP COLUMN atypical")
+        con.execute("ALTER TABLE sessions DROP COLUMN counted")  # came with schema 4
         con.execute("PRAGMA user_version = 2")
     with StationLog(db, create=False) as log:
         old = log.batch_shift(1)
@@ -145,7 +146,7 @@ def test_a_schema_2_station_database_migrates_and_its_old_cells_are_judged_by_th
         assert new.atypical == 5 and new.shifted
         assert [c["ood_score"] for c in log.cells(s.id)] == [0.04] * 5 and [c["atypical"] for c in log.cells(1)] == [None] * 6
     with sqlite3.connect(db) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == 3
+        assert con.execute("PRAGMA user_version").fetchone()[0] == 4
 
 
 def test_batch_tab_summary_puts_the_warning_first():

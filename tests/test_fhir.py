@@ -250,3 +250,48 @@ def test_report_and_fhir_name_a_scoped_models_first_choices_outside_it(tmp_path,
     else:
         assert said in text and said in printed
     assert text.endswith(RESEARCH_USE)
+
+
+FIVE_PART = ("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil")
+
+
+@pytest.mark.parametrize("verified_ig", [False, True])
+def test_a_scoped_session_reports_only_the_classes_it_counts(tmp_path, capsys, verified_ig):
+    """A five-part lab's model never names ig, erythroblast or platelet, so its report must not state "ig 0 %": those
+    classes get no Observation, the conclusion says they were not assessed, and the printed differential has no rows
+    for them. A technologist who verifies a cell as ig counts it: then ig is reported."""
+    db = tmp_path / "station.sqlite"
+    ids = make_db(db, ["neutrophil"] * 8 + ["lymphocyte"] * 4, counted=FIVE_PART)
+    with StationLog(db, create=False) as log:
+        assert log.session(1).counted == FIVE_PART and log.differential(1).labels == FIVE_PART
+        for i, cell in enumerate(ids):
+            add_review(log, cell_id=cell, label="ig" if (verified_ig and i == 0) else log.cell(cell)["label"], reviewer="A. Smith")
+    out = tmp_path / "report.json"
+    assert main(["report", "--db", str(db), "--verified", "--fhir", str(out)]) == 0
+    printed = capsys.readouterr().out
+    bundle = json.loads(out.read_text())
+    validated(bundle)
+    codes = observations_by_code(bundle)
+    table = loinc_table()
+    assert table["erythroblast"].loinc not in codes
+    assert (table["ig"].loinc in codes) is verified_ig
+    if verified_ig:
+        assert codes[table["ig"].loinc] == pytest.approx(100 / 12, abs=0.05)
+    text = resources_of(bundle)["DiagnosticReport"][0]["conclusion"]
+    not_assessed = "erythroblast, platelet" if verified_ig else "erythroblast, ig, platelet"
+    assert f"Not assessed (outside this lab's differential, so not reported as zero): {not_assessed}." in text
+    assert "not assessed (outside this lab's differential): erythroblast, ig, platelet" in printed
+    rows = [line.split()[0] for line in printed.splitlines() if line.startswith("  ") and line.split()[-1] == "%"]
+    assert ("ig" in rows) is verified_ig and "erythroblast" not in rows and "platelet" not in rows
+
+
+def test_an_unscoped_session_still_reports_every_class(tmp_path):
+    db = tmp_path / "station.sqlite"
+    make_db(db, ["neutrophil"] * 8 + ["lymphocyte"] * 4)
+    out = tmp_path / "report.json"
+    assert main(["report", "--db", str(db), "--fhir", str(out)]) == 0
+    bundle = json.loads(out.read_text())
+    codes = observations_by_code(bundle)
+    table = loinc_table()
+    assert codes[table["ig"].loinc] == 0.0 and codes[table["erythroblast"].loinc] == 0.0
+    assert "Not assessed" not in resources_of(bundle)["DiagnosticReport"][0]["conclusion"]

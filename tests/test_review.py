@@ -50,15 +50,17 @@ CREATE INDEX IF NOT EXISTS frames_by_session ON frames(session_id);
 
 
 def make_db(path: Path, labels, *, uncertain=(), ood=(), atypical=None, model_labels=WBC, sha="a" * 64,
-            probabilities=None) -> list[int]:
+            probabilities=None, counted=None) -> list[int]:
     """A station database with one finished session whose cells the model labelled ``labels`` (crops written);
     the cells at the indices in ``ood`` are out of distribution, those in ``atypical`` atypical (None: no verdict);
-    ``probabilities``: index -> that cell's stored probabilities (default {label: 0.9})."""
+    ``probabilities``: index -> that cell's stored probabilities (default {label: 0.9}); ``counted``: the classes
+    a scoped model counts (None: all)."""
     crops = path.parent / "crops"
     crops.mkdir(parents=True, exist_ok=True)
     ids = []
     with StationLog(path) as db:
-        s = db.open_session(model_name="wbc", model_sha256=sha, labels=model_labels, source="folder:in", mode="cell")
+        s = db.open_session(model_name="wbc", model_sha256=sha, labels=model_labels, source="folder:in", mode="cell",
+                            counted=counted)
         for i, label in enumerate(labels):
             crop = SimpleNamespace(image=np.full((24, 24, 3), 40 + 9 * i % 200, np.uint8), box=(0, 0, 24, 24))
             pred = SimpleNamespace(label=label, confidence=0.9, uncertain=i in uncertain,
@@ -109,7 +111,7 @@ def test_a_release_1_database_migrates_and_keeps_everything(tmp_path):
         assert latest_reviews(db)[2] == review
         assert db.integrity() == "ok" and db.journal_mode == "wal"
     with sqlite3.connect(path) as con:
-        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert con.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
         for table, rows in before.items():  # every old row and value is still there; new columns are NULL
             after = con.execute(f"SELECT * FROM {table} ORDER BY id").fetchall()
             assert [r[:len(rows[0])] for r in after] == rows

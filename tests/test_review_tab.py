@@ -441,3 +441,21 @@ def test_review_this_batch_opens_it_and_its_reviews_export(app, client):
 def test_review_this_batch_before_any_batch_says_what_to_do(url):
     with pytest.raises(AppError, match="No batch to review: classify images in the Batch tab first"):
         Client(url, verbose=False).predict(api_name="/review_batch")  # a fresh session: it has run no batch
+
+
+@pytest.mark.parametrize("counted, classes", [
+    (None, ["basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil", "platelet"]),
+    (("basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"),
+     ["basophil", "eosinophil", "lymphocyte", "monocyte", "neutrophil"]),
+])
+def test_the_review_differential_lists_the_classes_the_session_counts(tmp_path, counted, classes):
+    """A scoped model's slide (a five-part lab) has no rows for classes it never names; an unscoped one has all."""
+    from hematovision.station.log import StationLog
+    from hematovision.web.review_view import differential_table, read_slide
+    from tests.test_review import make_db
+
+    path = tmp_path / "station.sqlite"
+    make_db(path, ["neutrophil", "neutrophil", "lymphocyte"], counted=counted)
+    with StationLog(path, create=False) as db:
+        table = differential_table(db, read_slide(db, path))
+    assert list(table["class"]) == classes + ["total"]

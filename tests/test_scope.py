@@ -219,3 +219,23 @@ def test_choose_rows_agrees_with_choose():
         index, first = scope.choose(row, WBC)
         assert (index, first is not None) == (b, o)
     assert outside.any() and not outside.all()
+
+
+def test_a_scoped_station_session_counts_only_its_classes(tiny, tmp_path):
+    """The station stores the classes a scoped model counts with its session, so its differential (live summary, log,
+    report) has no rows for classes the model never names; an unscoped model's session keeps every class."""
+    from hematovision.station.log import StationLog
+    from tests.test_station import run_station
+
+    scoped = load_model(scope_model(tiny, ["red", "green"], tmp_path / "lab", log=quiet), num_threads=1)
+    frames = [image for _, image in discs(9)]
+    summary, config = run_station(scoped, frames, tmp_path / "a", mode="cell")
+    assert summary.differential.labels == ("red", "green") and summary.differential.total == 9
+    with StationLog(config.db_path, create=False) as db:
+        session = db.session(summary.session_id)
+        assert session.labels == LABELS and session.counted == ("red", "green")
+        assert db.differential(session.id).labels == ("red", "green")
+    summary, config = run_station(load_model(tiny, num_threads=1), frames, tmp_path / "b", mode="cell")
+    assert summary.differential.labels == LABELS
+    with StationLog(config.db_path, create=False) as db:
+        assert db.session(summary.session_id).counted is None

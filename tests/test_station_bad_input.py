@@ -227,6 +227,23 @@ def test_resume_with_another_model_is_refused_and_the_session_kept(tiny, tiny_mo
     assert resume_folder(tiny, tmp_path / "in", db).session_id == 1  # the same model still resumes it
 
 
+def test_resume_with_the_same_network_under_another_lab_scope_is_refused(tiny, tmp_path, disc):
+    """A scoped copy shares its network's sha256; resuming its source's session with it would mix two differentials."""
+    from hematovision import load_model
+    from hematovision.lab_scope import scope_model
+
+    write_discs(tmp_path / "in", 5, disc)
+    db = tmp_path / "station.sqlite"
+    interrupted_folder_run(tiny, tmp_path / "in", db, 2)
+    scoped = load_model(scope_model(tiny.spec.json_path, ["red", "green"], tmp_path / "lab", log=lambda _: None), num_threads=1)
+    assert scoped.spec.sha256 == tiny.spec.sha256
+    with pytest.raises(ResumeModelError) as info:
+        resume_folder(scoped, tmp_path / "in", db)
+    message = str(info.value)
+    assert "it counted every class" in message and "counts red, green" in message and "without --resume" in message
+    assert rows(db, "SELECT id, stop_reason FROM sessions") == [(1, "error")] and rows(db, "SELECT COUNT(*) FROM cells") == [(2,)]
+
+
 def test_resume_with_nothing_to_resume_says_so(tiny, tmp_path, disc, caplog):
     config = StationConfig(db_path=tmp_path / "s.sqlite", mode="cell", summary_every=0, resume=True)
     for expected in ("it is empty", "ended normally (source ended)"):

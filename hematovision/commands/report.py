@@ -95,19 +95,21 @@ def _print_sessions(db, sessions, *, verified: bool) -> None:
     from ..station.differential import Differential
     from ..station.review import first_choices_outside_scope, suspect_line, verified_count
 
-    total = Differential(sessions[-1].labels)
+    total = Differential(sessions[-1].differential_labels)
     for s in sessions:
         frames = ", ".join(f"{k} {v}" for k, v in db.frame_counts(s.id).items()) or "none"
         state = f"ended {s.ended} ({s.stop_reason})" if s.ended else "running or interrupted"
         print(f"session {s.id}: started {s.started}, {state}\n  model {s.model_name} (sha256 {s.model_sha256[:12]}), "
               f"source {s.source}, mode {s.mode}\n  frames: {frames}")
         if verified:
-            count = verified_count(db, [s.id], s.labels)
+            count = verified_count(db, [s.id], s.differential_labels)
             diff = count.differential
             print(diff.format(title=f"Verified differential: {diff.total} cells ({count.verified} of {count.cells} reviewed)"))
         else:
             diff = db.differential(s.id)
             print(diff.format())
+        if s.counted is not None:
+            print(f"  not assessed (outside this lab's differential): {', '.join(lb for lb in s.labels if lb not in s.counted)}")
         shift = db.batch_shift(s.id)
         if shift.shifted:
             print(f"  WARNING: {shift.message()}")
@@ -124,14 +126,16 @@ def _write_fhir(db, sessions, path: Path, *, verified: bool) -> None:
     from ..station.review import first_choices_outside_scope, suspect_line, verified_count
     from ..station.log import now_iso
 
-    models = {(s.model_name, s.model_sha256, s.labels) for s in sessions}
+    models = {(s.model_name, s.model_sha256, s.labels, s.differential_labels) for s in sessions}
     if len(models) > 1:
-        raise FhirExportError("the selected sessions used different models; write one FHIR report per model (--session N).")
-    name, sha, labels = models.pop()
+        raise FhirExportError("the selected sessions used different models or lab scopes; write one FHIR report per model "
+                              "(--session N).")
+    name, sha, labels, counted = models.pop()
     ids = [s.id for s in sessions]
-    count = verified_count(db, ids, labels)
-    diff = count.differential if verified else _model_differential(db, ids, labels)
-    report = DifferentialReport(labels=labels, counts=dict(diff.counts), model_name=name, model_sha256=sha, verified=verified,
+    count = verified_count(db, ids, counted)
+    diff = count.differential if verified else _model_differential(db, ids, counted)
+    report = DifferentialReport(labels=diff.labels, counts=dict(diff.counts), model_name=name, model_sha256=sha, verified=verified,
+                                not_counted=tuple(lb for lb in labels if lb not in diff.labels),
                                 cells=count.cells, cells_verified=count.verified, excluded=dict(diff.excluded),
                                 reviewers=count.reviewers, effective=sessions[0].started, sessions=tuple(ids),
                                 shift_warning=db.batch_shift(*ids).message(),

@@ -68,6 +68,7 @@ class DifferentialReport:
     sessions: tuple[int, ...] = ()
     shift_warning: str = ""  # hematovision.batch_shift: the cells look like another set-up than the training lab's
     suspect: str = ""  # a scoped model's first choices outside the lab's differential (station.review.suspect_line)
+    not_counted: tuple[str, ...] = ()  # model classes outside the lab's differential scope: no Observation, not "0 %"
 
     @property
     def final(self) -> bool:
@@ -138,6 +139,9 @@ def conclusion(report: DifferentialReport, table: Mapping[str, LoincRow], leukoc
     other = {lb: n for lb, n in report.counts.items() if n and table.get(lb) and table[lb].kind == "not_reported"}
     if other:
         parts.append("Also seen, not part of the differential: " + ", ".join(f"{lb} {n}" for lb, n in other.items()) + ".")
+    if report.not_counted:
+        parts.append("Not assessed (outside this lab's differential, so not reported as zero): "
+                     + ", ".join(report.not_counted) + ".")
     if report.excluded:
         parts.append("Not counted: " + ", ".join(f"{lb} {n}" for lb, n in sorted(report.excluded.items())) + ".")
     if not report.final:

@@ -75,9 +75,15 @@ class Session:
     labels: tuple[str, ...]
     source_key: str | None = None  # canonical source (absolute folder path...); None in a schema-1 session
     resumed: bool = False  # True when open_session continued this interrupted session
+    counted: tuple[str, ...] | None = None  # the classes its differential counts (a lab's scope); None: all of labels
+
+    @property
+    def differential_labels(self) -> tuple[str, ...]:
+        """The classes this session's differential lists: the scope's classes, or every label of the model."""
+        return self.labels if self.counted is None else self.counted
 
 
-SESSION_COLUMNS = "id, started, ended, stop_reason, source, mode, model_name, model_sha256, labels, source_key"
+SESSION_COLUMNS = "id, started, ended, stop_reason, source, mode, model_name, model_sha256, labels, source_key, counted"
 
 
 def _verdict(value) -> bool | None:
@@ -109,7 +115,8 @@ class StationLog:
     # --- writing ---
 
     def open_session(self, *, model_name: str, model_sha256: str, labels: tuple[str, ...], source: str = "", mode: str = "",
-                     config: dict | None = None, resume: bool = False, source_key: str | None = None) -> Session:
+                     config: dict | None = None, resume: bool = False, source_key: str | None = None,
+                     counted: tuple[str, ...] | None = None) -> Session:
         """Start a session; with ``resume``, continue the latest one instead if it was interrupted.
 
         Interrupted: never ended (killed, power cut) or ended by an error; a
@@ -117,21 +124,22 @@ class StationLog:
         is finished, and a new one starts. ``source_key`` is the canonical source
         (default ``source``): resuming an interrupted session of another source
         raises :class:`ResumeSourceError`, of another model (sha256)
-        :class:`ResumeModelError`; either leaves it untouched, still resumable.
+        :class:`ResumeModelError`; either leaves it untouched, still resumable. ``counted``: the classes the
+        differential counts when the model has a lab scope (None: all ``labels``); resuming needs the same.
         """
         key = source if source_key is None else source_key
         if resume:
             last = self.latest_session()
             if last is not None and (last.ended is None or last.stop_reason == "error"):
-                _check_same_model(self.path, last, model_name, model_sha256)
+                _check_same_model(self.path, last, model_name, model_sha256, counted)
                 _check_same_source(self.path, last, key)
                 self._db.execute("UPDATE sessions SET ended = NULL, stop_reason = NULL WHERE id = ?", (last.id,))
                 return dataclasses.replace(self.session(last.id), resumed=True)
         cur = self._db.execute(
-            "INSERT INTO sessions (started, source, source_key, mode, model_name, model_sha256, labels, config, software) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
+            "INSERT INTO sessions (started, source, source_key, mode, model_name, model_sha256, labels, config, software, "
+            "counted) VALUES (?,?,?,?,?,?,?,?,?,?)",
             (now_iso(), source, key, mode, model_name, model_sha256, json.dumps(list(labels)), json.dumps(config or {}),
-             f"hematovision {__version__}"))
+             f"hematovision {__version__}", None if counted is None else json.dumps(list(counted))))
         return self.session(int(cur.lastrowid))
 
     def close_session(self, session_id: int, *, stop_reason: str, summary: dict | None = None) -> None:
@@ -206,7 +214,8 @@ class StationLog:
         if row is None:
             raise StationLogError(f"{self.path}: no session {session_id}; `report --db {self.path} --session all` lists them.")
         labels = stored_json(self.path, row[8], f"labels of session {row[0]}", list)
-        return Session(*row[:8], labels=tuple(labels), source_key=row[9])
+        counted = None if row[10] is None else tuple(stored_json(self.path, row[10], f"counted classes of session {row[0]}", list))
+        return Session(*row[:8], labels=tuple(labels), source_key=row[9], counted=counted)
 
     def sessions(self) -> list[Session]:
         ids = [r[0] for r in self._db.execute("SELECT id FROM sessions ORDER BY id")]
@@ -219,7 +228,7 @@ class StationLog:
     def differential(self, session_id: int | None = None, *, labels: tuple[str, ...] | None = None) -> Differential:
         """The differential of one session (None: all sessions) from the committed rows."""
         if labels is None:
-            labels = self.session(session_id).labels if session_id is not None else ()
+            labels = self.session(session_id).differential_labels if session_id is not None else ()
         where, args = ("WHERE session_id = ?", (session_id,)) if session_id is not None else ("", ())
         rows = self._db.execute(f"SELECT label, uncertain FROM cells {where} ORDER BY id", args)
         return Differential.from_rows(labels, rows)
@@ -291,7 +300,20 @@ class StationLog:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
 
 
-def _check_same_model(path: Path, last: Session, name: str, sha256: str) -> None:
+def counted_classes(spec) -> tuple[str, ...] | None:
+    """What :meth:`StationLog.open_session` stores as ``counted`` for a model: its lab scope's classes, or None (all)."""
+    return None if spec.scope is None else spec.scope.classes
+
+
+def _check_same_model(path: Path, last: Session, name: str, sha256: str, counted: tuple[str, ...] | None) -> None:
+    counted = None if counted is None else tuple(counted)
+    if last.model_sha256 == sha256 and counted != last.counted:  # the same network, another lab scope
+        def said(c):
+            return "every class" if c is None else ", ".join(c)
+        raise ResumeModelError(
+            f"{path}: cannot resume session {last.id}: it counted {said(last.counted)} (model {last.model_name}), and this "
+            f"run's model {name} counts {said(counted)}; its differential would mix the two. Resume it with --model "
+            f"{last.model_name}, or run without --resume to start a new session (the interrupted one keeps its cells).")
     if last.model_sha256 != sha256:
         raise ResumeModelError(
             f"{path}: cannot resume session {last.id}: it was interrupted while classifying with model {last.model_name} "

@@ -44,7 +44,7 @@ from .differential import Differential
 from ..errors import InvalidImageError
 from .framegate import (MIN_SHARPNESS, MIN_STAINED_FRACTION, MOTION_THRESHOLD, MOTION_WIDTH, SHARPNESS_WIDTH, FrameQuality, Motion,
                         MotionGate, assess_quality, sharpness)
-from .log import StationLog
+from .log import StationLog, counted_classes
 
 __all__ = ["MIN_SHARPNESS", "MIN_STAINED_FRACTION", "MOTION_THRESHOLD", "MOTION_WIDTH", "MODES", "SHARPNESS_WIDTH", "FrameQuality",
            "Motion", "MotionGate", "Station", "StationConfig", "StationSummary", "assess_quality", "sharpness", "source_key"]
@@ -140,12 +140,12 @@ class Station:
         The source must be open. ``should_stop`` is asked between frames; a
         string it returns (e.g. ``"SIGTERM"``) becomes the stop reason.
         """
-        cfg, spec = self.config, self.classifier.spec
+        cfg = self.config
         should_stop = should_stop or (lambda: False)
         with StationLog(cfg.db_path) as db:
             self._folder = source.folder if isinstance(source, FolderSource) else None
             session = self._open_session(db, source)
-            summary = StationSummary(session_id=session.id, differential=db.differential(session.id, labels=spec.labels))
+            summary = StationSummary(session_id=session.id, differential=db.differential(session.id))
             if session.resumed:
                 self._skip_done(source, db, session.id, summary.differential.total)
             crops_dir = cfg.crops_folder / f"session-{session.id:04d}"
@@ -201,7 +201,7 @@ class Station:
             db.require_intact()
         session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels, source=cfg.source_name,
                                   source_key=source_key(source, cfg.source_name), mode=cfg.mode, config=_config_json(cfg),
-                                  resume=cfg.resume)
+                                  resume=cfg.resume, counted=counted_classes(spec))
         if cfg.resume and not session.resumed:
             why = "it is empty" if last is None else f"its last session, {last.id}, ended normally ({last.stop_reason})"
             log.warning("--resume: nothing to resume in %s (%s); started session %d", cfg.db_path, why, session.id)

@@ -15,6 +15,11 @@ Version 3 keeps each cell's out-of-distribution score and whether it was
 *atypical* (``cells.ood_score``, ``cells.atypical``; :mod:`hematovision.batch_shift`
 counts the atypical cells of a session). Cells logged before it have NULL there.
 
+Version 4 keeps the classes a session's differential counts (``sessions.counted``,
+a JSON list): a lab's differential scope (:mod:`hematovision.scope`), whose other
+classes the model never names, so that a report does not state "0 %" for a class
+nobody counted. NULL (every earlier session, and an unscoped model): every class.
+
 :func:`connect` opens a file only after checking that it is an SQLite file
 and, when it exists, a HematoVision one: a foreign or damaged file is refused
 before WAL mode (which is written into the file) is switched on. It returns a
@@ -34,7 +39,7 @@ from typing import Iterator
 from ..errors import StationLogError
 
 SQLITE_MAGIC = b"SQLite format 3\x00"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TABLES = ("sessions", "cells", "frames")
 #: Tables a database of each version must have besides :data:`TABLES` (``reviews`` came with version 2).
 TABLES_SINCE = {2: ("reviews",)}
@@ -84,6 +89,9 @@ CREATE TRIGGER cells_keep_model_label BEFORE UPDATE OF label ON cells
     2: """
 ALTER TABLE cells ADD COLUMN ood_score REAL;
 ALTER TABLE cells ADD COLUMN atypical INTEGER;
+""",
+    3: """
+ALTER TABLE sessions ADD COLUMN counted TEXT;
 """,
 }
 

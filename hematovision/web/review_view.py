@@ -35,6 +35,7 @@ class Slide:
     labels: tuple[str, ...]
     model_name: str
     model_sha256: str
+    counted: tuple[str, ...] = ()  # the classes its differential lists (a lab scope's, or every label)
 
 
 def read_slide(db, db_path) -> Slide:
@@ -42,8 +43,9 @@ def read_slide(db, db_path) -> Slide:
     if not sessions:
         raise refusal(f"{db.path.name}: a station database without sessions: run the station first.", where="review")
     labels = tuple(dict.fromkeys(label for s in sessions for label in s.labels))
+    counted = tuple(dict.fromkeys(label for s in sessions for label in s.differential_labels))
     last = sessions[-1]
-    return Slide(str(db_path), cell_reviews(db), labels, last.model_name, last.model_sha256)
+    return Slide(str(db_path), cell_reviews(db), labels, last.model_name, last.model_sha256, counted)
 
 
 def flagged(cell) -> bool:
@@ -163,8 +165,8 @@ def _agreement(pair):
 def differential_table(db, slide) -> pd.DataFrame:
     """Per class: the model's count and percent over every cell, the verified count and percent over the reviewed
     cells, and the agreement (reviewed cells the model put in the class that the reviewer confirmed)."""
-    pre = db.differential(None, labels=slide.labels)
-    ver = verified_count(db, None, slide.labels)
+    pre = db.differential(None, labels=slide.counted or slide.labels)
+    ver = verified_count(db, None, slide.counted or slide.labels)
     pre_pct, ver_pct = pre.percentages(), ver.differential.percentages()
     rows = [(label, pre.counts.get(label, 0), f"{pre_pct.get(label, 0.0):.1f}", ver.differential.counts.get(label, 0),
              f"{ver_pct.get(label, 0.0):.1f}", _agreement(ver.agreement.get(label))) for label in ver.differential.labels]
