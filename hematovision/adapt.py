@@ -192,11 +192,12 @@ def _calibration(spec, oof: np.ndarray, y: np.ndarray, log) -> dict:
         log(f"only {len(y)} cells (< {MIN_CELLS_FOR_CALIBRATION}): temperature and uncertain threshold keep the source values")
         return {**spec.raw.get("calibration", {}), "adapted": False,
                 "note": f"kept from {spec.name}: fewer than {MIN_CELLS_FOR_CALIBRATION} lab cells to refit them"}
-    t, thr = refit_calibration(oof, y)
+    t, thr = refit_calibration(oof, y, counted=None if spec.scope is None else spec.scope.inside(spec.labels))
     log(f"refitted on out-of-fold logits: temperature {t:.3f}, uncertain threshold {thr:.3f}")
     return {"temperature": t, "uncertain_threshold": thr, "adapted": True,
             "rule": "temperature: NLL-optimal on the lab's out-of-fold logits; threshold: lowest confidence at which "
-                    "out-of-fold predictions above it are >= 99.5 % correct (floor 0.5)"}
+                    "out-of-fold predictions above it are >= 99.5 % correct (floor 0.5); with a lab scope, among the "
+                    "cells whose first choice it counts (the others are flagged anyway)"}
 
 
 def _set_up_check(clf, feats, y, log) -> tuple[dict, float | None]:

@@ -40,10 +40,19 @@ def uncertain_threshold(p: np.ndarray, y: np.ndarray, target: float = 0.995, flo
     return 1.0  # never reached target: everything is uncertain
 
 
-def refit_calibration(oof: np.ndarray, y: np.ndarray) -> tuple[float, float]:
-    """(temperature, uncertain threshold) refitted on a lab's out-of-fold logits, as the adapted JSON stores them."""
+def refit_calibration(oof: np.ndarray, y: np.ndarray, *, counted: np.ndarray | None = None) -> tuple[float, float]:
+    """(temperature, uncertain threshold) refitted on a lab's out-of-fold logits, as the adapted JSON stores them.
+
+    ``counted``: for a model with a lab scope (:mod:`hematovision.scope`), the boolean mask of the classes it counts.
+    A cell whose first choice is outside them is flagged whatever its confidence, so the threshold is fitted on the
+    other cells only, whose label is their first choice (as the scoped model will answer); the temperature on all.
+    """
     t = fit_temperature(oof, y)
-    return t, uncertain_threshold(softmax(oof / t), y)
+    p = softmax(oof / t)
+    if counted is not None:
+        keep = np.asarray(counted, bool)[p.argmax(axis=1)]
+        p, y = p[keep], y[keep]
+    return t, uncertain_threshold(p, y)
 
 
 def extend_ood(ood: OODModel, feats: np.ndarray, energy: float = 0.9, max_new: int = 16) -> tuple[OODModel, int]:

@@ -239,3 +239,25 @@ def test_a_scoped_station_session_counts_only_its_classes(tiny, tmp_path):
     assert summary.differential.labels == LABELS
     with StationLog(config.db_path, create=False) as db:
         assert db.session(summary.session_id).counted is None
+
+
+def test_a_scoped_models_threshold_is_fitted_on_the_cells_it_can_name():
+    """adapt's uncertain threshold is the lowest confidence above which out-of-fold answers are >= 99.5 % right. A
+    scoped model flags every cell whose first choice it does not count whatever the confidence, so those cells must
+    not push the threshold up: here 20 confident first choices of class 2 (not counted, wrong) would flag everything."""
+    from hematovision.lab_calibration import refit_calibration
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1], 50)
+    right = np.full((100, 3), -2.0)
+    right[np.arange(100), y] = 2.0 + rng.uniform(0, 2, 100)  # counted classes, right, confidence spread
+    wrong = np.full((20, 3), -2.0)
+    wrong[:, 2] = 6.0  # confidently class 2
+    oof, labels = np.concatenate([right, wrong]), np.concatenate([y, np.zeros(20, int)])
+    t_all, thr_all = refit_calibration(oof, labels)
+    t_scoped, thr_scoped = refit_calibration(oof, labels, counted=np.array([True, True, False]))
+    assert t_scoped == t_all
+    assert thr_all == 1.0  # unscoped: no confidence level is 99.5 % right, everything would be flagged
+    # scoped: the counted first choices are all right, so the threshold is the lowest of their confidences
+    lowest = (np.exp(right / t_all) / np.exp(right / t_all).sum(axis=1, keepdims=True)).max(axis=1).min()
+    assert thr_scoped == pytest.approx(max(lowest, 0.5))

@@ -49,7 +49,8 @@ from training.metrics import wilson
 def adapted_calibration(feats, y, train, fit, clf) -> tuple:
     """(temperature, uncertain threshold, OOD reference or None) as ``adapt`` calibrates them from the ``train`` cells."""
     if train.sum() >= MIN_CELLS_FOR_CALIBRATION:
-        t, thr = refit_calibration(fit.oof, y[train])  # the out-of-fold logits of the chosen l2, as adapt uses them
+        scope = clf.spec.scope  # the out-of-fold logits of the chosen l2, as adapt uses them (with its scope)
+        t, thr = refit_calibration(fit.oof, y[train], counted=None if scope is None else scope.inside(clf.labels))
     else:
         t, thr = clf.spec.temperature, clf.spec.uncertain_threshold
     return t, thr, (extend_ood(clf.ood, feats[train])[0] if clf.ood is not None else None)
