@@ -100,6 +100,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                         "probability P (training.augment.amplitude_mix); 0 (default) turns it off; needs --amplitude-pool")
     p.add_argument("--mixstyle-after", nargs="+", default=None, metavar="LAYER",
                    help="backbone layers MixStyle follows (default: block_2_add block_5_add)")
+    p.add_argument("--consistency", type=finite_float(0, 1000), default=0.0, metavar="W",
+                   help="weight of a Jensen-Shannon consistency term between two appearance-augmented views of each cell "
+                        "(training/consistency.py, AugMix); 0 (default) turns it off; on, each step sees both views")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--limit-per-class", type=int, help="only N images per class and split (smoke tests)")
     p.add_argument("--out", required=True, help="run folder")
@@ -109,7 +112,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-def _pipeline(images, masks, labels, spec, *, batch_size, augment_geometry, appearance, out_size, training, seed):
+def _pipeline(images, masks, labels, spec, *, batch_size, augment_geometry, appearance, out_size, training, seed,
+              views: int = 1):
+    """Batches of (x, mask, label); with ``views=2`` (training only), (x1, x2, mask, label): one geometry, two
+    independent appearance draws (training/consistency.py)."""
     import tensorflow as tf
 
     ds = tf.data.Dataset.from_tensor_slices((np.concatenate([images, masks], axis=-1), labels))
@@ -123,6 +129,8 @@ def _pipeline(images, masks, labels, spec, *, batch_size, augment_geometry, appe
         if xm.shape[1] != out_size:
             xm = tf.image.resize(xm, (out_size, out_size), antialias=True)
         x, m = xm[..., :3], xm[..., 3:]
+        if training and views == 2:
+            return appearance(x) * (255.0 * spec.scale) + spec.offset, appearance(x) * (255.0 * spec.scale) + spec.offset, m, y
         if training:
             x = appearance(x)
         return x * (255.0 * spec.scale) + spec.offset, m, y
@@ -300,6 +308,12 @@ def _steps(model, args, weights, n_train: int):
     import tensorflow as tf
 
     t = trainable(model, args, weights, n_train)
+    if args.consistency > 0:
+        from .consistency import two_view_step
+
+        if args.teacher:
+            raise SystemExit("error: --consistency and --teacher together are not implemented; use one of them")
+        return two_view_step(t, weight=args.consistency, cam_weight=args.cam_weight, outside_share=_outside_share), val_step_of(t)
     two, kernel, opt = t.two, t.kernel, t.optimizer
     soft = _distillation(args)
 
@@ -446,7 +460,8 @@ def setup_run(args, argv, *, program: str, extra_args: dict | None = None) -> Ru
                         extra_args=init_args)
     geometry, appearance = _augmenters(args, config)
     train_ds = _pipeline(train.images, masks["train"], train.labels, spec, batch_size=args.batch_size, augment_geometry=geometry,
-                         appearance=appearance, out_size=args.img_size, training=True, seed=args.seed)
+                         appearance=appearance, out_size=args.img_size, training=True, seed=args.seed,
+                         views=2 if getattr(args, "consistency", 0.0) > 0 else 1)
     val_ds = _pipeline(splits["val"].images, masks["val"], splits["val"].labels, spec, batch_size=128, augment_geometry=None,
                        appearance=None, out_size=args.img_size, training=False, seed=args.seed)
     save = None
@@ -473,8 +488,9 @@ def main(argv=None) -> int:
     (run.out / "config.json").write_text(json.dumps(run.config, indent=2))
     train_step, val_step = _steps(run.model, args, run.weights, len(run.train.labels))
     t_train = time.time()
+    metrics = TRAIN_METRICS + (("js",) if args.consistency > 0 else ())
     history, best = _fit(run.model, args, run.out, lambda: run.train_ds, run.val_ds, len(run.splits["val"].labels),
-                         train_step, val_step, min_cam_inside=args.min_cam_inside, save=run.save)
+                         train_step, val_step, metrics=metrics, min_cam_inside=args.min_cam_inside, save=run.save)
     _finish(run.out, run.splits, run.spec, history, best, time.time() - t_train, min_cam_inside=args.min_cam_inside)
     print(f"done in {time.time() - t0:.0f}s -> {run.out}", flush=True)
     return 0
