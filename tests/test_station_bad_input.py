@@ -328,6 +328,8 @@ DAMAGES = {
     "labels not JSON": (_sql("UPDATE sessions SET labels = 'garbage'"), ["report", "report-fhir", "set", "import", "station"]),
     "labels not a list": (_sql("UPDATE sessions SET labels = '{\"a\": 1}'"), ["report", "set", "station"]),
     "summary not JSON": (_sql("UPDATE sessions SET summary = '{oops'"), ["report"]),
+    "counted classes not JSON": (_sql("UPDATE sessions SET counted = 'garbage'"), ["report", "report-fhir", "station"]),
+    "counted classes not a list": (_sql("UPDATE sessions SET counted = '[1, 2]'"), ["report", "report-fhir"]),
 }
 COMMANDS = {
     "report": ["report"],

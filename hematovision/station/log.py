@@ -39,6 +39,7 @@ from .. import __version__
 from ..batch_shift import BatchShift, check_batch
 from .differential import Differential
 from ..errors import StationLogError
+from .resume import ResumeError, ResumeModelError, ResumeSourceError, check_same_model, check_same_source
 from .schema import RECOVER, SCHEMA_VERSION, CorruptDatabaseError, connect, row_id, stored_json
 
 __all__ = ["CELL_COLUMNS", "SCHEMA_VERSION", "ResumeError", "ResumeModelError", "ResumeSourceError", "Session", "StationLog",
@@ -48,18 +49,6 @@ __all__ = ["CELL_COLUMNS", "SCHEMA_VERSION", "ResumeError", "ResumeModelError", 
 CELL_COLUMNS = ("id", "session_id", "time", "frame_index", "source_frame", "cell_in_frame", "x0", "y0", "x1", "y1", "label",
                 "confidence", "uncertain", "out_of_distribution", "model_name", "model_sha256", "crop_path", "probabilities",
                 "source_sha256", "ood_score", "atypical")
-
-
-class ResumeError(StationLogError, ValueError):
-    """``--resume`` cannot continue the interrupted session (another source or another model); nothing was written."""
-
-
-class ResumeSourceError(ResumeError):
-    """``--resume`` would continue a session that read another source."""
-
-
-class ResumeModelError(ResumeError):
-    """``--resume`` would continue a session classified by another model (its counts would mix two models)."""
 
 
 @dataclass(frozen=True)
@@ -131,8 +120,8 @@ class StationLog:
         if resume:
             last = self.latest_session()
             if last is not None and (last.ended is None or last.stop_reason == "error"):
-                _check_same_model(self.path, last, model_name, model_sha256, counted)
-                _check_same_source(self.path, last, key)
+                check_same_model(self.path, last, model_name, model_sha256, counted)
+                check_same_source(self.path, last, key)
                 self._db.execute("UPDATE sessions SET ended = NULL, stop_reason = NULL WHERE id = ?", (last.id,))
                 return dataclasses.replace(self.session(last.id), resumed=True)
         cur = self._db.execute(
@@ -301,41 +290,8 @@ class StationLog:
 
 
 def counted_classes(spec) -> tuple[str, ...] | None:
-    """What :meth:`StationLog.open_session` stores as ``counted`` for a model: its lab scope's classes, or None (all)."""
+    """What :meth:`open_session` stores as ``counted`` for a model: its lab scope's classes, or None (all)."""
     return None if spec.scope is None else spec.scope.classes
-
-
-def _check_same_model(path: Path, last: Session, name: str, sha256: str, counted: tuple[str, ...] | None) -> None:
-    counted = None if counted is None else tuple(counted)
-    if last.model_sha256 == sha256 and counted != last.counted:  # the same network, another lab scope
-        def said(c):
-            return "every class" if c is None else ", ".join(c)
-        raise ResumeModelError(
-            f"{path}: cannot resume session {last.id}: it counted {said(last.counted)} (model {last.model_name}), and this "
-            f"run's model {name} counts {said(counted)}; its differential would mix the two. Resume it with --model "
-            f"{last.model_name}, or run without --resume to start a new session (the interrupted one keeps its cells).")
-    if last.model_sha256 != sha256:
-        raise ResumeModelError(
-            f"{path}: cannot resume session {last.id}: it was interrupted while classifying with model {last.model_name} "
-            f"(sha256 {last.model_sha256[:12]}), and this run uses {name} (sha256 {sha256[:12]}). Resume it with --model "
-            f"{last.model_name}, or run without --resume to start a new session (the interrupted one keeps its cells).")
-
-
-def _check_same_source(path: Path, last: Session, key: str) -> None:
-    old = last.source_key if last.source_key is not None else legacy_source_key(last.source)
-    if old != key:
-        raise ResumeSourceError(
-            f"{path}: cannot resume session {last.id}: it was interrupted while reading {last.source or old!r} ({old}), and this "
-            f"run reads {key}. Resume it with --source {last.source or old}, or run without --resume to start a new "
-            "session (the interrupted one keeps its cells).")
-
-
-def legacy_source_key(source: str | None) -> str:
-    """The canonical key of a schema-1 session's source string (a folder's path made absolute, as best we can)."""
-    kind, _, arg = (source or "").partition(":")
-    if kind.strip().lower() in ("folder", "video") and arg:
-        return f"{kind.strip().lower()}:{Path(arg).expanduser().resolve()}"
-    return source or ""
 
 
 def _safe(label: str) -> str:

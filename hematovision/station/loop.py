@@ -19,8 +19,8 @@ For every frame from a :mod:`~hematovision.station.sources` source the station
 Resuming (``resume=True``) continues the last session only if it was
 interrupted, used the same model and read the same source (:func:`source_key`:
 a folder's absolute path; another source is refused with
-:class:`~hematovision.station.log.ResumeSourceError`, another model with
-:class:`~hematovision.station.log.ResumeModelError`; with nothing to resume a
+:class:`~hematovision.station.resume.ResumeSourceError`, another model with
+:class:`~hematovision.station.resume.ResumeModelError`; with nothing to resume a
 new session starts, and a warning says why). A folder's file is
 skipped only if a file of that name with the same content (sha256, logged with
 every frame and cell) was done; a file replaced by another image under the same
