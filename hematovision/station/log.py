@@ -114,9 +114,11 @@ class StationLog:
         (default ``source``): resuming an interrupted session of another source
         raises :class:`ResumeSourceError`, of another model (sha256)
         :class:`ResumeModelError`; either leaves it untouched, still resumable. ``counted``: the classes the
-        differential counts when the model has a lab scope (None: all ``labels``); resuming needs the same.
+        differential counts (``ModelSpec.counted_labels``: a lab scope's, or all ``labels``, stored as NULL);
+        resuming needs the same.
         """
         key = source if source_key is None else source_key
+        counted = None if counted is None or tuple(counted) == tuple(labels) else tuple(counted)
         if resume:
             last = self.latest_session()
             if last is not None and (last.ended is None or last.stop_reason == "error"):
@@ -287,11 +289,6 @@ class StationLog:
 
     def integrity(self) -> str:
         return self._db.execute("PRAGMA integrity_check").fetchone()[0]
-
-
-def counted_classes(spec) -> tuple[str, ...] | None:
-    """What :meth:`open_session` stores as ``counted`` for a model: its lab scope's classes, or None (all)."""
-    return None if spec.scope is None else spec.scope.classes
 
 
 def _safe(label: str) -> str:

@@ -44,7 +44,7 @@ from .differential import Differential
 from ..errors import InvalidImageError
 from .framegate import (MIN_SHARPNESS, MIN_STAINED_FRACTION, MOTION_THRESHOLD, MOTION_WIDTH, SHARPNESS_WIDTH, FrameQuality, Motion,
                         MotionGate, assess_quality, sharpness)
-from .log import StationLog, counted_classes
+from .log import StationLog
 
 __all__ = ["MIN_SHARPNESS", "MIN_STAINED_FRACTION", "MOTION_THRESHOLD", "MOTION_WIDTH", "MODES", "SHARPNESS_WIDTH", "FrameQuality",
            "Motion", "MotionGate", "Station", "StationConfig", "StationSummary", "assess_quality", "sharpness", "source_key"]
@@ -201,7 +201,7 @@ class Station:
             db.require_intact()
         session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels, source=cfg.source_name,
                                   source_key=source_key(source, cfg.source_name), mode=cfg.mode, config=_config_json(cfg),
-                                  resume=cfg.resume, counted=counted_classes(spec))
+                                  resume=cfg.resume, counted=spec.counted_labels)
         if cfg.resume and not session.resumed:
             why = "it is empty" if last is None else f"its last session, {last.id}, ended normally ({last.stop_reason})"
             log.warning("--resume: nothing to resume in %s (%s); started session %d", cfg.db_path, why, session.id)

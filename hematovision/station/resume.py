@@ -29,7 +29,6 @@ class ResumeModelError(ResumeError):
 
 
 def check_same_model(path: Path, last: "Session", name: str, sha256: str, counted: tuple[str, ...] | None) -> None:
-    counted = None if counted is None else tuple(counted)
     if last.model_sha256 == sha256 and counted != last.counted:  # the same network, another lab scope
         def said(c):
             return "every class" if c is None else ", ".join(c)

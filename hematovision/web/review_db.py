@@ -41,7 +41,7 @@ from ..registry import sha256_file
 from ..station.sources import Frame
 from ..cells.detection import whole_frame
 from ..images import load_image
-from ..station.log import StationLog, counted_classes
+from ..station.log import StationLog
 from ..station.review import latest_reviews
 from .errors import public, refusal
 from .files import upload_path
@@ -242,7 +242,7 @@ def write_batch(files, clf) -> Path:
     spec = clf.spec
     with StationLog(folder / "batch.sqlite") as db:
         session = db.open_session(model_name=spec.name, model_sha256=spec.sha256, labels=spec.labels,
-                                  source=BATCH_SOURCE, mode="cell", config={"files": len(files)}, counted=counted_classes(spec))
+                                  source=BATCH_SOURCE, mode="cell", config={"files": len(files)}, counted=spec.counted_labels)
         for index, (name, path, pred, error) in enumerate(files):
             if pred is None:
                 frame = Frame(image=None, index=index, name=name, timestamp=time.time())
