@@ -122,6 +122,9 @@ def _pipeline(images, masks, labels, spec, *, batch_size, augment_geometry, appe
     if training:
         ds = ds.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)  # the whole split, every epoch
 
+    def network_input(x):
+        return x * (255.0 * spec.scale) + spec.offset
+
     def to_input(xm, y):
         xm = tf.cast(xm, tf.float32) / 255.0
         if training:
@@ -130,10 +133,10 @@ def _pipeline(images, masks, labels, spec, *, batch_size, augment_geometry, appe
             xm = tf.image.resize(xm, (out_size, out_size), antialias=True)
         x, m = xm[..., :3], xm[..., 3:]
         if training and views == 2:
-            return appearance(x) * (255.0 * spec.scale) + spec.offset, appearance(x) * (255.0 * spec.scale) + spec.offset, m, y
+            return network_input(appearance(x)), network_input(appearance(x)), m, y
         if training:
             x = appearance(x)
-        return x * (255.0 * spec.scale) + spec.offset, m, y
+        return network_input(x), m, y
 
     return ds.batch(batch_size).map(to_input, num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
 
